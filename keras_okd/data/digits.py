@@ -1,0 +1,58 @@
+"""scikit-learn's digits: 1,797 real 8x8 handwritten digits, bundled with scikit-learn, so no download is needed."""
+
+import numpy as np
+
+from keras_okd.data.indexing import pipeline
+
+NUM_CLASSES = 10
+INPUT_SHAPE = (8, 8, 1)
+
+
+def digits_arrays(validation_size=360, seed=0):
+    """The digits as arrays with a fixed, stratified train/validation split.
+
+    Images are float32 `(N, 8, 8, 1)` scaled to [0, 1]; labels int32 `(N,)`.
+
+    Args:
+        validation_size: number of validation images (default 360, leaving 1,437 for training).
+        seed: seed of the split (the default split is the one every keras-okd figure uses).
+
+    Returns:
+        `((x_train, y_train), (x_val, y_val))`.
+
+    Example:
+
+    >>> (x, y), (xv, yv) = digits_arrays()
+    >>> x.shape, xv.shape
+    ((1437, 8, 8, 1), (360, 8, 8, 1))
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data = load_digits()
+    images = (data.images / 16.0).astype("float32")[..., None]
+    labels = data.target.astype("int32")
+    x_train, x_val, y_train, y_val = train_test_split(
+        images, labels, test_size=validation_size, random_state=seed, stratify=labels
+    )
+    return (x_train, y_train), (x_val, y_val)
+
+
+def digits(batch_size=64, seed=0, validation_size=360, augment=None):
+    """Indexed, shuffled training batches and validation batches of the digits, as tf.data datasets.
+
+    Args:
+        batch_size: batch size of both datasets.
+        seed: seed of the split and of the shuffling.
+        validation_size: number of validation images.
+        augment: optional augmentation of training batches (any Keras preprocessing layer).
+
+    Returns:
+        `(train_ds, val_ds, num_train_samples)`; training elements are `({"inputs", "index"}, label)`.
+    """
+    import tensorflow as tf
+
+    (x, y), (xv, yv) = digits_arrays(validation_size=validation_size, seed=seed)
+    train = pipeline(tf.data.Dataset.from_tensor_slices((x, y)), batch_size, training=True, augment=augment, seed=seed)
+    val = pipeline(tf.data.Dataset.from_tensor_slices((xv, yv)), batch_size, training=False)
+    return train, val, len(x)

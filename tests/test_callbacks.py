@@ -1,0 +1,52 @@
+import math
+
+import numpy as np
+import pytest
+from conftest import tiny_student, to_numpy
+
+import keras_okd
+from keras_okd.callbacks import Decay, KnowledgeSchedule, RampUp, WarmUp
+
+
+def test_warmup_values():
+    assert [WarmUp(20)(e) for e in (0, 1, 19, 20, 239)] == [0.0, 0.0, 0.0, 1.0, 1.0]
+    assert WarmUp(0)(0) == 1.0
+
+
+def test_rampup_is_the_intended_formula():
+    ramp = RampUp(80)
+    for e in (0, 1, 40, 79):
+        assert ramp(e) == pytest.approx(math.exp(-5 * (1 - e / 80) ** 2))
+    assert ramp(80) == 1.0 and ramp(200) == 1.0
+    assert ramp(1) < 0.01  # the public code's bug would give ~1 here (REFERENCE.md)
+
+
+def test_decay_shapes():
+    assert Decay(gamma=0.5)(4) == pytest.approx(math.exp(-2.0))
+    assert Decay(gamma=0.5, complement=True)(4) == pytest.approx(1 - math.exp(-2.0))
+    assert Decay("cosine", total_epochs=10)(5) == pytest.approx(0.5)
+    assert Decay("linear", total_epochs=10)(3) == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="total_epochs"):
+        Decay("cosine")
+    with pytest.raises(ValueError, match="shape"):
+        Decay("step")
+
+
+def test_schedule_callback_sets_part_variables_and_rejects_unknown_parts():
+    students = [tiny_student(name="a"), tiny_student(name="b")]
+    distiller = keras_okd.methods.tsb(students, num_train_samples=10, warmup_epochs=3)
+    (callback,) = keras_okd.callbacks.for_method(distiller)
+    callback.set_model(distiller)
+    callback.on_epoch_begin(2)
+    assert [float(to_numpy(p.schedule)) for p in distiller.knowledge] == [0.0, 0.0]
+    callback.on_epoch_begin(3)
+    assert [float(to_numpy(p.schedule)) for p in distiller.knowledge] == [1.0, 1.0]
+    bad = KnowledgeSchedule({"nope": [WarmUp(1)]})
+    bad.set_model(distiller)
+    with pytest.raises(ValueError, match="nope"):
+        bad.on_epoch_begin(0)
+
+
+def test_product_of_schedules():
+    cb = KnowledgeSchedule({"x": [RampUp(10), Decay(gamma=1.0)]})
+    np.testing.assert_allclose(cb.values(5)["x"], math.exp(-5 * 0.25) * math.exp(-5))
