@@ -53,3 +53,30 @@ def torch_parameters_by_position(variables):
     import torch
 
     return torch.nn.ParameterDict({f"v{i}": variable.value for i, variable in enumerate(variables)})
+
+
+def keep_state_for_errors(model, optimizer=True):
+    """JAX only: let Keras reattach the model's variables if the first step of `fit`/`evaluate` fails.
+
+    Keras's JAX trainer detaches ("purges") variable values while it holds them as jitted state, and reattaches them
+    from its last step's state afterwards. When the very first step of a call fails (a batch refused by the input
+    checks, say) there is no last step, and the variables would stay detached. Recording the current values as that
+    state costs nothing (JAX arrays are immutable and shared, not copied) and lets `reattach_state` restore them.
+    Called from `on_train_begin` / `on_test_begin`, after Keras has built the optimizer.
+    """
+    if keras.backend.backend() != "jax":
+        return
+    state = {
+        "trainable_variables": [v.value for v in model.trainable_variables],
+        "non_trainable_variables": [v.value for v in model.non_trainable_variables],
+        "metrics_variables": [v.value for v in model.metrics_variables],
+    }
+    if optimizer and model.optimizer is not None:
+        state["optimizer_variables"] = [v.value for v in model.optimizer.variables]
+    model._jax_state = state
+
+
+def reattach_state(model):
+    """JAX only: reattach the variables the trainer detached, after an error interrupted `evaluate`."""
+    if keras.backend.backend() == "jax":
+        model.jax_state_sync()

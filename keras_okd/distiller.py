@@ -211,6 +211,14 @@ class OnlineDistiller(keras.Model):
                 )
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
 
+    def compile_from_config(self, config):
+        """Recompile a loaded distiller from its saved compile config (optimizer state is then restored by Keras)."""
+        config = dict(keras.saving.deserialize_keras_object(config))
+        config.pop("loss", None)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     def fit(self, x=None, y=None, batch_size=None, epochs=1, callbacks=None, validation_data=None, **kwargs):
         """`keras.Model.fit` with input checks, the method's schedules and the non-finite-loss guard.
 
@@ -226,8 +234,8 @@ class OnlineDistiller(keras.Model):
         callbacks = list(callbacks or [])
         if self.schedules and not any(isinstance(c, okd_callbacks.KnowledgeSchedule) for c in callbacks):
             callbacks.append(okd_callbacks.KnowledgeSchedule(self.schedules))
-        if not any(isinstance(c, keras.callbacks.TerminateOnNaN) for c in callbacks):
-            callbacks.append(_RaiseOnNonFiniteLoss())
+        raise_on_nonfinite = not any(isinstance(c, keras.callbacks.TerminateOnNaN) for c in callbacks)
+        callbacks.append(_Guard(raise_on_nonfinite))
         with _clear_input_errors():
             return super().fit(
                 x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks, validation_data=validation_data, **kwargs
@@ -235,10 +243,16 @@ class OnlineDistiller(keras.Model):
 
     def evaluate(self, x=None, y=None, **kwargs):
         """`keras.Model.evaluate` with the same input checks as `fit`; never changes bank, counts or schedules."""
-        if not kwargs.get("_use_cached_eval_dataset"):
-            x = self._checked_data(x, y, [])
-        with _clear_input_errors():
+        if kwargs.get("_use_cached_eval_dataset"):  # validation inside fit: data already checked, _Guard present
             return super().evaluate(x, y, **kwargs)
+        x = self._checked_data(x, y, [])
+        callbacks = list(kwargs.pop("callbacks", None) or []) + [_Guard(False)]
+        with _clear_input_errors():
+            try:
+                return super().evaluate(x, y, callbacks=callbacks, **kwargs)
+            except Exception:
+                backend.reattach_state(self)
+                raise
 
     def predict(self, x, **kwargs):
         """The ensemble's class probabilities `(N, classes)`: the mean of the students' softmax outputs."""
@@ -357,11 +371,24 @@ class OnlineDistiller(keras.Model):
         return cls(**config)
 
 
-class _RaiseOnNonFiniteLoss(keras.callbacks.Callback):
-    """Raises FloatingPointError after a batch whose loss was not finite (its update was skipped)."""
+class _Guard(keras.callbacks.Callback):
+    """Keeps the model's state safe when a step fails, and raises FloatingPointError after a batch whose loss was not
+    finite (its update was skipped)."""
+
+    def __init__(self, raise_on_nonfinite):
+        super().__init__()
+        self.raise_on_nonfinite = raise_on_nonfinite
+
+    def on_train_begin(self, logs=None):
+        backend.keep_state_for_errors(self.model)
+
+    def on_test_begin(self, logs=None):
+        backend.keep_state_for_errors(self.model, optimizer=False)
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
+        if not self.raise_on_nonfinite:
+            return
         loss = logs.get("loss")
         if loss is None or math.isfinite(float(loss)):
             return

@@ -52,10 +52,18 @@ class KnowledgePart(keras.layers.Layer):
 
     def build_for_peers(self, num_peers, num_classes):
         """Create the part's state for `num_peers` peers of `num_classes` classes. Called by the distiller."""
-        self.num_peers, self.num_classes = int(num_peers), int(num_classes)
-        self.build((None, self.num_peers, self.num_classes))
+        if self.built:  # e.g. rebuilt from a saved config
+            if (self.num_peers, self.num_classes) != (num_peers, num_classes):
+                raise ValueError(
+                    f"Knowledge part {self.name!r} was built for {self.num_peers} peers x {self.num_classes} classes, "
+                    f"not {num_peers} x {num_classes}; use a new part for a different group of peers."
+                )
+            return
+        self.build((None, int(num_peers), int(num_classes)))
 
     def build(self, input_shape):
+        """Record the peer count and class count from `input_shape = (batch, peers, classes)`."""
+        _, self.num_peers, self.num_classes = (None, *map(int, input_shape[1:]))
         self.built = True
 
     def targets(self, peer_logits, context):

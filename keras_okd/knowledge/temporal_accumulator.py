@@ -76,7 +76,8 @@ class TemporalAccumulator(KnowledgePart):
         self.bank_dtype = bank_dtype
 
     def build(self, input_shape):
-        _, peers, classes = input_shape
+        super().build(input_shape)
+        peers, classes = self.num_peers, self.num_classes
         self.bank = self.add_weight(
             shape=(self.num_samples, peers, classes),
             initializer="zeros",
