@@ -49,7 +49,7 @@ class OnlineDistiller(keras.Model):
 
     Args:
         students: list of 2 or more `keras.Model`s mapping the same inputs to logits over the same classes; their
-            architectures may differ.
+            architectures may differ. A student whose name repeats an earlier one's is renamed `{name}_{i}`.
         knowledge: list of `keras_okd.knowledge.KnowledgePart`s with distinct names; empty trains the students
             independently (CE only) in one model.
         schedules: dict `{part name: [keras_okd.callbacks.Schedule, ...]}` applied at each epoch start by
@@ -99,6 +99,7 @@ class OnlineDistiller(keras.Model):
         if unknown:
             raise ValueError(f"schedules name parts {unknown} that are not among the knowledge parts {names}.")
 
+        _make_names_unique(students)
         self.students = students
         self.knowledge = knowledge
         self.schedules = schedules
@@ -426,6 +427,16 @@ class _clear_input_errors:
             "distiller's num_train_samples equal to the training set's size); labels must be integer class ids "
             "in [0, num_classes)."
         ) from None
+
+
+def _make_names_unique(students):
+    """Rename students whose model name repeats to `{name}_{i}`: nested in one Keras model (the ensemble, a saved
+    distiller), names must be unique. Two students built by the same zoo function are the usual case."""
+    seen = set()
+    for i, student in enumerate(students):
+        if student.name in seen:
+            student.name = f"{student.name}_{i}"
+        seen.add(student.name)
 
 
 def _split_inputs(inputs):
