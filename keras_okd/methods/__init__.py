@@ -1,7 +1,30 @@
-"""Method presets: each returns an `OnlineDistiller` with its paper's parts and defaults."""
+"""Method presets: each returns an `OnlineDistiller` with its paper's parts and defaults.
+
+`get(name)` returns a preset function by name, `names()` lists them (used by configs and the CLI).
+"""
 
 from keras_okd.methods.dml import dml
 from keras_okd.methods.independent import independent
 from keras_okd.methods.tsb import tsb
 
-__all__ = ["dml", "independent", "tsb"]
+_PRESETS = {"independent": independent, "dml": dml, "tsb": tsb}
+
+
+def names():
+    """Sorted names of the method presets."""
+    return sorted(_PRESETS)
+
+
+def get(name):
+    """The preset function called `name` (e.g. `get("tsb")(students, num_train_samples=50_000)`).
+
+    Raises:
+        ValueError: unknown name; the message lists the known ones.
+    """
+    try:
+        return _PRESETS[name]
+    except KeyError:
+        raise ValueError(f"Unknown method {name!r}; known methods: {', '.join(names())}.") from None
+
+
+__all__ = ["dml", "get", "independent", "names", "tsb"]
