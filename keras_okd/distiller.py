@@ -8,6 +8,14 @@ So the whole step is written once in `keras.ops` and every backend runs it with 
 written inside `compute_loss` through non-trainable variables, which Keras carries out of the JAX stateless call like
 batch-norm statistics; writes happen only when `training=True`, so `evaluate` and `predict` never change it.
 
+The mean teacher (PCL, DKEL) is an EMA copy of the student network(s): `t = eta * s + (1 - eta) * t` after every
+optimizer step, over every float weight, batch-norm moving statistics included, and it runs in inference mode, so its
+forward pass changes nothing. Because the optimizer step happens after `compute_loss`, the update owed for step k is
+applied at the start of step k + 1's forward pass, before anything reads the teacher or the students' batch-norm
+statistics move; a `teacher_pending` variable records that an update is owed, and `sync_teacher()` applies it before
+validation, `evaluate`, `predict`, exports and at the end of `fit`. The teacher therefore never lags: whenever it is
+read it is the EMA of every optimizer step taken (a step skipped for a non-finite loss owes no update).
+
 Bad input is refused before any state changes: structural problems (fewer than two students, class counts that
 differ, a part that needs indices fed data without them, labels of the wrong shape) raise while the model is built or
 the step is traced; value problems (an index outside `[0, num_samples)`, a label outside `[0, classes)`) are checked
@@ -70,22 +78,47 @@ class OnlineDistiller(keras.Model):
     ```
     """
 
-    def __init__(self, students, knowledge=(), schedules=None, name="online_distiller", **kwargs):
+    def __init__(
+        self,
+        students,
+        knowledge=(),
+        schedules=None,
+        views=None,
+        teacher_eta=None,
+        teacher_init_steps=0,
+        teacher_init_learning_rate=0.01,
+        deploy="students",
+        ce_weight=1.0,
+        name="online_distiller",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
-        students = list(students) if isinstance(students, (list, tuple)) else [students]
-        if len(students) < 2:
-            raise ValueError(
-                f"OnlineDistiller needs at least 2 students, got {len(students)}. Online distillation trains a group "
-                "of networks together; to train one network alone, call its own fit()."
-            )
-        for i, student in enumerate(students):
-            if not isinstance(student, keras.Model):
-                raise TypeError(f"students[{i}] must be a keras.Model, got {type(student).__name__}.")
-        classes = [_num_classes(s, i) for i, s in enumerate(students)]
+        self.multi_branch = isinstance(students, keras.Model) and _is_multi_branch(students)
+        if self.multi_branch:
+            networks = [students]
+            peer_count = len(students.output["logits"])
+            classes = [_logits_classes(t, students, i) for i, t in enumerate(students.output["logits"])]
+            self._per_branch_inputs = len(students.inputs) > 1
+            if peer_count < 2:
+                raise ValueError(f"The multi-branch student {students.name} has {peer_count} branch; 2 or more needed.")
+        else:
+            networks = list(students) if isinstance(students, (list, tuple)) else [students]
+            if len(networks) < 2:
+                raise ValueError(
+                    f"OnlineDistiller needs at least 2 students, got {len(networks)}. Online distillation trains a "
+                    "group of networks together; to train one network alone, call its own fit(). For the branches "
+                    "of one network, pass a keras_okd.models.multi_branch model."
+                )
+            for i, student in enumerate(networks):
+                if not isinstance(student, keras.Model):
+                    raise TypeError(f"students[{i}] must be a keras.Model, got {type(student).__name__}.")
+            classes = [_num_classes(s, i) for i, s in enumerate(networks)]
+            peer_count = len(networks)
+            self._per_branch_inputs = False
         if len(set(classes)) != 1:
             raise ValueError(
-                f"All students must output logits over the same classes; got class counts {classes} "
-                f"(students {[s.name for s in students]}). Give every student the same num_classes."
+                f"All peers must output logits over the same classes; got class counts {classes}. "
+                "Give every student the same num_classes."
             )
         knowledge = list(knowledge or ())
         for part in knowledge:
@@ -98,29 +131,71 @@ class OnlineDistiller(keras.Model):
         unknown = sorted(set(schedules) - set(names))
         if unknown:
             raise ValueError(f"schedules name parts {unknown} that are not among the knowledge parts {names}.")
+        if views is not None and self.multi_branch and not self._per_branch_inputs:
+            raise ValueError(
+                "Per-peer views need one input per branch: build the student with "
+                "keras_okd.models.multi_branch(..., per_branch_inputs=True)."
+            )
+        if teacher_eta is not None and not 0.0 < float(teacher_eta) <= 1.0:
+            raise ValueError(f"teacher_eta (the EMA step t = eta*s + (1-eta)*t) must lie in (0, 1], got {teacher_eta}.")
+        needing_teacher = [part.name for part in knowledge if part.needs_teacher]
+        if needing_teacher and teacher_eta is None:
+            raise ValueError(f"Knowledge parts {needing_teacher} read the mean teacher: pass teacher_eta (e.g. 0.001).")
+        if deploy not in ("students", "teacher") or (deploy == "teacher" and teacher_eta is None):
+            raise ValueError(f"deploy must be 'students', or 'teacher' with a teacher_eta; got {deploy!r}.")
+        if int(teacher_init_steps) < 0 or not float(teacher_init_learning_rate) > 0:
+            raise ValueError("teacher_init_steps must be >= 0 and teacher_init_learning_rate > 0.")
+        if not float(ce_weight) >= 0:
+            raise ValueError(f"ce_weight must be >= 0, got {ce_weight}.")
 
-        _make_names_unique(students)
-        self.students = students
+        if not self.multi_branch:
+            _make_names_unique(networks)
+        self.students = networks
         self.knowledge = knowledge
         self.schedules = schedules
-        self.num_peers = len(students)
+        self.views = views
+        self.teacher_eta = None if teacher_eta is None else float(teacher_eta)
+        self.teacher_init_steps = int(teacher_init_steps)
+        self.teacher_init_learning_rate = float(teacher_init_learning_rate)
+        self.deploy = deploy
+        self.ce_weight = float(ce_weight)
+        self.num_peers = peer_count
         self.num_classes = classes[0]
-        self.peer_names = [f"student_{i}" for i in range(self.num_peers)]
+        prefix = "branch" if self.multi_branch else "student"
+        self.peer_names = [f"{prefix}_{i}" for i in range(self.num_peers)]
+        self.teachers = [_clone_as_teacher(n) for n in networks] if teacher_eta is not None else []
+        if self.teachers:
+            self._teacher_pending = self.add_weight(
+                shape=(), initializer="zeros", dtype="float32", trainable=False, name="teacher_pending"
+            )
+            self._teacher_initialized = self.add_weight(
+                shape=(), initializer="zeros", dtype="int32", trainable=False, name="teacher_initialized"
+            )
+        feature_shapes = None
+        if self.multi_branch:
+            feature_shapes = {
+                "features": [tuple(t.shape) for t in networks[0].output["features"]],
+                "shared_features": tuple(networks[0].output["shared_features"].shape),
+            }
         for part in knowledge:
-            part.build_for_peers(self.num_peers, self.num_classes)
+            part.build_for_peers(self.num_peers, self.num_classes, feature_shapes)
         samples = [part.num_samples for part in knowledge if part.needs_index]
         self.num_train_samples = min(samples) if samples else None
 
+        tracked = [("", self.peer_names)] + ([("teacher_", [f"teacher_{i}" for i in range(peer_count)])]
+                                             if self.teachers else [])
         self._ce_trackers = [keras.metrics.Mean(name=f"{p}_ce") for p in self.peer_names]
-        self._accuracy_trackers = [keras.metrics.Mean(name=f"{p}_accuracy") for p in self.peer_names]
+        self._accuracy_trackers = [
+            [keras.metrics.Mean(name=f"{p}_accuracy") for p in peers] for _, peers in tracked
+        ]
+        self._ensemble_trackers = [keras.metrics.Mean(name=f"{pre}ensemble_accuracy") for pre, _ in tracked]
         self._kd_trackers = [
             [keras.metrics.Mean(name=f"{p}_{part.name}") for p in self.peer_names] for part in knowledge
         ]
         self._part_loss_trackers = [
             {n: keras.metrics.Mean(name=f"{part.name}_{n}") for n in part.loss_names} for part in knowledge
         ]
-        self._ensemble_accuracy = keras.metrics.Mean(name="ensemble_accuracy")
-        if all(s.built for s in students):
+        if all(n.built for n in networks):
             self.built = True
 
     def _track_variables(self):
@@ -129,12 +204,99 @@ class OnlineDistiller(keras.Model):
         self._torch_params = backend.torch_parameters_by_position(self.variables)
 
     # ------------------------------------------------------------------ forward
+    def _peer_views(self, images, training):
+        """One input per peer: independent augmentations of the batch in training when `views` is set."""
+        if training and self.views is not None:
+            return [self.views(images, training=True) for _ in range(self.num_peers)]
+        return [images] * self.num_peers
+
+    def _forward(self, networks, views, training):
+        """Logits `(B, M, C)` of `networks` (the students or the teachers), plus features of a multi-branch net."""
+        if self.multi_branch:
+            out = networks[0](views if self._per_branch_inputs else views[0], training=training)
+            logits = out["logits"]
+            extra = {"features": list(out["features"]), "shared_features": out["shared_features"]}
+        else:
+            logits = [networks[i](views[i], training=training) for i in range(self.num_peers)]
+            extra = {}
+        return ops.stack([ops.cast(z, "float32") for z in logits], axis=1), extra
+
     def call(self, inputs, training=None):
-        """Run every student. Returns `{"probabilities": (B, C) ensemble, "peer_logits": (B, M, C)}`."""
+        """Run every peer on its view, and the teacher (after its pending EMA update, in training).
+
+        Returns a dict: `"probabilities"` `(B, C)`, the deployed ensemble (mean of the students' probabilities, or
+        outside training of the teacher's with `deploy="teacher"`); `"peer_logits"` `(B, M, C)`; with a teacher,
+        `"teacher_logits"` (no gradient); with a multi-branch student, `"features"` and `"shared_features"`. `predict` returns the
+        probabilities alone.
+        """
         images, _ = _split_inputs(inputs)
-        logits = [ops.cast(self.students[i](images, training=training), "float32") for i in range(self.num_peers)]
-        peer_logits = ops.stack(logits, axis=1)
-        return {"probabilities": ensemble_probabilities(peer_logits), "peer_logits": peer_logits}
+        views = self._peer_views(images, training)
+        if self.teachers and training:
+            self._ema_step(self.teacher_eta * self._teacher_pending)
+        peer_logits, out = self._forward(self.students, views, training)
+        out["peer_logits"] = peer_logits
+        out["probabilities"] = ensemble_probabilities(peer_logits)
+        if self.teachers:
+            out["teacher_logits"] = ops.stop_gradient(self._forward(self.teachers, views, False)[0])
+            if self.deploy == "teacher" and not training:
+                out["probabilities"] = ensemble_probabilities(out["teacher_logits"])
+        return out
+
+    # ------------------------------------------------------------------ mean teacher
+    def _weight_pairs(self):
+        """(student weight, teacher weight) pairs of every float weight, trainable or not (BN statistics included)."""
+        for net, teacher in zip(self.students, self.teachers):
+            for s, t in zip(net.weights, teacher.weights):
+                if "float" in str(t.dtype):
+                    yield s, t
+
+    def _ema_step(self, amount):
+        """t <- t + amount * (s - t), i.e. t = eta*s + (1-eta)*t for amount = eta."""
+        for s, t in self._weight_pairs():
+            t.assign(t + ops.cast(amount, t.dtype) * (ops.stop_gradient(ops.cast(s, t.dtype)) - t))
+
+    def sync_teacher(self):
+        """Apply the teacher's pending EMA update now (see the module docstring); a no-op when none is pending.
+
+        `fit` calls it before validation and at the end of training, `evaluate` and `predict` before they run, so
+        the teacher one reads is always the EMA of every optimizer step taken.
+        """
+        if self.teachers and float(ops.convert_to_numpy(self._teacher_pending)) > 0:
+            self._ema_step(self.teacher_eta)
+            self._teacher_pending.assign(0.0)
+
+    def initialize_teacher(self, batches, learning_rate=None):
+        """DKEL's decoupled teacher initialisation: copy the student's weights into the teacher, then train the
+        teacher alone with cross-entropy on `batches` (a list of `(images, labels)`) with plain SGD.
+
+        `fit` calls it once, on the first `teacher_init_steps` training batches, before training starts; the
+        state variable `teacher_initialized` keeps it from running again after a resume.
+        """
+        for s, t in self._weight_pairs():
+            t.assign(s)
+        wrapper = self._teacher_classifier()
+        wrapper.compile(
+            optimizer=keras.optimizers.SGD(learning_rate or self.teacher_init_learning_rate),
+            loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * self.num_peers,
+        )
+        for teacher in self.teachers:
+            teacher.trainable = True
+        try:
+            for images, labels in batches:
+                inputs = [images] * len(wrapper.inputs) if len(wrapper.inputs) > 1 else images
+                wrapper.train_on_batch(inputs, [labels] * self.num_peers)
+        finally:
+            for teacher in self.teachers:
+                teacher.trainable = False
+        self._teacher_initialized.assign(1)
+
+    def _teacher_classifier(self):
+        """A functional view of the teacher(s): image(s) -> list of M logits (shares the teacher's layers)."""
+        if self.multi_branch:
+            teacher = self.teachers[0]
+            return keras.Model(teacher.inputs, list(teacher.output["logits"]))
+        inputs = keras.Input(shape=tuple(self.teachers[0].inputs[0].shape[1:]))
+        return keras.Model(inputs, [t(inputs) for t in self.teachers])
 
     # ------------------------------------------------------------------ loss
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -147,12 +309,17 @@ class OnlineDistiller(keras.Model):
                 raise ValueError(_missing_index_message(needing))
         labels = _labels(y, self.num_classes)
         peer_logits = y_pred["peer_logits"]
+        context = {"index": index, "labels": labels, "training": bool(training), "sample_weight": sample_weight}
+        for key in ("features", "shared_features"):
+            if key in y_pred:
+                context[key] = y_pred[key]
+        if self.teachers:
+            context["teacher_logits"] = y_pred["teacher_logits"]
+
         # Losses the students' layers added (kernel regularisers, add_loss), as Keras's own compute_loss does.
         total = sum((ops.cast(loss, "float32") for loss in self.losses), ops.zeros((), "float32"))
-
         ce = peer_cross_entropy(labels, peer_logits, sample_weight)
-        total = total + ops.sum(ce)
-        context = {"index": index, "labels": labels, "training": bool(training), "sample_weight": sample_weight}
+        total = total + self.ce_weight * ops.sum(ce)
         pending = []
         for part, trackers, loss_trackers in zip(self.knowledge, self._kd_trackers, self._part_loss_trackers):
             knowledge = part.targets(peer_logits, context)
@@ -168,17 +335,22 @@ class OnlineDistiller(keras.Model):
             if "state" in knowledge:
                 pending.append((part, knowledge["state"]))
 
-        if training and pending:
+        if training and (pending or self.teachers):
             finite = ops.isfinite(total)
             for part, state in pending:
                 part.commit(state, finite)
+            if self.teachers:  # the optimizer step about to run (skipped when not finite) is owed to the teacher
+                self._teacher_pending.assign(ops.cast(finite, "float32"))
 
-        correct = ops.cast(ops.equal(ops.argmax(peer_logits, axis=-1), ops.expand_dims(labels, 1)), "float32")
         for i in range(self.num_peers):
             self._ce_trackers[i].update_state(ce[i])
-            self._accuracy_trackers[i].update_state(correct[:, i], sample_weight=sample_weight)
-        ensemble_correct = ops.cast(ops.equal(ops.argmax(y_pred["probabilities"], axis=-1), labels), "float32")
-        self._ensemble_accuracy.update_state(ensemble_correct, sample_weight=sample_weight)
+        logits_sets = [peer_logits] + ([context["teacher_logits"]] if self.teachers else [])
+        for logits, trackers, ensemble in zip(logits_sets, self._accuracy_trackers, self._ensemble_trackers):
+            correct = ops.cast(ops.equal(ops.argmax(logits, axis=-1), ops.expand_dims(labels, 1)), "float32")
+            for i in range(self.num_peers):
+                trackers[i].update_state(correct[:, i], sample_weight=sample_weight)
+            hit = ops.equal(ops.argmax(ensemble_probabilities(logits), axis=-1), labels)
+            ensemble.update_state(ops.cast(hit, "float32"), sample_weight=sample_weight)
         return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -238,6 +410,8 @@ class OnlineDistiller(keras.Model):
         raise_on_nonfinite = not any(isinstance(c, keras.callbacks.TerminateOnNaN) for c in callbacks)
         callbacks.append(_Guard(raise_on_nonfinite))
         with _clear_input_errors():
+            if self.teachers and self.teacher_init_steps and not int(ops.convert_to_numpy(self._teacher_initialized)):
+                self.initialize_teacher(_first_batches(x, y, batch_size, self.teacher_init_steps))
             return super().fit(
                 x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks, validation_data=validation_data, **kwargs
             )
@@ -256,21 +430,49 @@ class OnlineDistiller(keras.Model):
                 raise
 
     def predict(self, x, **kwargs):
-        """The ensemble's class probabilities `(N, classes)`: the mean of the students' softmax outputs."""
+        """The deployed ensemble's class probabilities `(N, classes)`: the mean of the students' (or, with
+        `deploy="teacher"`, the teacher peers') softmax outputs."""
+        self.sync_teacher()
         return super().predict(x, **kwargs)["probabilities"]
 
     def predict_on_batch(self, x):
+        self.sync_teacher()
         return super().predict_on_batch(x)["probabilities"]
 
-    def ensemble_model(self, name="ensemble"):
-        """A standalone `keras.Model` (plain Keras layers only) mapping images to the students' mean probabilities.
+    def peer_model(self, index, teacher=None):
+        """Peer `index` as a standalone `keras.Model` (image -> logits) of plain Keras layers, sharing the trained
+        weights: student `index`, or for a multi-branch student trunk + branch `index`.
 
-        It shares the students' weights; `.save()` writes a `.keras` file that loads without keras_okd.
+        Args:
+            index: peer index.
+            teacher: take it from the mean teacher; defaults to `deploy == "teacher"`.
         """
-        inputs = keras.Input(shape=tuple(self.students[0].inputs[0].shape[1:]), name="image")
+        from keras_okd.models import extract_branch
+
+        use_teacher = self.deploy == "teacher" if teacher is None else bool(teacher)
+        if use_teacher and not self.teachers:
+            raise ValueError("This distiller has no teacher (teacher_eta=None).")
+        self.sync_teacher()
+        networks = self.teachers if use_teacher else self.students
+        if not 0 <= index < self.num_peers:
+            raise ValueError(f"peer index {index} outside [0, {self.num_peers}).")
+        if self.multi_branch:
+            return extract_branch(networks[0], index, name=f"{networks[0].name}_branch{index}")
+        return networks[index]
+
+    def ensemble_model(self, name="ensemble", teacher=None):
+        """A standalone `keras.Model` (plain Keras layers only) mapping images to the peers' mean probabilities.
+
+        It shares the trained weights; `.save()` writes a `.keras` file that loads without keras_okd.
+
+        Args:
+            name: model name.
+            teacher: use the teacher's peers; defaults to `deploy == "teacher"`.
+        """
+        peers = [self.peer_model(i, teacher) for i in range(self.num_peers)]
+        inputs = keras.Input(shape=tuple(peers[0].inputs[0].shape[1:]), name="image")
         probs = [
-            keras.layers.Softmax(dtype="float32", name=f"softmax_{i}")(self.students[i](inputs))
-            for i in range(self.num_peers)
+            keras.layers.Softmax(dtype="float32", name=f"softmax_{i}")(peer(inputs)) for i, peer in enumerate(peers)
         ]
         return keras.Model(inputs, keras.layers.Average(name="mean")(probs), name=name)
 
@@ -355,11 +557,18 @@ class OnlineDistiller(keras.Model):
     # ------------------------------------------------------------------ serialisation
     def get_config(self):
         config = super().get_config()
+        students = [keras.saving.serialize_keras_object(s) for s in self.students]
         config.update(
             {
-                "students": [keras.saving.serialize_keras_object(s) for s in self.students],
+                "students": students[0] if self.multi_branch else students,
                 "knowledge": [keras.saving.serialize_keras_object(p) for p in self.knowledge],
                 "schedules": okd_callbacks.serialize_schedules(self.schedules),
+                "views": None if self.views is None else keras.saving.serialize_keras_object(self.views),
+                "teacher_eta": self.teacher_eta,
+                "teacher_init_steps": self.teacher_init_steps,
+                "teacher_init_learning_rate": self.teacher_init_learning_rate,
+                "deploy": self.deploy,
+                "ce_weight": self.ce_weight,
             }
         )
         return config
@@ -367,8 +576,14 @@ class OnlineDistiller(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["students"] = [keras.saving.deserialize_keras_object(s) for s in config["students"]]
+        students = config["students"]
+        if isinstance(students, list):
+            config["students"] = [keras.saving.deserialize_keras_object(s) for s in students]
+        else:
+            config["students"] = keras.saving.deserialize_keras_object(students)
         config["knowledge"] = [keras.saving.deserialize_keras_object(p) for p in config["knowledge"]]
+        if config.get("views") is not None:
+            config["views"] = keras.saving.deserialize_keras_object(config["views"])
         return cls(**config)
 
 
@@ -384,7 +599,11 @@ class _Guard(keras.callbacks.Callback):
         backend.keep_state_for_errors(self.model)
 
     def on_test_begin(self, logs=None):
+        self.model.sync_teacher()
         backend.keep_state_for_errors(self.model, optimizer=False)
+
+    def on_train_end(self, logs=None):
+        self.model.sync_teacher()
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
@@ -427,6 +646,49 @@ class _clear_input_errors:
             "distiller's num_train_samples equal to the training set's size); labels must be integer class ids "
             "in [0, num_classes)."
         ) from None
+
+
+def _is_multi_branch(model):
+    try:
+        output = model.output
+    except (AttributeError, ValueError):
+        return False
+    return isinstance(output, dict) and isinstance(output.get("logits"), (list, tuple))
+
+
+def _logits_classes(tensor, model, i):
+    shape = tuple(tensor.shape)
+    if len(shape) != 2 or not isinstance(shape[-1], int):
+        raise ValueError(f"Branch {i} of {model.name} must output logits (batch, classes); got {shape}.")
+    return shape[-1]
+
+
+def _clone_as_teacher(network):
+    """An independent copy of `network` (same architecture and weights, new variables), frozen: the mean teacher."""
+    teacher = keras.models.clone_model(network)
+    teacher.set_weights(network.get_weights())
+    teacher.name = f"teacher_{network.name}"
+    teacher.trainable = False
+    return teacher
+
+
+def _first_batches(x, y, batch_size, steps):
+    """The first `steps` training batches as `(images, labels)` numpy pairs (for the teacher's initialisation)."""
+    tf_dataset = _tf_dataset_type()
+    if tf_dataset is not None and isinstance(x, tf_dataset):
+        batches = []
+        for element in x.take(steps):
+            inputs, labels = element[0], element[1]
+            images = inputs["inputs"] if isinstance(inputs, dict) else inputs
+            batches.append((np.asarray(images), np.asarray(labels)))
+        return batches
+    images = x["inputs"] if isinstance(x, dict) else x
+    size = batch_size or 32
+    return [
+        (np.asarray(images[k * size:(k + 1) * size]), np.asarray(y[k * size:(k + 1) * size]))
+        for k in range(steps)
+        if k * size < len(y)
+    ]
 
 
 def _make_names_unique(students):

@@ -1,8 +1,40 @@
-"""Data: sample indices, the bundled digits, CIFAR through tensorflow-datasets, the papers' augmentation."""
+"""Data: sample indices, the papers' datasets with their augmentation, and `get(name)` for configs.
+
+Every loader returns `(train_ds, test_ds, num_train_samples)`: indexed, shuffled, augmented training batches and test
+batches, made by `pipeline`. Datasets: the bundled digits, CIFAR-10/100 and ImageNet 2012 through tensorflow-datasets,
+TinyImageNet from its archive's folders, any folder of class sub-folders. A dataset that is not on disk raises
+`DatasetNotFoundError` saying what to download and where to put it.
+"""
 
 from keras_okd.data.augment import PadCropFlip, cifar_augment
 from keras_okd.data.cifar import cifar, load_cifar
 from keras_okd.data.digits import digits, digits_arrays
+from keras_okd.data.folder import image_folder, load_image_folder
+from keras_okd.data.imagenet import imagenet2012, load_imagenet2012
+from keras_okd.data.images import DatasetNotFoundError, ImageTransform
 from keras_okd.data.indexing import pipeline, with_index
+from keras_okd.data.registry import get, loader, names, num_classes
+from keras_okd.data.tiny_imagenet import load_tinyimagenet, tinyimagenet
 
-__all__ = ["PadCropFlip", "cifar", "cifar_augment", "digits", "digits_arrays", "load_cifar", "pipeline", "with_index"]
+__all__ = [
+    "DatasetNotFoundError",
+    "ImageTransform",
+    "PadCropFlip",
+    "cifar",
+    "cifar_augment",
+    "digits",
+    "digits_arrays",
+    "get",
+    "image_folder",
+    "imagenet2012",
+    "load_cifar",
+    "load_image_folder",
+    "load_imagenet2012",
+    "load_tinyimagenet",
+    "loader",
+    "names",
+    "num_classes",
+    "pipeline",
+    "tinyimagenet",
+    "with_index",
+]

@@ -54,3 +54,35 @@ class PadCropFlip:
 def cifar_augment(seed=None):
     """The CIFAR augmentation of both papers: pad 4, random 32x32 crop, horizontal flip."""
     return PadCropFlip(padding=4, flip=True, seed=seed)
+
+
+def peer_views(height, width, padding=4, flip=True):
+    """Per-peer augmentation for the methods that give each peer its own view (PCL, DKEL, KDCL), as Keras layers
+    that run inside the training step on every backend: a random shift of up to `padding` pixels with zero fill
+    (pad-and-crop) and a random horizontal flip, drawn independently for each image and each peer.
+
+    Args:
+        height: image height.
+        width: image width.
+        padding: maximum shift in pixels (CIFAR: 4).
+        flip: add the random horizontal flip.
+
+    Returns:
+        A `keras.Sequential` of core Keras preprocessing layers.
+
+    Example:
+
+    ```python
+    distiller = keras_okd.methods.pcl(student, views=keras_okd.data.peer_views(32, 32))
+    ```
+    """
+    import keras
+
+    layers = [
+        keras.layers.RandomTranslation(
+            padding / height, padding / width, fill_mode="constant", interpolation="nearest", name="shift"
+        )
+    ]
+    if flip:
+        layers.append(keras.layers.RandomFlip("horizontal", name="flip"))
+    return keras.Sequential(layers, name="peer_views")

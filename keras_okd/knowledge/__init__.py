@@ -1,8 +1,23 @@
 """Knowledge parts: each turns this step's peer outputs (and its own state) into soft targets for the peers."""
 
 from keras_okd.knowledge.base import KnowledgePart, other_peers
+from keras_okd.knowledge.ensemble_teacher import EnsembleTeacher, min_logit
+from keras_okd.knowledge.heads import GateEnsemble, PeerEnsemble
+from keras_okd.knowledge.mean_teacher import TeacherEnsemble, TeacherPeers
 from keras_okd.knowledge.peer_distillation import PeerDistillation
 from keras_okd.knowledge.spatial_integrator import SpatialIntegrator
 from keras_okd.knowledge.temporal_accumulator import TemporalAccumulator
 
-__all__ = ["KnowledgePart", "PeerDistillation", "SpatialIntegrator", "TemporalAccumulator", "other_peers"]
+__all__ = [
+    "EnsembleTeacher",
+    "GateEnsemble",
+    "KnowledgePart",
+    "PeerDistillation",
+    "PeerEnsemble",
+    "SpatialIntegrator",
+    "TeacherEnsemble",
+    "TeacherPeers",
+    "TemporalAccumulator",
+    "min_logit",
+    "other_peers",
+]

@@ -29,10 +29,15 @@ class KnowledgePart(keras.layers.Layer):
         schedule: a scalar non-trainable variable multiplied into the weight; `keras_okd.callbacks` set it at the
             start of each epoch (warm-up, ramp-up, decay), so compiled steps read it without retracing.
         needs_index: whether the part needs each sample's index in the training set.
+        needs_teacher: whether the part reads the mean teacher's logits (`context["teacher_logits"]`).
+        needs_features: whether the part reads the peers' pooled features (a multi-branch student's
+            `context["features"]` and `context["shared_features"]`).
         loss_names: names of the extra losses the part returns.
     """
 
     needs_index = False
+    needs_teacher = False
+    needs_features = False
     loss_names = ()
 
     def __init__(self, weight=1.0, temperature=1.0, name=None, **kwargs):
@@ -50,16 +55,32 @@ class KnowledgePart(keras.layers.Layer):
             shape=(), initializer="ones", trainable=False, dtype="float32", name="schedule"
         )
 
-    def build_for_peers(self, num_peers, num_classes):
-        """Create the part's state for `num_peers` peers of `num_classes` classes. Called by the distiller."""
+    def build_for_peers(self, num_peers, num_classes, feature_shapes=None):
+        """Create the part's state for `num_peers` peers of `num_classes` classes. Called by the distiller.
+
+        Args:
+            num_peers: M.
+            num_classes: C.
+            feature_shapes: for a multi-branch student, `{"features": [shape per peer], "shared_features": shape}`;
+                None for independent students.
+        """
+        if self.needs_features and feature_shapes is None:
+            raise ValueError(
+                f"Knowledge part {self.name!r} ({type(self).__name__}) works on the branches of one multi-branch "
+                "student (keras_okd.models.multi_branch), not on independent students."
+            )
         if self.built:  # e.g. rebuilt from a saved config
             if (self.num_peers, self.num_classes) != (num_peers, num_classes):
                 raise ValueError(
                     f"Knowledge part {self.name!r} was built for {self.num_peers} peers x {self.num_classes} classes, "
                     f"not {num_peers} x {num_classes}; use a new part for a different group of peers."
                 )
-            return
-        self.build((None, int(num_peers), int(num_classes)))
+        else:
+            self.build((None, int(num_peers), int(num_classes)))
+        self.build_heads(feature_shapes)
+
+    def build_heads(self, feature_shapes):
+        """Build trainable heads from the peers' feature shapes (parts with heads override this)."""
 
     def build(self, input_shape):
         """Record the peer count and class count from `input_shape = (batch, peers, classes)`."""
@@ -72,7 +93,8 @@ class KnowledgePart(keras.layers.Layer):
         Args:
             peer_logits: `(batch, peers, classes)` logits of this step.
             context: dict with `"index"` (integer `(batch,)` or None), `"labels"` (`(batch,)`), `"training"`
-                (Python bool) and `"sample_weight"` (or None).
+                (Python bool), `"sample_weight"` (or None), and where the distiller has them `"teacher_logits"`
+                `(batch, peers, classes)`, `"features"` (list of `(batch, F)`) and `"shared_features"`.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement targets().")
 

@@ -3,11 +3,15 @@
 `get(name)` returns a preset function by name, `names()` lists them (used by configs and the CLI).
 """
 
+from keras_okd.methods.dkel import dkel
 from keras_okd.methods.dml import dml
 from keras_okd.methods.independent import independent
+from keras_okd.methods.kdcl import kdcl
+from keras_okd.methods.one import one
+from keras_okd.methods.pcl import pcl
 from keras_okd.methods.tsb import tsb
 
-_PRESETS = {"independent": independent, "dml": dml, "tsb": tsb}
+_PRESETS = {"independent": independent, "dml": dml, "tsb": tsb, "kdcl": kdcl, "one": one, "pcl": pcl, "dkel": dkel}
 
 
 def names():
@@ -27,4 +31,4 @@ def get(name):
         raise ValueError(f"Unknown method {name!r}; known methods: {', '.join(names())}.") from None
 
 
-__all__ = ["dml", "get", "independent", "names", "tsb"]
+__all__ = ["dkel", "dml", "get", "independent", "kdcl", "names", "one", "pcl", "tsb"]

@@ -1,0 +1,90 @@
+"""Knowledge from the mean teacher (PCL's L_pm, DKEL's decoupled knowledge L_dk and ensemble knowledge L_ek).
+
+The teacher itself, an EMA copy of the student network(s), is owned and updated by the `OnlineDistiller`
+(`teacher_eta=...`); these parts turn its logits on this step's views into targets.
+"""
+
+import keras
+from keras import ops
+
+from keras_okd.knowledge.base import KnowledgePart, other_peers
+from keras_okd.losses import soften
+
+
+@keras.saving.register_keras_serializable(package="keras_okd")
+class TeacherPeers(KnowledgePart):
+    """Peer p learns from the teacher's other peers j != p, averaged (PCL Eq. 4; DKEL Eq. 6):
+
+        L^p = 1 / (M - 1) * sum_{j != p} tau^2 KL(softmax(t_j / tau) || softmax(s_p / tau))
+
+    Args:
+        weight: constant factor.
+        temperature: softening temperature.
+        name: part name (PCL: `"pm"`, DKEL: `"dk"`).
+
+    Example:
+
+    >>> part = TeacherPeers(temperature=3.0, name="dk")
+    >>> part.build_for_peers(num_peers=3, num_classes=10)
+    """
+
+    needs_teacher = True
+
+    def __init__(self, weight=1.0, temperature=1.0, name="teacher_peers", **kwargs):
+        super().__init__(weight=weight, temperature=temperature, name=name, **kwargs)
+
+    def targets(self, peer_logits, context):
+        return {
+            "targets": soften(context["teacher_logits"], self.temperature),
+            "pair_weights": other_peers(self.num_peers, "mean"),
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_okd")
+class TeacherEnsemble(KnowledgePart):
+    """Peer p learns from the ensemble of the teacher's other peers (DKEL Eq. 9-10):
+
+        t_bar^p = mean_{j != p} t_j,    L^p = tau^2 KL(softmax-target(t_bar^p) || softmax(s_p / tau))
+
+    With `average="probabilities"` (default) the ensemble is the mean of the other teacher peers' softened
+    probabilities; `average="logits"` averages their logits first, as DKEL's public code does. DKEL weighs this term by
+    omega(e) = exp(-gamma e) and the decoupled term by 1 - omega(e): see `keras_okd.callbacks.Decay`.
+
+    Args:
+        weight: constant factor.
+        temperature: softening temperature.
+        average: `"probabilities"` or `"logits"`.
+        name: part name (DKEL: `"ek"`).
+
+    Example:
+
+    >>> part = TeacherEnsemble(temperature=3.0, name="ek")
+    >>> part.build_for_peers(num_peers=3, num_classes=10)
+    """
+
+    needs_teacher = True
+
+    def __init__(self, weight=1.0, temperature=1.0, average="probabilities", name="teacher_ensemble", **kwargs):
+        super().__init__(weight=weight, temperature=temperature, name=name, **kwargs)
+        if average not in ("probabilities", "logits"):
+            raise ValueError(f"TeacherEnsemble: average must be 'probabilities' or 'logits', got {average!r}.")
+        self.average = average
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.num_peers < 2:
+            raise ValueError("TeacherEnsemble needs at least 2 peers (each learns from the others).")
+
+    def targets(self, peer_logits, context):
+        teacher = context["teacher_logits"]  # (B, M, C)
+        m = self.num_peers
+        if self.average == "logits":
+            others = (ops.sum(teacher, axis=1, keepdims=True) - teacher) / (m - 1)
+            targets = soften(others, self.temperature)
+        else:
+            probs = soften(teacher, self.temperature)
+            targets = (ops.sum(probs, axis=1, keepdims=True) - probs) / (m - 1)
+        return {"targets": targets, "pair_weights": ops.eye(m, dtype="float32")}
+
+    def get_config(self):
+        return {**super().get_config(), "average": self.average}

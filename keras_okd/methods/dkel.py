@@ -1,0 +1,96 @@
+"""DKEL: Decoupled Knowledge with Ensemble Learning for online distillation (Shao et al.), built on PCL."""
+
+from keras_okd.callbacks import Decay, RampUp
+from keras_okd.distiller import OnlineDistiller
+from keras_okd.knowledge import PeerEnsemble, TeacherEnsemble, TeacherPeers
+from keras_okd.methods._checks import branch_student
+
+
+def dkel(
+    student,
+    views=None,
+    temperature=3.0,
+    teacher_eta=0.001,
+    gamma=0.5,
+    decay="exponential",
+    total_epochs=None,
+    init_steps=1,
+    init_learning_rate=0.01,
+    decoupled=True,
+    decaying_ensemble=True,
+    ensemble_average="probabilities",
+    rampup_epochs=0,
+    num_branches=None,
+    name="dkel",
+):
+    """DKEL (paper Eq. 12): `sum_p [CE_p + L_pe^p + omega(e) L_ek^p + (1 - omega(e)) L_dk^p] + CE_E`.
+
+    - L_pe: KD from the peer-ensemble head E (trained by its own CE), as in PCL.
+    - L_dk, decoupled knowledge: KD from the mean teacher's other peers j != p, averaged. The teacher is an EMA copy
+      of the student (`t = eta*s + (1-eta)*t` after every step) whose start is decoupled from the student: copy the
+      student, then train the teacher alone with CE for `init_steps` batches at `init_learning_rate` (paper: 1 at
+      0.01). The first EMA update keeps `1 - eta` of that initialisation (the public code's first update copies the
+      student and erases it; see REFERENCE.md).
+    - L_ek, decaying ensemble: KD from the mean of the teacher's other peers, weighted omega(e) = exp(-gamma e)
+      (or the cosine / linear shapes of the paper's Fig. 7 with `total_epochs`).
+    Evaluation and deployment use the teacher. No ramp-up by default: Eq. 12 has none (`rampup_epochs=80` adds the
+    intended ramp-up on every KD term).
+
+    Ablations (paper Table 3): `decoupled=False` drops L_dk and the teacher's decoupled initialisation;
+    `decaying_ensemble=False` drops L_ek and gives L_dk the constant weight 1.
+
+    Args:
+        student: a `keras_okd.models.multi_branch(..., per_branch_inputs=True)` model.
+        views: per-branch augmentation (a Keras layer); None feeds every branch the same batch.
+        temperature: KD temperature (DKEL's code uses 3).
+        teacher_eta: EMA step, in (0, 1].
+        gamma: decay rate of omega, > 0 (paper: 0.5).
+        decay: `"exponential"`, `"cosine"` or `"linear"`.
+        total_epochs: length E of the cosine and linear decays.
+        init_steps: CE steps of the teacher's decoupled initialisation (0: plain copy).
+        init_learning_rate: their learning rate.
+        decoupled: include L_dk and the decoupled initialisation.
+        decaying_ensemble: include L_ek.
+        ensemble_average: how the teacher ensemble averages peers, `"probabilities"` or `"logits"` (public code).
+        rampup_epochs: optional ramp-up length on every KD term.
+        num_branches: if given, the student must have this many branches.
+        name: model name.
+
+    Returns:
+        An `OnlineDistiller` deploying the teacher.
+
+    Example:
+
+    ```python
+    student = keras_okd.models.multi_branch("resnet32", 3, num_classes=100, per_branch_inputs=True)
+    distiller = keras_okd.methods.dkel(student, views=keras_okd.data.peer_views(32, 32))
+    ```
+    """
+    branch_student(student, "dkel", num_branches, per_branch_inputs=views is not None)
+    if not float(gamma) > 0:
+        raise ValueError(f"dkel: gamma must be > 0, got {gamma}.")
+    if not (decoupled or decaying_ensemble):
+        raise ValueError("dkel: decoupled and decaying_ensemble are both False; that is PCL without its teacher.")
+    parts = [PeerEnsemble(temperature=temperature, name="pe")]
+    schedules = {}
+    if decoupled:
+        parts.append(TeacherPeers(temperature=temperature, name="dk"))
+        if decaying_ensemble:
+            schedules["dk"] = [Decay(decay, gamma, total_epochs, complement=True)]
+    if decaying_ensemble:
+        parts.append(TeacherEnsemble(temperature=temperature, average=ensemble_average, name="ek"))
+        schedules["ek"] = [Decay(decay, gamma, total_epochs)]
+    if rampup_epochs:
+        for part in parts:
+            schedules.setdefault(part.name, []).append(RampUp(rampup_epochs))
+    return OnlineDistiller(
+        student,
+        parts,
+        schedules,
+        views=views,
+        teacher_eta=teacher_eta,
+        teacher_init_steps=init_steps if decoupled else 0,
+        teacher_init_learning_rate=init_learning_rate,
+        deploy="teacher",
+        name=name,
+    )
