@@ -273,7 +273,7 @@ class OnlineDistiller(keras.Model):
         state variable `teacher_initialized` keeps it from running again after a resume.
         """
         for s, t in self._weight_pairs():
-            t.assign(s)
+            t.assign(ops.copy(s))  # a copy: under JAX the teacher's buffers are donated when it trains below
         wrapper = self._teacher_classifier()
         wrapper.compile(
             optimizer=keras.optimizers.SGD(learning_rate or self.teacher_init_learning_rate),
@@ -469,11 +469,17 @@ class OnlineDistiller(keras.Model):
             name: model name.
             teacher: use the teacher's peers; defaults to `deploy == "teacher"`.
         """
-        peers = [self.peer_model(i, teacher) for i in range(self.num_peers)]
-        inputs = keras.Input(shape=tuple(peers[0].inputs[0].shape[1:]), name="image")
-        probs = [
-            keras.layers.Softmax(dtype="float32", name=f"softmax_{i}")(peer(inputs)) for i, peer in enumerate(peers)
-        ]
+        if self.multi_branch:  # the whole multi-branch network, once: its trunk is shared by the branches
+            use_teacher = self.deploy == "teacher" if teacher is None else bool(teacher)
+            self.sync_teacher()
+            network = (self.teachers if use_teacher else self.students)[0]
+            inputs = keras.Input(shape=tuple(network.inputs[0].shape[1:]), name=f"{name}_input")
+            logits = network([inputs] * self.num_peers if self._per_branch_inputs else inputs)["logits"]
+        else:
+            peers = [self.peer_model(i, teacher) for i in range(self.num_peers)]
+            inputs = keras.Input(shape=tuple(peers[0].inputs[0].shape[1:]), name=f"{name}_input")
+            logits = [peer(inputs) for peer in peers]
+        probs = [keras.layers.Softmax(dtype="float32", name=f"softmax_{i}")(z) for i, z in enumerate(logits)]
         return keras.Model(inputs, keras.layers.Average(name="mean")(probs), name=name)
 
     # ------------------------------------------------------------------ checks

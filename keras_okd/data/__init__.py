@@ -6,7 +6,7 @@ TinyImageNet from its archive's folders, any folder of class sub-folders. A data
 `DatasetNotFoundError` saying what to download and where to put it.
 """
 
-from keras_okd.data.augment import PadCropFlip, cifar_augment
+from keras_okd.data.augment import PadCropFlip, cifar_augment, peer_views
 from keras_okd.data.cifar import cifar, load_cifar
 from keras_okd.data.digits import digits, digits_arrays
 from keras_okd.data.folder import image_folder, load_image_folder
@@ -34,6 +34,7 @@ __all__ = [
     "loader",
     "names",
     "num_classes",
+    "peer_views",
     "pipeline",
     "tinyimagenet",
     "with_index",

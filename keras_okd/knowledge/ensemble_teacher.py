@@ -17,6 +17,7 @@ def min_logit(peer_logits, labels):
     Returns:
         `(batch, classes)` teacher logits; the true class gets 0, the others their least confusing margin.
     """
+    peer_logits = ops.convert_to_tensor(peer_logits)
     true = ops.take_along_axis(peer_logits, ops.reshape(ops.cast(labels, "int32"), (-1, 1, 1)), axis=2)
     return ops.min(peer_logits - true, axis=1)
 

@@ -1,17 +1,49 @@
-"""A small convolutional network for small images (the bundled 8x8 digits, quick tests)."""
+"""A small convolutional network for small images (the bundled 8x8 digits, quick tests).
 
-import keras
+Multi-branch split: trunk = first conv block + max-pool; each branch = second conv block
++ max-pool + flatten + linear classifier.
+
+The head flattens the last feature map instead of averaging it: on 8x8 digits a global average of a batch-normalised
+map carries so little per-image signal that the network is extremely sensitive to the difference between batch and
+moving statistics (measured: validation accuracy stuck near 10% in inference mode while training-mode accuracy was
+above 90%).
+"""
+
 from keras import layers
 
+from keras_okd.models._common import ModelParts, batch_norm, sync_supported
 
-def simple_cnn(num_classes=10, input_shape=(8, 8, 1), width=32, name=None):
-    """Two conv blocks and a linear classifier: a fast student for small images.
+
+def simple_cnn_parts(num_classes=10, width=32, synchronized_bn=False, name=None):
+    """Trunk/branch description of `simple_cnn` (used by `multi_branch`)."""
+    sync = sync_supported(synchronized_bn)
+
+    def conv_block(x, i, filters, prefix):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{prefix}conv{i}")(x)
+        x = batch_norm(name=f"{prefix}bn{i}", synchronized_bn=sync)(x)
+        return layers.ReLU(name=f"{prefix}relu{i}")(x)
+
+    def trunk(x, prefix):
+        x = conv_block(x, 0, width, prefix)
+        return layers.MaxPooling2D(2, name=f"{prefix}pool0")(x)
+
+    def branch(x, prefix):
+        x = conv_block(x, 1, 2 * width, prefix)
+        x = layers.MaxPooling2D(2, name=f"{prefix}pool1")(x)
+        return layers.Flatten(name=f"{prefix}flatten")(x)
+
+    return ModelParts(name or f"simple_cnn_{width}", trunk, branch, num_classes, 0.0, (8, 8, 1))
+
+
+def simple_cnn(num_classes=10, input_shape=(8, 8, 1), width=32, name=None, synchronized_bn=False):
+    """Two conv-BN-ReLU-max-pool blocks, flatten, and a linear classifier: a fast student for small images.
 
     Args:
         num_classes: number of output logits.
         input_shape: `(height, width, channels)` of one image.
         width: filters of the first conv block; the second has `2 * width`.
         name: model name; defaults to `"simple_cnn_{width}"`.
+        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
 
     Returns:
         A functional `keras.Model` mapping images to logits.
@@ -22,14 +54,5 @@ def simple_cnn(num_classes=10, input_shape=(8, 8, 1), width=32, name=None):
     >>> model.output_shape
     (None, 10)
     """
-    inputs = keras.Input(shape=tuple(input_shape), name="image")
-    x = inputs
-    for i, filters in enumerate((width, 2 * width)):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
-        x = layers.BatchNormalization(name=f"bn{i}")(x)
-        x = layers.ReLU(name=f"relu{i}")(x)
-        if i == 0:
-            x = layers.MaxPooling2D(2, name="pool0")(x)
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name=name or f"simple_cnn_{width}")
+    parts = simple_cnn_parts(num_classes, width, synchronized_bn, name)
+    return parts.build(input_shape, parts.name)

@@ -1,0 +1,87 @@
+"""Model zoo of keras-okd: CIFAR / TinyImageNet / ImageNet networks as functional Keras models.
+
+Every builder returns a plain functional `keras.Model` mapping images to logits, made of
+core Keras layers only (BatchNormalization momentum 0.9 / epsilon 1e-5, He-normal convs),
+so a saved `.keras` file loads without keras_okd. Build by name with `get` (see
+`names()`), or call a builder directly (`resnet32(num_classes=100)`).
+
+Multi-branch students (ONE, PCL, DKEL): `multi_branch`, `extract_branch`, and the heads
+`PeerEnsembleHead` and `GateHead`.
+
+Example:
+
+>>> from keras_okd import models
+>>> models.get("wrn_16_4", num_classes=100).output_shape
+(None, 100)
+"""
+
+from keras_okd.models.branches import (
+    branch_name,
+    extract_branch,
+    multi_branch,
+    num_branches_of,
+)
+from keras_okd.models.cifar_resnet import (
+    bottleneck_resnet_2x2x2_w512,
+    cifar_resnet,
+    resnet20,
+    resnet32,
+    resnet56,
+    resnet110,
+    resnet110_bottleneck,
+)
+from keras_okd.models.densenet import densenet_bc, densenet_bc_40_12
+from keras_okd.models.heads import GateHead, PeerEnsembleHead
+from keras_okd.models.imagenet_resnet import (
+    imagenet_resnet,
+    resnet18,
+    resnet18_tiny,
+    resnet34,
+    resnet34_tiny,
+)
+from keras_okd.models.mobilenet_v2 import (
+    mobilenet_v2,
+    mobilenet_v2_imagenet,
+    mobilenet_v2_x0_5,
+)
+from keras_okd.models.registry import get, names
+from keras_okd.models.simple_cnn import simple_cnn
+from keras_okd.models.vgg import vgg, vgg13, vgg16
+from keras_okd.models.wide_resnet import wide_resnet, wrn_16_2, wrn_16_4, wrn_28_2, wrn_40_2
+
+__all__ = [
+    "GateHead",
+    "PeerEnsembleHead",
+    "bottleneck_resnet_2x2x2_w512",
+    "branch_name",
+    "cifar_resnet",
+    "densenet_bc",
+    "densenet_bc_40_12",
+    "extract_branch",
+    "get",
+    "imagenet_resnet",
+    "mobilenet_v2",
+    "mobilenet_v2_imagenet",
+    "mobilenet_v2_x0_5",
+    "multi_branch",
+    "names",
+    "num_branches_of",
+    "resnet110",
+    "resnet110_bottleneck",
+    "resnet18",
+    "resnet18_tiny",
+    "resnet20",
+    "resnet32",
+    "resnet34",
+    "resnet34_tiny",
+    "resnet56",
+    "simple_cnn",
+    "vgg",
+    "vgg13",
+    "vgg16",
+    "wide_resnet",
+    "wrn_16_2",
+    "wrn_16_4",
+    "wrn_28_2",
+    "wrn_40_2",
+]

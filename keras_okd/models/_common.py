@@ -1,0 +1,129 @@
+"""Shared building blocks of the model zoo (private).
+
+Every network in the zoo is described by a `ModelParts`: a *trunk* (stem and the
+early stages) and a *branch* (the last stage, global pooling, classifier). A single
+network is `branch(trunk(image))`; a multi-branch student (`multi_branch`) shares one
+trunk between several copies of the branch. Both are built from the same functions,
+so a branch extracted from a multi-branch model has exactly the single network's
+parameters.
+
+Conventions (PyTorch's defaults, so results are comparable with the papers' code):
+BatchNormalization with momentum 0.9 (PyTorch momentum 0.1) and epsilon 1e-5,
+He-normal initialisation for convolutions, convolutions without bias unless a model
+says otherwise, "same" padding.
+"""
+
+import warnings
+
+import keras
+from keras import layers
+
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+CONV_INITIALIZER = "he_normal"
+
+_warned_sync = []
+
+
+def sync_supported(synchronized_bn):
+    """Return the `synchronized` flag usable by `BatchNormalization` here.
+
+    Keras only implements synchronized batch statistics on the TensorFlow backend
+    (MirroredStrategy and friends). Under JAX, Keras' distribution API runs one
+    program over the global batch, so batch statistics are already global; the
+    torch backend has no multi-replica training in Keras. On those backends the
+    option is therefore a no-op (with a one-time warning) instead of an error.
+    """
+    if not synchronized_bn:
+        return False
+    if keras.backend.backend() == "tensorflow":
+        return True
+    if not _warned_sync:
+        _warned_sync.append(True)
+        warnings.warn(
+            "synchronized_bn=True only changes BatchNormalization on the "
+            f"TensorFlow backend; ignored on '{keras.backend.backend()}'.",
+            stacklevel=3,
+        )
+    return False
+
+
+def conv2d(filters, kernel_size, strides=1, name=None, use_bias=False, groups=1):
+    """A `Conv2D` with the zoo's defaults ("same" padding, He-normal, no bias)."""
+    return layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=use_bias,
+        groups=groups,
+        kernel_initializer=CONV_INITIALIZER,
+        name=name,
+    )
+
+
+def depthwise_conv2d(kernel_size, strides=1, name=None):
+    """A bias-free `DepthwiseConv2D` with He-normal initialisation."""
+    return layers.DepthwiseConv2D(
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        depthwise_initializer=CONV_INITIALIZER,
+        name=name,
+    )
+
+
+def batch_norm(name=None, synchronized_bn=False):
+    """A `BatchNormalization` with PyTorch's momentum/epsilon."""
+    return layers.BatchNormalization(
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        synchronized=sync_supported(synchronized_bn),
+        name=name,
+    )
+
+
+class ModelParts:
+    """How to build one network as trunk + branch (private to the zoo).
+
+    Args:
+        name: default model name.
+        trunk: `fn(x, prefix) -> tensor`, applies the shared stem/early stages.
+        branch: `fn(x, prefix) -> tensor (B, F)`, applies the last stage and global
+            pooling; returns the pooled features.
+        num_classes: number of logits of the classifier.
+        dropout_rate: dropout before the classifier (0 for none).
+        default_input_shape: input shape when none is given.
+    """
+
+    def __init__(
+        self,
+        name,
+        trunk,
+        branch,
+        num_classes,
+        dropout_rate=0.0,
+        default_input_shape=(32, 32, 3),
+    ):
+        self.name = name
+        self.trunk = trunk
+        self.branch = branch
+        self.num_classes = int(num_classes)
+        self.dropout_rate = float(dropout_rate)
+        self.default_input_shape = tuple(default_input_shape)
+
+    def classifier(self, features, prefix=""):
+        """Applies optional dropout and the linear classifier to pooled features."""
+        x = features
+        if self.dropout_rate > 0:
+            x = layers.Dropout(self.dropout_rate, name=f"{prefix}dropout")(x)
+        return layers.Dense(self.num_classes, name=f"{prefix}logits")(x)
+
+    def build(self, input_shape=None, name=None):
+        """Builds the single network: a functional model image -> logits."""
+        shape = tuple(input_shape or self.default_input_shape)
+        inputs = keras.Input(shape=shape, name="image")
+        features = self.branch(self.trunk(inputs, ""), "")
+        logits = self.classifier(features, "")
+        return keras.Model(inputs, logits, name=name or self.name)

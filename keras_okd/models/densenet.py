@@ -1,0 +1,138 @@
+"""DenseNet-BC for 32x32 images (Huang et al., 2017).
+
+DenseNet-BC-depth-k: a 3x3 stem with `2k` filters (24 for k = 12), three dense blocks
+of n = (depth - 4) / 6 bottleneck layers (BN-ReLU-1x1 conv to 4k, BN-ReLU-3x3 conv to
+k, concatenated to the input), transitions (BN-ReLU-1x1 conv compressing channels by
+0.5, 2x2 average pooling) between blocks, then BN-ReLU, global average pooling and a
+linear classifier. Convolutions have no bias.
+
+Multi-branch split: trunk = stem + dense blocks 1-2 with their transitions; each branch
+= dense block 3 + final BN-ReLU + global average pooling + linear classifier.
+"""
+
+import math
+
+from keras import layers
+
+from keras_okd.models._common import ModelParts, batch_norm, conv2d
+
+CIFAR_INPUT_SHAPE = (32, 32, 3)
+
+
+def _dense_layer(x, growth_rate, bottleneck_width, name, sync):
+    y = batch_norm(f"{name}_bn1", sync)(x)
+    y = layers.ReLU(name=f"{name}_relu1")(y)
+    y = conv2d(bottleneck_width * growth_rate, 1, name=f"{name}_conv1")(y)
+    y = batch_norm(f"{name}_bn2", sync)(y)
+    y = layers.ReLU(name=f"{name}_relu2")(y)
+    y = conv2d(growth_rate, 3, name=f"{name}_conv2")(y)
+    return layers.Concatenate(axis=-1, name=f"{name}_concat")([x, y])
+
+
+def densenet_bc_parts(
+    depth=40,
+    growth_rate=12,
+    compression=0.5,
+    initial_features=None,
+    num_classes=10,
+    synchronized_bn=False,
+    name=None,
+):
+    """Trunk/branch description of a DenseNet-BC (see `densenet_bc`)."""
+    if (depth - 4) % 6 != 0 or depth < 10:
+        raise ValueError(f"DenseNet-BC needs depth = 6n + 4 (n >= 1), got {depth}")
+    n = (depth - 4) // 6
+    initial_features = initial_features or 2 * growth_rate
+    sync = synchronized_bn
+
+    def dense_block(x, index, prefix):
+        for j in range(n):
+            x = _dense_layer(x, growth_rate, 4, f"{prefix}block{index + 1}_layer{j + 1}", sync)
+        return x
+
+    def transition(x, index, prefix):
+        tname = f"{prefix}transition{index + 1}"
+        filters = int(math.floor(x.shape[-1] * compression))
+        x = batch_norm(f"{tname}_bn", sync)(x)
+        x = layers.ReLU(name=f"{tname}_relu")(x)
+        x = conv2d(filters, 1, name=f"{tname}_conv")(x)
+        return layers.AveragePooling2D(2, name=f"{tname}_pool")(x)
+
+    def trunk(x, prefix):
+        x = conv2d(initial_features, 3, name=f"{prefix}stem_conv")(x)
+        for index in range(2):
+            x = dense_block(x, index, prefix)
+            x = transition(x, index, prefix)
+        return x
+
+    def branch(x, prefix):
+        x = dense_block(x, 2, prefix)
+        x = batch_norm(f"{prefix}final_bn", sync)(x)
+        x = layers.ReLU(name=f"{prefix}final_relu")(x)
+        return layers.GlobalAveragePooling2D(name=f"{prefix}pool")(x)
+
+    name = name or f"densenet_bc_{depth}_{growth_rate}"
+    return ModelParts(name, trunk, branch, num_classes, 0.0, CIFAR_INPUT_SHAPE)
+
+
+def densenet_bc(
+    depth=40,
+    growth_rate=12,
+    compression=0.5,
+    initial_features=None,
+    num_classes=10,
+    input_shape=CIFAR_INPUT_SHAPE,
+    synchronized_bn=False,
+    name=None,
+):
+    """A DenseNet-BC (bottleneck layers + compression) for small images.
+
+    Args:
+        depth: total depth, 6n + 4 (n bottleneck layers per dense block).
+        growth_rate: k, channels added by each layer.
+        compression: channel factor of the transitions.
+        initial_features: stem filters; defaults to `2 * growth_rate`.
+        num_classes: number of output logits.
+        input_shape: `(height, width, channels)` of one image.
+        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
+        name: model name; defaults to `"densenet_bc_{depth}_{growth_rate}"`.
+
+    Returns:
+        A functional `keras.Model` mapping images to logits.
+
+    Example:
+
+    >>> densenet_bc(40, 12, num_classes=10).output_shape
+    (None, 10)
+    """
+    parts = densenet_bc_parts(
+        depth, growth_rate, compression, initial_features, num_classes, synchronized_bn, name
+    )
+    return parts.build(input_shape, parts.name)
+
+
+def densenet_bc_40_12(
+    num_classes=10,
+    input_shape=CIFAR_INPUT_SHAPE,
+    synchronized_bn=False,
+    name="densenet_bc_40_12",
+):
+    """DenseNet-BC-40-12, 24 initial features, compression 0.5 (176,122 params at 10 classes).
+
+    The "DenseNet-40-12" of PCL and DKEL.
+
+    Args:
+        num_classes: number of output logits.
+        input_shape: `(height, width, channels)` of one image.
+        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
+        name: model name.
+
+    Returns:
+        A functional `keras.Model` mapping images to logits.
+
+    Example:
+
+    >>> densenet_bc_40_12(num_classes=100).output_shape
+    (None, 100)
+    """
+    return densenet_bc(40, 12, 0.5, 24, num_classes, input_shape, synchronized_bn, name)

@@ -1,0 +1,230 @@
+"""Registry of the zoo: `get(name, ...)`, `names()`, and the trunk/branch descriptions
+that `multi_branch` uses."""
+
+import collections
+import functools
+
+from keras_okd.models.cifar_resnet import (
+    bottleneck_resnet_2x2x2_w512,
+    cifar_resnet_parts,
+    resnet20,
+    resnet32,
+    resnet56,
+    resnet110,
+    resnet110_bottleneck,
+)
+from keras_okd.models.densenet import densenet_bc_40_12, densenet_bc_parts
+from keras_okd.models.imagenet_resnet import (
+    imagenet_resnet_parts,
+    resnet18,
+    resnet18_tiny,
+    resnet34,
+    resnet34_tiny,
+)
+from keras_okd.models.mobilenet_v2 import (
+    mobilenet_v2_imagenet,
+    mobilenet_v2_parts,
+    mobilenet_v2_x0_5,
+)
+from keras_okd.models.simple_cnn import simple_cnn, simple_cnn_parts
+from keras_okd.models.vgg import vgg13, vgg16, vgg_parts
+from keras_okd.models.wide_resnet import wide_resnet_parts, wrn_16_2, wrn_16_4, wrn_28_2, wrn_40_2
+
+_Entry = collections.namedtuple("_Entry", ["builder", "parts", "input_shape"])
+
+_CIFAR = (32, 32, 3)
+_TINY = (64, 64, 3)
+_IMAGENET = (224, 224, 3)
+
+
+def _cifar_resnet(name, blocks, block="basic", base_width=64):
+    return functools.partial(cifar_resnet_parts, blocks, block, base_width, name=name)
+
+
+_REGISTRY = {
+    "simple_cnn": _Entry(simple_cnn, simple_cnn_parts, (8, 8, 1)),
+    "resnet20": _Entry(resnet20, _cifar_resnet("resnet20", (3, 3, 3)), _CIFAR),
+    "resnet32": _Entry(resnet32, _cifar_resnet("resnet32", (5, 5, 5)), _CIFAR),
+    "resnet56": _Entry(resnet56, _cifar_resnet("resnet56", (9, 9, 9)), _CIFAR),
+    "resnet110": _Entry(resnet110, _cifar_resnet("resnet110", (18, 18, 18)), _CIFAR),
+    "resnet110_bottleneck": _Entry(
+        resnet110_bottleneck,
+        _cifar_resnet("resnet110_bottleneck", (12, 12, 12), "bottleneck"),
+        _CIFAR,
+    ),
+    "bottleneck_resnet_2x2x2_w512": _Entry(
+        bottleneck_resnet_2x2x2_w512,
+        _cifar_resnet("bottleneck_resnet_2x2x2_w512", (2, 2, 2), "bottleneck", 512),
+        _CIFAR,
+    ),
+    "wrn_16_2": _Entry(
+        wrn_16_2,
+        functools.partial(wide_resnet_parts, 16, 2, name="wrn_16_2"),
+        _CIFAR,
+    ),
+    "wrn_16_4": _Entry(
+        wrn_16_4,
+        functools.partial(wide_resnet_parts, 16, 4, name="wrn_16_4"),
+        _CIFAR,
+    ),
+    "wrn_28_2": _Entry(
+        wrn_28_2,
+        functools.partial(wide_resnet_parts, 28, 2, name="wrn_28_2"),
+        _CIFAR,
+    ),
+    "wrn_40_2": _Entry(
+        wrn_40_2,
+        functools.partial(wide_resnet_parts, 40, 2, name="wrn_40_2"),
+        _CIFAR,
+    ),
+    "vgg13": _Entry(vgg13, functools.partial(vgg_parts, 13, name="vgg13"), _CIFAR),
+    "vgg16": _Entry(vgg16, functools.partial(vgg_parts, 16, name="vgg16"), _CIFAR),
+    "mobilenet_v2_x0_5": _Entry(
+        mobilenet_v2_x0_5,
+        functools.partial(
+            mobilenet_v2_parts, 0.5, variant="cifar", dropout_rate=0.0,
+            name="mobilenet_v2_x0_5",
+        ),
+        _CIFAR,
+    ),
+    "densenet_bc_40_12": _Entry(
+        densenet_bc_40_12,
+        functools.partial(densenet_bc_parts, 40, 12, 0.5, 24, name="densenet_bc_40_12"),
+        _CIFAR,
+    ),
+    "resnet18_tiny": _Entry(
+        resnet18_tiny,
+        functools.partial(imagenet_resnet_parts, 18, "tiny", name="resnet18_tiny"),
+        _TINY,
+    ),
+    "resnet34_tiny": _Entry(
+        resnet34_tiny,
+        functools.partial(imagenet_resnet_parts, 34, "tiny", name="resnet34_tiny"),
+        _TINY,
+    ),
+    "resnet18": _Entry(
+        resnet18,
+        functools.partial(imagenet_resnet_parts, 18, "imagenet", name="resnet18"),
+        _IMAGENET,
+    ),
+    "resnet34": _Entry(
+        resnet34,
+        functools.partial(imagenet_resnet_parts, 34, "imagenet", name="resnet34"),
+        _IMAGENET,
+    ),
+    "mobilenet_v2_imagenet": _Entry(
+        mobilenet_v2_imagenet,
+        functools.partial(
+            mobilenet_v2_parts, 1.0, variant="imagenet", name="mobilenet_v2_imagenet"
+        ),
+        _IMAGENET,
+    ),
+}
+
+# Names the papers use that are not (or not exactly) zoo names.
+_HINTS = {
+    "wrn_20_8": "PCL/DKEL's 'WRN-20-8' is 'bottleneck_resnet_2x2x2_w512'",
+    "mobilenet_v2": "use 'mobilenet_v2_x0_5' (CIFAR) or 'mobilenet_v2_imagenet'",
+    "mobilenetv2": "use 'mobilenet_v2_x0_5' (CIFAR) or 'mobilenet_v2_imagenet'",
+    "densenet40": "use 'densenet_bc_40_12'",
+}
+
+
+def _normalize(name):
+    return str(name).strip().lower().replace("-", "_")
+
+
+def names():
+    """The names `get` and `multi_branch` accept, sorted.
+
+    Returns:
+        A list of strings.
+
+    Example:
+
+    >>> "resnet32" in names()
+    True
+    """
+    return sorted(_REGISTRY)
+
+
+def lookup(name):
+    """Returns the registry entry of `name` (builder, parts factory, default input shape).
+
+    Names are case-insensitive and `-` may stand for `_` (`"WRN-16-4"` works).
+
+    Args:
+        name: a model name.
+
+    Returns:
+        The entry, a named tuple `(builder, parts, input_shape)`.
+
+    Raises:
+        ValueError: `name` is unknown; the message lists the known names.
+
+    Example:
+
+    >>> lookup("resnet32").input_shape
+    (32, 32, 3)
+    """
+    key = _normalize(name)
+    if key not in _REGISTRY:
+        hint = f" ({_HINTS[key]})" if key in _HINTS else ""
+        raise ValueError(
+            f"Unknown model name {name!r}{hint}. Known names: {', '.join(names())}."
+        )
+    return _REGISTRY[key]
+
+
+def get(name, num_classes=10, input_shape=None, synchronized_bn=False, **kwargs):
+    """Builds a zoo network by name: a functional `keras.Model` images -> logits.
+
+    Args:
+        name: one of `names()` (case-insensitive, `-` may stand for `_`).
+        num_classes: number of output logits.
+        input_shape: `(height, width, channels)`; defaults per family: (32, 32, 3) for
+            CIFAR networks, (64, 64, 3) for the `*_tiny` ResNets, (224, 224, 3) for the
+            ImageNet networks, (8, 8, 1) for `simple_cnn`.
+        synchronized_bn: use `BatchNormalization(synchronized=True)` (TensorFlow only;
+            needed when several replicas train one model).
+        **kwargs: passed to the family builder (e.g. `name`, `width` for `simple_cnn`,
+            `dropout_rate` for `mobilenet_v2_imagenet`).
+
+    Returns:
+        A functional `keras.Model`.
+
+    Raises:
+        ValueError: unknown `name`; the message lists the known names.
+
+    Example:
+
+    >>> model = get("resnet32", num_classes=100)
+    >>> model.output_shape
+    (None, 100)
+    """
+    entry = lookup(name)
+    shape = tuple(input_shape) if input_shape is not None else entry.input_shape
+    return entry.builder(
+        num_classes=num_classes, input_shape=shape, synchronized_bn=synchronized_bn, **kwargs
+    )
+
+
+def get_parts(name, num_classes=10, synchronized_bn=False, **kwargs):
+    """The trunk/branch description of a zoo network (used by `multi_branch`).
+
+    Args:
+        name: one of `names()`.
+        num_classes: number of output logits.
+        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
+        **kwargs: passed to the family's parts function.
+
+    Returns:
+        A `ModelParts` (private type): `trunk`, `branch`, `classifier`, `build`.
+
+    Example:
+
+    >>> parts = get_parts("resnet20")
+    >>> parts.build().output_shape
+    (None, 10)
+    """
+    return lookup(name).parts(num_classes=num_classes, synchronized_bn=synchronized_bn, **kwargs)

@@ -1,0 +1,118 @@
+"""VGG networks with BatchNormalization for 32x32 images (Simonyan & Zisserman, 2015).
+
+CIFAR variant: the configuration's 3x3 convolutions (with bias, as in torchvision's
+`vgg*_bn`) each followed by BatchNormalization and ReLU, a 2x2 max-pool after each of the
+five groups, global average pooling (the 32x32 input is 1x1 after five pools, so this
+equals a flatten) and ONE linear classifier 512 -> classes.
+
+Multi-branch split: trunk = conv groups 1-4; each branch = conv group 5 (+ its pool) +
+global average pooling + linear classifier (as the OKDDip code splits VGG-16).
+"""
+
+from keras import layers
+
+from keras_okd.models._common import ModelParts, batch_norm, conv2d
+
+CIFAR_INPUT_SHAPE = (32, 32, 3)
+
+VGG_GROUPS = {
+    11: ((64,), (128,), (256, 256), (512, 512), (512, 512)),
+    13: ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)),
+    16: ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
+    19: (
+        (64, 64),
+        (128, 128),
+        (256, 256, 256, 256),
+        (512, 512, 512, 512),
+        (512, 512, 512, 512),
+    ),
+}
+
+
+def vgg_parts(depth, num_classes=10, synchronized_bn=False, name=None):
+    """Trunk/branch description of a VGG (see `vgg`)."""
+    if depth not in VGG_GROUPS:
+        raise ValueError(f"VGG depth must be one of {sorted(VGG_GROUPS)}, got {depth}")
+    groups = VGG_GROUPS[depth]
+    sync = synchronized_bn
+
+    def group(x, index, prefix):
+        for j, filters in enumerate(groups[index]):
+            conv_name = f"{prefix}group{index + 1}_conv{j + 1}"
+            x = conv2d(filters, 3, name=conv_name, use_bias=True)(x)
+            x = batch_norm(f"{prefix}group{index + 1}_bn{j + 1}", sync)(x)
+            x = layers.ReLU(name=f"{prefix}group{index + 1}_relu{j + 1}")(x)
+        return layers.MaxPooling2D(2, name=f"{prefix}group{index + 1}_pool")(x)
+
+    def trunk(x, prefix):
+        for index in range(4):
+            x = group(x, index, prefix)
+        return x
+
+    def branch(x, prefix):
+        x = group(x, 4, prefix)
+        return layers.GlobalAveragePooling2D(name=f"{prefix}pool")(x)
+
+    return ModelParts(name or f"vgg{depth}", trunk, branch, num_classes, 0.0, CIFAR_INPUT_SHAPE)
+
+
+def vgg(depth, num_classes=10, input_shape=CIFAR_INPUT_SHAPE, synchronized_bn=False, name=None):
+    """A VGG-`depth` with BatchNormalization and one linear classifier, for CIFAR.
+
+    Args:
+        depth: 11, 13, 16 or 19.
+        num_classes: number of output logits.
+        input_shape: `(height, width, channels)` of one image (at least 32x32).
+        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
+        name: model name; defaults to `"vgg{depth}"`.
+
+    Returns:
+        A functional `keras.Model` mapping images to logits.
+
+    Example:
+
+    >>> vgg(11, num_classes=10).output_shape
+    (None, 10)
+    """
+    parts = vgg_parts(depth, num_classes, synchronized_bn, name)
+    return parts.build(input_shape, parts.name)
+
+
+def vgg13(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, synchronized_bn=False, name="vgg13"):
+    """VGG-13 with BN, conv bias and one FC (9,416,010 params at 10 classes).
+
+    Args:
+        num_classes: number of output logits.
+        input_shape: `(height, width, channels)` of one image.
+        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
+        name: model name.
+
+    Returns:
+        A functional `keras.Model` mapping images to logits.
+
+    Example:
+
+    >>> vgg13(num_classes=100).output_shape
+    (None, 100)
+    """
+    return vgg(13, num_classes, input_shape, synchronized_bn, name)
+
+
+def vgg16(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, synchronized_bn=False, name="vgg16"):
+    """VGG-16 with BN, conv bias and one FC (14,728,266 params at 10 classes).
+
+    Args:
+        num_classes: number of output logits.
+        input_shape: `(height, width, channels)` of one image.
+        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
+        name: model name.
+
+    Returns:
+        A functional `keras.Model` mapping images to logits.
+
+    Example:
+
+    >>> vgg16(num_classes=100).output_shape
+    (None, 100)
+    """
+    return vgg(16, num_classes, input_shape, synchronized_bn, name)

@@ -1,0 +1,212 @@
+"""Wide residual networks (Zagoruyko & Komodakis, 2016) for 32x32 images.
+
+WRN-d-k: a 3x3 stem with 16 filters, three groups of n = (d - 4) / 6 pre-activation
+basic blocks with 16k, 32k and 64k filters (first block of groups 2 and 3 has stride 2),
+then BatchNormalization + ReLU, global average pooling and a linear classifier.
+A block whose shape changes uses a 1x1 convolution (no BN) on the pre-activated input
+as shortcut, as in the authors' code; convolutions have no bias.
+
+Multi-branch split: trunk = stem + groups 1-2; each branch = group 3 + final BN-ReLU +
+global average pooling + linear classifier.
+"""
+
+from keras import layers
+
+from keras_okd.models._common import ModelParts, batch_norm, conv2d
+
+CIFAR_INPUT_SHAPE = (32, 32, 3)
+
+
+def _wide_block(x, filters, strides, dropout_rate, name, sync):
+    equal_in_out = strides == 1 and x.shape[-1] == filters
+    pre = batch_norm(f"{name}_bn1", sync)(x)
+    pre = layers.ReLU(name=f"{name}_relu1")(pre)
+    y = conv2d(filters, 3, strides, name=f"{name}_conv1")(pre)
+    y = batch_norm(f"{name}_bn2", sync)(y)
+    y = layers.ReLU(name=f"{name}_relu2")(y)
+    if dropout_rate > 0:
+        y = layers.Dropout(dropout_rate, name=f"{name}_dropout")(y)
+    y = conv2d(filters, 3, name=f"{name}_conv2")(y)
+    if equal_in_out:
+        shortcut = x
+    else:
+        shortcut = conv2d(filters, 1, strides, name=f"{name}_shortcut")(pre)
+    return layers.Add(name=f"{name}_add")([shortcut, y])
+
+
+def wide_resnet_parts(
+    depth,
+    width,
+    dropout_rate=0.0,
+    num_classes=10,
+    synchronized_bn=False,
+    name=None,
+):
+    """Trunk/branch description of a WRN-depth-width (see `wide_resnet`)."""
+    if (depth - 4) % 6 != 0 or depth < 10:
+        raise ValueError(f"a wide ResNet needs depth = 6n + 4 (n >= 1), got {depth}")
+    n = (depth - 4) // 6
+    sync = synchronized_bn
+    name = name or f"wrn_{depth}_{width}"
+
+    def group(x, index, prefix):
+        filters = 16 * width * 2**index
+        for b in range(n):
+            strides = 2 if (index > 0 and b == 0) else 1
+            x = _wide_block(
+                x, filters, strides, dropout_rate, f"{prefix}group{index + 1}_block{b + 1}", sync
+            )
+        return x
+
+    def trunk(x, prefix):
+        x = conv2d(16, 3, name=f"{prefix}stem_conv")(x)
+        x = group(x, 0, prefix)
+        return group(x, 1, prefix)
+
+    def branch(x, prefix):
+        x = group(x, 2, prefix)
+        x = batch_norm(f"{prefix}final_bn", sync)(x)
+        x = layers.ReLU(name=f"{prefix}final_relu")(x)
+        return layers.GlobalAveragePooling2D(name=f"{prefix}pool")(x)
+
+    return ModelParts(name, trunk, branch, num_classes, 0.0, CIFAR_INPUT_SHAPE)
+
+
+def wide_resnet(
+    depth,
+    width,
+    dropout_rate=0.0,
+    num_classes=10,
+    input_shape=CIFAR_INPUT_SHAPE,
+    synchronized_bn=False,
+    name=None,
+):
+    """A pre-activation wide ResNet WRN-`depth`-`width` for small images.
+
+    Args:
+        depth: total depth, 6n + 4 (16, 22, 28, 40, ...).
+        width: widening factor k (filters 16k, 32k, 64k).
+        dropout_rate: dropout between the two convs of each block (paper: 0 or 0.3).
+        num_classes: number of output logits.
+        input_shape: `(height, width, channels)` of one image.
+        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
+        name: model name; defaults to `"wrn_{depth}_{width}"`.
+
+    Returns:
+        A functional `keras.Model` mapping images to logits.
+
+    Example:
+
+    >>> wide_resnet(16, 2, num_classes=10).output_shape
+    (None, 10)
+    """
+    parts = wide_resnet_parts(depth, width, dropout_rate, num_classes, synchronized_bn, name)
+    return parts.build(input_shape, parts.name)
+
+
+def wrn_16_2(
+    num_classes=10,
+    input_shape=CIFAR_INPUT_SHAPE,
+    synchronized_bn=False,
+    dropout_rate=0.0,
+    name="wrn_16_2",
+):
+    """WRN-16-2 (691,674 params at 10 classes).
+
+    Args:
+        num_classes: number of output logits.
+        input_shape: `(height, width, channels)` of one image.
+        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
+        dropout_rate: dropout between the two convs of each block (default 0).
+        name: model name.
+
+    Returns:
+        A functional `keras.Model` mapping images to logits.
+
+    Example:
+
+    >>> wrn_16_2(num_classes=100).output_shape
+    (None, 100)
+    """
+    return wide_resnet(16, 2, dropout_rate, num_classes, input_shape, synchronized_bn, name)
+
+
+def wrn_16_4(
+    num_classes=10,
+    input_shape=CIFAR_INPUT_SHAPE,
+    synchronized_bn=False,
+    dropout_rate=0.0,
+    name="wrn_16_4",
+):
+    """WRN-16-4 (2,748,890 params at 10 classes).
+
+    Args:
+        num_classes: number of output logits.
+        input_shape: `(height, width, channels)` of one image.
+        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
+        dropout_rate: dropout between the two convs of each block (default 0).
+        name: model name.
+
+    Returns:
+        A functional `keras.Model` mapping images to logits.
+
+    Example:
+
+    >>> wrn_16_4(num_classes=100).output_shape
+    (None, 100)
+    """
+    return wide_resnet(16, 4, dropout_rate, num_classes, input_shape, synchronized_bn, name)
+
+
+def wrn_28_2(
+    num_classes=10,
+    input_shape=CIFAR_INPUT_SHAPE,
+    synchronized_bn=False,
+    dropout_rate=0.0,
+    name="wrn_28_2",
+):
+    """WRN-28-2 (1,467,610 params at 10 classes).
+
+    Args:
+        num_classes: number of output logits.
+        input_shape: `(height, width, channels)` of one image.
+        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
+        dropout_rate: dropout between the two convs of each block (default 0).
+        name: model name.
+
+    Returns:
+        A functional `keras.Model` mapping images to logits.
+
+    Example:
+
+    >>> wrn_28_2(num_classes=100).output_shape
+    (None, 100)
+    """
+    return wide_resnet(28, 2, dropout_rate, num_classes, input_shape, synchronized_bn, name)
+
+
+def wrn_40_2(
+    num_classes=10,
+    input_shape=CIFAR_INPUT_SHAPE,
+    synchronized_bn=False,
+    dropout_rate=0.0,
+    name="wrn_40_2",
+):
+    """WRN-40-2 (2,243,546 params at 10 classes; not in the reference table).
+
+    Args:
+        num_classes: number of output logits.
+        input_shape: `(height, width, channels)` of one image.
+        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
+        dropout_rate: dropout between the two convs of each block (default 0).
+        name: model name.
+
+    Returns:
+        A functional `keras.Model` mapping images to logits.
+
+    Example:
+
+    >>> wrn_40_2(num_classes=100).output_shape
+    (None, 100)
+    """
+    return wide_resnet(40, 2, dropout_rate, num_classes, input_shape, synchronized_bn, name)
