@@ -44,24 +44,34 @@ class OnlineDistiller(keras.Model):
     """Trains M >= 2 peers together: each learns from the labels (cross-entropy) and from soft targets that a list of
     knowledge parts builds from the peers' outputs.
 
-    Loss of a step: `sum_i CE_i + sum_parts weight * schedule * sum_i KD_part(i) + parts' own losses`, where
+    Peers are M independent students (a list of `keras.Model`s, architectures may differ) or the M branches of one
+    multi-branch student (`keras_okd.models.multi_branch`). Loss of a step:
+    `ce_weight * sum_i CE_i + sum_parts weight * schedule * sum_i KD_part(i) + parts' own losses`, where
     `KD_part(i) = sum_j W[i, j] * tau^2 * KL(target_j || softmax(z_i / tau))` (see `keras_okd.knowledge`).
 
     Data: `x` is the images, or a dict `{"inputs": images, "index": sample indices}` as made by
     `keras_okd.data.with_index`; `y` is integer class ids. Parts that keep per-sample state (the temporal
     accumulator) need the index.
 
-    Logs (fit and evaluate): `loss` (total); per student `student_{i}_ce`, `student_{i}_{part}` (the part's KD term
-    before weight and schedule) and `student_{i}_accuracy`; `ensemble_accuracy` (mean of the students'
-    probabilities); each part's own losses as `{part}_{name}`.
+    Logs (fit and evaluate): `loss` (total); per peer `student_{i}_ce` (`branch_{i}_...` for branches),
+    `student_{i}_{part}` (the part's KD term before weight and schedule) and `student_{i}_accuracy`;
+    `ensemble_accuracy` (mean of the peers' probabilities); each part's own losses as `{part}_{name}`; with a mean
+    teacher `teacher_{i}_accuracy` and `teacher_ensemble_accuracy`.
 
     Args:
-        students: list of 2 or more `keras.Model`s mapping the same inputs to logits over the same classes; their
-            architectures may differ. A student whose name repeats an earlier one's is renamed `{name}_{i}`.
-        knowledge: list of `keras_okd.knowledge.KnowledgePart`s with distinct names; empty trains the students
+        students: a list of 2 or more `keras.Model`s mapping the same inputs to logits over the same classes (a
+            student whose name repeats an earlier one's is renamed `{name}_{i}`), or one multi-branch model.
+        knowledge: list of `keras_okd.knowledge.KnowledgePart`s with distinct names; empty trains the peers
             independently (CE only) in one model.
         schedules: dict `{part name: [keras_okd.callbacks.Schedule, ...]}` applied at each epoch start by
             `keras_okd.callbacks.KnowledgeSchedule` (added by `fit` when you pass none).
+        views: per-peer augmentation (any Keras layer, e.g. `keras_okd.data.peer_views`), applied independently for
+            each peer inside the training step; None feeds every peer the same batch.
+        teacher_eta: keep a mean teacher, `t = eta * s + (1 - eta) * t` after every step, eta in (0, 1]; None for none.
+        teacher_init_steps: DKEL's decoupled initialisation: CE steps of the teacher alone before training (0: none).
+        teacher_init_learning_rate: learning rate of those steps.
+        deploy: `"students"` or `"teacher"`: which networks `predict`, `peer_model` and `ensemble_model` use.
+        ce_weight: factor of the peers' cross-entropy (KDCL: 1 - alpha).
         name: model name.
 
     Example:
