@@ -16,6 +16,7 @@ Example:
 import math
 
 import keras
+import numpy as np
 
 
 class Schedule:
@@ -171,7 +172,8 @@ class KnowledgeSchedule(keras.callbacks.Callback):
                 raise ValueError(
                     f"KnowledgeSchedule: no knowledge part named {name!r}; the model has {sorted(parts)}."
                 )
-            parts[name].schedule.assign(value)
+            # a float32 array, not a Python float: JAX would retrace the train step for a weakly-typed scalar
+            parts[name].schedule.assign(np.asarray(value, dtype="float32"))
 
 
 def for_method(distiller):

@@ -292,3 +292,17 @@ def test_backup_and_restore_resumes_to_the_same_state(tmp_path):
     for a, b in zip(straight.trainable_variables, resumed.trainable_variables):
         np.testing.assert_allclose(to_numpy(b), to_numpy(a), rtol=1e-4, atol=1e-5)
     assert int(to_numpy(resumed.optimizer.iterations)) == int(to_numpy(straight.optimizer.iterations)) == 9
+
+
+def test_coupled_weight_decay_adds_half_wd_times_squared_norm():
+    d = make_tsb(warmup=5)
+    d.compile(optimizer=keras.optimizers.SGD(0.0), coupled_weight_decay=1e-2)
+    assert d.get_compile_config()["coupled_weight_decay"] == 1e-2
+    plain = make_tsb(warmup=5)
+    plain.set_weights(d.get_weights())
+    with_decay = d.evaluate(INDEXED, Y, batch_size=N, verbose=0, return_dict=True)["loss"]
+    without = plain.evaluate(INDEXED, Y, batch_size=N, verbose=0, return_dict=True)["loss"]
+    squares = sum(float(np.sum(to_numpy(v).astype("float64") ** 2)) for v in d.trainable_variables)
+    np.testing.assert_allclose(with_decay - without, 0.5 * 1e-2 * squares, rtol=1e-4)
+    with pytest.raises(ValueError, match="coupled_weight_decay"):
+        d.compile(optimizer="sgd", coupled_weight_decay=-1.0)

@@ -1,0 +1,222 @@
+"""Datasets by name: `get(name, **kwargs) -> (train_ds, test_ds, num_train_samples)`, used by configs and the CLI.
+
+| name           | loader                         | classes | images            |
+|----------------|--------------------------------|---------|-------------------|
+| `digits`       | scikit-learn's bundled digits  | 10      | 8x8x1             |
+| `cifar10`      | tensorflow-datasets            | 10      | 32x32x3           |
+| `cifar100`     | tensorflow-datasets            | 100     | 32x32x3           |
+| `imagenet2012` | tensorflow-datasets, manual    | 1000    | 224x224x3         |
+| `tinyimagenet` | the official archive's folders | 200     | 64x64x3           |
+| `folder`       | any folder of class folders    | folders | any (`image_size`) |
+
+The functions registered here have annotated signatures: `keras_okd.experiments.config` checks a config's `dataset`
+section against them. The run's seed is passed as `seed` (shuffling and augmentation); data splits use their own
+fixed seeds, so every seed of an experiment is scored on the same test set.
+"""
+
+import tensorflow as tf
+
+from keras_okd.data import folder as _folder
+from keras_okd.data import tiny_imagenet as _tiny
+from keras_okd.data.augment import PadCropFlip, cifar_augment
+from keras_okd.data.cifar import load_cifar
+from keras_okd.data.digits import digits_arrays
+from keras_okd.data.imagenet import NUM_CLASSES as _IMAGENET_CLASSES
+from keras_okd.data.imagenet import imagenet2012
+from keras_okd.data.indexing import pipeline
+
+
+def digits_dataset(
+    batch_size: int = 64,
+    seed: int | None = None,
+    validation_size: int = 360,
+    split_seed: int = 0,
+    augment: str | None = None,
+    shuffle: bool = True,
+):
+    """The bundled digits with a fixed train/validation split (`split_seed`) whatever the run's seed.
+
+    Args:
+        batch_size: batch size.
+        seed: shuffle (and augmentation) seed.
+        validation_size: number of validation images (default 360 of 1,797).
+        split_seed: seed of the stratified split.
+        augment: None, or `"shift"`: a random shift by up to one pixel (pad 1 + random crop; no flip, digits are not
+            mirror-symmetric).
+        shuffle: shuffle every epoch (False: fixed order).
+
+    Returns:
+        `(train_ds, val_ds, num_train_samples)`.
+    """
+    if augment not in (None, "shift"):
+        raise ValueError(f"digits: augment must be None or 'shift', got {augment!r}.")
+    (x, y), (xv, yv) = digits_arrays(validation_size=validation_size, seed=split_seed)
+    transform = PadCropFlip(1, flip=False, seed=seed) if augment == "shift" else None
+    train = pipeline(tf.data.Dataset.from_tensor_slices((x, y)), batch_size, training=True, augment=transform,
+                     seed=seed, shuffle_buffer=None if shuffle else 1)
+    val = pipeline(tf.data.Dataset.from_tensor_slices((xv, yv)), batch_size, training=False)
+    return train, val, len(x)
+
+
+def _cifar(name, batch_size, data_dir, download, seed, augment, shuffle):
+    if augment not in ("standard", None):
+        raise ValueError(f"{name}: augment must be 'standard' (pad 4, random crop, flip) or None, got {augment!r}.")
+    train = load_cifar(name, "train", data_dir, download)
+    test = load_cifar(name, "test", data_dir, download)
+    n = int(train.cardinality())
+    if n < 0:
+        n = int(train.reduce(tf.constant(0, tf.int64), lambda c, _: c + 1))
+    transform = cifar_augment(seed) if augment == "standard" else None
+    return (
+        pipeline(train, batch_size, training=True, augment=transform, seed=seed, shuffle_buffer=None if shuffle else 1),
+        pipeline(test, batch_size, training=False),
+        n,
+    )
+
+
+def cifar10(
+    batch_size: int = 64,
+    data_dir: str | None = None,
+    download: bool = True,
+    seed: int | None = None,
+    augment: str | None = "standard",
+    shuffle: bool = True,
+):
+    """CIFAR-10 through tensorflow-datasets (see `keras_okd.data.cifar`); `shuffle=False` keeps a fixed order."""
+    return _cifar("cifar10", batch_size, data_dir, download, seed, augment, shuffle)
+
+
+def cifar100(
+    batch_size: int = 64,
+    data_dir: str | None = None,
+    download: bool = True,
+    seed: int | None = None,
+    augment: str | None = "standard",
+    shuffle: bool = True,
+):
+    """CIFAR-100 through tensorflow-datasets (see `keras_okd.data.cifar`); `shuffle=False` keeps a fixed order."""
+    return _cifar("cifar100", batch_size, data_dir, download, seed, augment, shuffle)
+
+
+def imagenet2012_dataset(
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    batch_size: int = 256,
+    seed: int | None = None,
+    augment: str | None = "standard",
+    shuffle: bool = True,
+    shuffle_buffer: int = 10_000,
+    image_size: int = 224,
+    resize: int = 256,
+    test_resize: str = "shorter_side",
+):
+    """ImageNet 2012 through tensorflow-datasets with a manual download directory (see `keras_okd.data.imagenet`)."""
+    return imagenet2012(data_dir, manual_dir, batch_size, seed, augment, shuffle, shuffle_buffer, image_size, resize,
+                        test_resize)
+
+
+def tinyimagenet_dataset(
+    data_dir: str | None = None,
+    batch_size: int = 128,
+    seed: int | None = None,
+    augment: str | None = "standard",
+    shuffle: bool = True,
+    cache: bool = True,
+):
+    """TinyImageNet from the official archive's folders (see `keras_okd.data.tiny_imagenet`)."""
+    return _tiny.tinyimagenet(data_dir, batch_size, seed, augment, shuffle, cache)
+
+
+def folder_dataset(
+    data_dir: str,
+    batch_size: int = 64,
+    image_size: list | None = None,
+    channels: int = 3,
+    validation_split: float = 0.2,
+    split_seed: int = 0,
+    seed: int | None = None,
+    augment: str | None = "standard",
+    padding: int = 4,
+    mean: list | None = None,
+    std: list | None = None,
+    shuffle: bool = True,
+    cache: bool = True,
+):
+    """Any folder of class sub-folders (see `keras_okd.data.folder`)."""
+    return _folder.image_folder(data_dir, batch_size, image_size, channels, validation_split, split_seed, seed,
+                                augment, padding, mean, std, shuffle, cache)
+
+
+_LOADERS = {
+    "digits": digits_dataset,
+    "cifar10": cifar10,
+    "cifar100": cifar100,
+    "imagenet2012": imagenet2012_dataset,
+    "tinyimagenet": tinyimagenet_dataset,
+    "folder": folder_dataset,
+}
+
+_CLASSES = {
+    "digits": lambda **_: 10,
+    "cifar10": lambda **_: 10,
+    "cifar100": lambda **_: 100,
+    "imagenet2012": lambda **_: _IMAGENET_CLASSES,
+    "tinyimagenet": lambda data_dir=None, **_: len(_tiny.class_ids(data_dir)),
+    "folder": lambda data_dir, **_: _folder.num_classes(data_dir),
+}
+
+
+def names():
+    """The dataset names `get` accepts, sorted."""
+    return sorted(_LOADERS)
+
+
+def loader(name):
+    """The loader function registered as `name` (its signature lists the options `get` accepts).
+
+    Raises:
+        ValueError: unknown name; the message lists the known ones.
+    """
+    try:
+        return _LOADERS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"Unknown dataset {name!r}; known datasets: {', '.join(names())}.") from None
+
+
+def get(name, **kwargs):
+    """Load a dataset by name: `(train_ds, test_ds, num_train_samples)`.
+
+    Training batches are `({"inputs": images, "index": sample indices}, labels)`, test batches `(images, labels)`,
+    both made by `keras_okd.data.pipeline`.
+
+    Args:
+        name: one of `names()`: `"digits"`, `"cifar10"`, `"cifar100"`, `"imagenet2012"`, `"tinyimagenet"`,
+            `"folder"`.
+        **kwargs: options of that dataset's loader (`loader(name)`), e.g. `batch_size`, `data_dir`, `augment`,
+            `seed`.
+
+    Returns:
+        `(train_ds, test_ds, num_train_samples)`.
+
+    Raises:
+        ValueError: unknown name or option.
+        DatasetNotFoundError: the data is not on disk; the message says what to download and where to put it.
+
+    Example:
+
+    >>> train, test, n = get("digits", batch_size=128, seed=0)
+    >>> n
+    1437
+    """
+    return loader(name)(**kwargs)
+
+
+def num_classes(name, **kwargs):
+    """Number of classes of dataset `name` (for `folder` and `tinyimagenet`, read from `data_dir`).
+
+    Args:
+        name: one of `names()`.
+        **kwargs: the dataset's options (only `data_dir` is read).
+    """
+    loader(name)
+    return int(_CLASSES[name](**kwargs))

@@ -1,0 +1,25 @@
+"""Experiments: YAML configs of the papers' recipes, resumable runs, evaluation and reports.
+
+* `load_config(path, overrides)`: read and check a config (schema in `keras_okd.experiments.config`).
+* `run_experiment(config, run_dir, seed)`: train one seed into a run directory, resuming an interrupted run.
+* `evaluate_run(run_dir)`: re-score a run's saved `.keras` models on its test split.
+* `make_report(paths, out_dir)`: the papers' table layout and training curves from run directories.
+
+The `keras-okd` command (`keras_okd.cli`) wraps them: `train --config`, `evaluate`, `report`.
+"""
+
+from keras_okd.experiments.config import ConfigError, config_from_dict, dump_config, load_config
+from keras_okd.experiments.report import make_report
+from keras_okd.experiments.runner import evaluate_run, read_history, run_dirs, run_experiment
+
+__all__ = [
+    "ConfigError",
+    "config_from_dict",
+    "dump_config",
+    "evaluate_run",
+    "load_config",
+    "make_report",
+    "read_history",
+    "run_dirs",
+    "run_experiment",
+]

@@ -1,0 +1,627 @@
+"""Experiment configs: YAML files that describe one training recipe, checked before anything trains.
+
+Schema (every key of every section is checked; unknown keys and wrong types are errors that name the key and the
+file and line, or the `--set` override, they came from):
+
+```yaml
+experiment: tsb_table1_cifar100_resnet32   # required; names the run directory (runs/<experiment>/<method>/seed_<s>)
+                                           #   and groups reports; letters, digits, _ . + -
+paper: "TSB Table 1"                       # free text (default ""); the report's section heading
+method:                                    # required
+  name: tsb                                # one of keras_okd.methods.names()
+  params: {beta: 0.8}                      # the preset's keyword arguments (checked against its signature; the
+                                           #   students, num_train_samples and name arguments are set by the runner);
+                                           #   `views` (PCL, DKEL, KDCL: each peer its own augmented view, made in the
+                                           #   step by keras_okd.data.peer_views): null, standard (shift by up to 4
+                                           #   pixels + flip) or crop (shift only); use with dataset.augment: null
+students: [resnet32, resnet32]             # required: 2 or more zoo names (keras_okd.models.names()), OR one
+                                           #   multi-branch student for the branch methods (ONE, PCL, DKEL):
+# students: {model: resnet32, branches: 3, per_branch_inputs: null}
+                                           #   branches default 3; per_branch_inputs (one input per branch,
+                                           #   keras_okd.models.multi_branch) default: true when the method has views
+dataset:                                   # required
+  name: cifar100                           # one of keras_okd.data.names()
+  batch_size: 64                           # ... and any option of that dataset's loader (keras_okd.data.loader(name)):
+  data_dir: null                           #   data_dir, augment, shuffle, ...; `seed` is the run's seed
+  augment: standard
+optimizer:                                 # required
+  name: sgd                                # a Keras optimizer name (sgd, adam, adamw, rmsprop, ...)
+  learning_rate: 0.05                      # ... and its constructor's arguments; learning_rate is the base rate of
+  momentum: 0.9                            #   the schedule
+  nesterov: false
+  weight_decay: 5.0e-4                     # PyTorch-style (coupled) decay: OnlineDistiller.compile(coupled_weight_decay=)
+schedule: {type: step, milestones: [150, 180, 210], factor: 0.1}   # or {type: constant} (the default)
+epochs: 240                                # required, >= 1
+seeds: [0]                                 # default [0]; one run (one sub-directory) per seed
+strategy: none                             # reserved for multi-device training; only `none` for now
+```
+
+Resolution: `load_config` reads the file, applies `--set key.sub=value` overrides (the value is parsed as YAML, so
+`--set method.params.beta=0.5`, `--set students=[resnet20,resnet32]` and
+`--set 'students={model: resnet32, branches: 3}'` work; list items are addressed by position, `students.1=wrn_16_4`),
+checks everything, and returns a plain dict with every default filled in (the method's and the dataset loader's
+defaults included), which the runner saves as the run's `config.yaml`.
+
+Numbers: PyYAML alone reads `5e-4` as a string; the loader here reads it as a float like `5.0e-4`.
+
+A method name that is not (yet) among `keras_okd.methods.names()` is accepted with a warning and its params are not
+checked; training such a config fails with the `ValueError` of `keras_okd.methods.get`.
+"""
+
+import copy
+import difflib
+import inspect
+import os
+import re
+import types
+import typing
+import warnings
+
+import yaml
+
+TOP_LEVEL = ("experiment", "paper", "method", "students", "dataset", "optimizer", "schedule", "epochs", "seeds",
+             "strategy")
+REQUIRED = ("experiment", "method", "students", "dataset", "optimizer", "epochs")
+SCHEDULES = ("step", "constant")
+STRATEGIES = ("none",)
+#: Values of a preset's `views` param: per-peer augmentation made in the training step (keras_okd.data.peer_views).
+VIEWS = (None, "standard", "crop")
+#: Preset arguments the runner sets itself; a config cannot give them.
+RUNNER_ARGUMENTS = ("students", "student", "num_train_samples", "name")
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+class ConfigError(ValueError):
+    """An invalid config. `errors` lists one message per problem, each starting with `file:line: key:`."""
+
+    def __init__(self, errors):
+        self.errors = list(errors)
+        super().__init__("invalid experiment config:\n  " + "\n  ".join(self.errors))
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-4`-style numbers (no dot) as floats."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_value(text):
+    """A `--set` value: YAML (`0.5` -> float, `true` -> bool, `[a, b]` -> list, `null` -> None, `abc` -> str)."""
+    return yaml.load(text, Loader=_Loader) if text.strip() else None
+
+
+# ---------------------------------------------------------------------------------------------------------- sources
+class _Sources:
+    """Where each key came from: `file:line` of its YAML node, or the `--set` override that wrote it."""
+
+    def __init__(self, path):
+        self.path = path
+        self.lines = {}
+        self.overrides = {}
+
+    def read_marks(self, node, prefix=()):
+        if prefix == ():
+            self.lines[()] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = prefix + (key_node.value,)
+                self.lines[key] = key_node.start_mark.line + 1
+                self.read_marks(value_node, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.lines[prefix + (i,)] = item.start_mark.line + 1
+                self.read_marks(item, prefix + (i,))
+
+    def where(self, path):
+        path = tuple(path)
+        for end in range(len(path), -1, -1):
+            head = path[:end]
+            if head in self.overrides:
+                return f"--set {self.overrides[head]}"
+            if head in self.lines:
+                return f"{self.path}:{self.lines[head]}"
+        return str(self.path)
+
+
+def _key(path):
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+# ---------------------------------------------------------------------------------------------------------- loading
+def load_config(path, overrides=()):
+    """Read, override and check an experiment config file.
+
+    Args:
+        path: a YAML file following the schema in this module's docstring.
+        overrides: `"key.sub=value"` strings (the CLI's `--set`), applied in order.
+
+    Returns:
+        The resolved config: a dict with every section and default filled in.
+
+    Raises:
+        ConfigError: the file is not valid YAML, or the config breaks the schema; every problem is listed with its
+            file and line (or `--set`).
+        FileNotFoundError: no such file.
+
+    Example:
+
+    ```python
+    config = load_config("configs/digits/tsb.yaml", ["epochs=5", "method.params.beta=0.5"])
+    ```
+    """
+    path = str(path)
+    with open(path) as f:
+        text = f.read()
+    sources = _Sources(path)
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError([f"{path}{line}: not valid YAML: {getattr(error, 'problem', None) or error}"]) from None
+    if node is not None:
+        sources.read_marks(node)
+    return _resolve(data, sources, overrides)
+
+
+def config_from_dict(data, overrides=(), source="<dict>"):
+    """Check (and override) a config given as a dict; like `load_config` without a file."""
+    return _resolve(copy.deepcopy(data), _Sources(source), overrides)
+
+
+def _resolve(data, sources, overrides):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{sources.where(())}: the config must be a mapping of keys (experiment, method, ...), "
+                           f"got {type(data).__name__}."])
+    errors = []
+    for expression in overrides:
+        _apply_override(data, expression, sources, errors)
+    if errors:
+        raise ConfigError(errors)
+    return _Validator(sources).validate(data)
+
+
+def _apply_override(data, expression, sources, errors):
+    if "=" not in expression:
+        errors.append(f"--set {expression}: expected key=value (e.g. method.params.beta=0.5).")
+        return
+    key, text = expression.split("=", 1)
+    parts = [p for p in key.strip().split(".")]
+    if not key.strip() or any(not p for p in parts):
+        errors.append(f"--set {expression}: empty key.")
+        return
+    try:
+        value = parse_value(text)
+    except yaml.YAMLError as error:
+        errors.append(f"--set {expression}: the value is not valid YAML ({getattr(error, 'problem', error)}).")
+        return
+    node, path = data, []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not re.fullmatch(r"-?[0-9]+", part) or not -len(node) <= int(part) < len(node):
+                errors.append(f"--set {expression}: {_key(path)} is a list of {len(node)} items; "
+                              f"{part!r} is not a position in it.")
+                return
+            step = int(part) % len(node)
+        elif isinstance(node, dict):
+            step = part
+            if not last and not isinstance(node.get(part), (dict, list)):
+                node[part] = {}
+        else:
+            errors.append(f"--set {expression}: {_key(path)} is {type(node).__name__}, not a mapping or list.")
+            return
+        path.append(step)
+        if last:
+            node[step] = value
+        else:
+            node = node[step]
+    sources.overrides[tuple(path)] = expression.strip()
+
+
+# ---------------------------------------------------------------------------------------------------------- types
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list",
+               dict: "a mapping", type(None): "null"}
+
+
+def _types_of(parameter):
+    """Accepted Python types of a function parameter, from its annotation or else its default; None for any."""
+    annotation = parameter.annotation
+    if annotation is not inspect.Parameter.empty and not isinstance(annotation, str):
+        args = typing.get_args(annotation) if isinstance(annotation, types.UnionType) or typing.get_origin(
+            annotation) is typing.Union else (annotation,)
+        accepted = tuple(typing.get_origin(a) or a for a in args)
+        accepted = tuple(list if a is tuple else a for a in accepted)
+        if all(a in _TYPE_NAMES for a in accepted):
+            return accepted
+        return None
+    default = parameter.default
+    if default is inspect.Parameter.empty or default is None:
+        return None
+    for kind in (bool, int, float, str, dict):
+        if type(default) is kind:
+            return (kind,)
+    if isinstance(default, (list, tuple)):
+        return (list,)
+    return None
+
+
+def _matches(value, accepted):
+    """`(ok, value)`: whether `value` has one of the `accepted` types (ints count as floats, bools only as bools)."""
+    if accepted is None:
+        return True, value
+    for kind in accepted:
+        if kind is bool and isinstance(value, bool):
+            return True, value
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return True, value
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        if kind in (str, list, dict) and isinstance(value, kind):
+            return True, value
+        if kind is type(None) and value is None:
+            return True, value
+    return False, value
+
+
+def _describe(accepted):
+    return " or ".join(_TYPE_NAMES.get(kind, kind.__name__) for kind in accepted)
+
+
+def _yaml_able(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_yaml_able(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _yaml_able(v) for k, v in value.items())
+    return False
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------- checks
+class _Validator:
+    def __init__(self, sources):
+        self.sources = sources
+        self.errors = []
+
+    def error(self, path, message):
+        self.errors.append(f"{self.sources.where(path)}: {_key(path)}: {message}")
+
+    def unknown(self, path, key, known):
+        close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        self.error(path + (key,), f"unknown key{hint}; known keys here: {', '.join(map(str, known))}.")
+
+    def typed(self, path, value, accepted):
+        ok, converted = _matches(value, accepted)
+        if not ok:
+            self.error(path, f"expected {_describe(accepted)}, got {type(value).__name__} {value!r}"
+                       + _string_number_hint(value))
+        return ok, converted
+
+    def mapping(self, path, value):
+        if not isinstance(value, dict):
+            self.error(path, f"expected a mapping (key: value lines), got {type(value).__name__} {value!r}.")
+            return None
+        return value
+
+    def validate(self, data):
+        for key in data:
+            if key not in TOP_LEVEL:
+                self.unknown((), key, TOP_LEVEL)
+        for key in REQUIRED:
+            if key not in data:
+                self.error((), f"missing required key {key!r}.")
+        resolved = {}
+        if "experiment" in data:
+            ok, name = self.typed(("experiment",), data["experiment"], (str,))
+            if ok and not _NAME_PATTERN.match(name):
+                self.error(("experiment",), f"{name!r} names directories: use letters, digits and _ . + - only.")
+            resolved["experiment"] = name
+        _, resolved["paper"] = self.typed(("paper",), data.get("paper", ""), (str,))
+        if "method" in data:
+            resolved["method"] = self.method(data["method"])
+        if "students" in data:
+            resolved["students"] = self.students(data["students"])
+        if "dataset" in data:
+            resolved["dataset"] = self.dataset(data["dataset"])
+        if "optimizer" in data:
+            resolved["optimizer"] = self.optimizer(data["optimizer"])
+        resolved["schedule"] = self.schedule(data.get("schedule", {"type": "constant"}))
+        if "epochs" in data:
+            ok, epochs = self.typed(("epochs",), data["epochs"], (int,))
+            if ok and epochs < 1:
+                self.error(("epochs",), f"must be >= 1, got {epochs}.")
+            resolved["epochs"] = epochs
+        resolved["seeds"] = self.seeds(data.get("seeds", [0]))
+        ok, strategy = self.typed(("strategy",), data.get("strategy", "none"), (str,))
+        if ok and strategy not in STRATEGIES:
+            self.error(("strategy",), f"{strategy!r} is not supported yet; multi-device training is reserved for a "
+                       f"later version: use {', '.join(STRATEGIES)}.")
+        resolved["strategy"] = strategy
+        students, method, dataset = resolved.get("students"), resolved.get("method"), resolved.get("dataset")
+        if isinstance(students, list) and method and _takes_one_student(method["name"]):
+            self.error(("students",), f"method {method['name']!r} trains the branches of one multi-branch student: "
+                       f"write students: {{model: {students[0]}, branches: {len(students)}}}.")
+        if method and method["params"].get("views") and dataset and dataset.get("augment") is not None:
+            warnings.warn(f"{self.sources.where(('dataset', 'augment'))}: the method makes per-peer views "
+                          f"(views: {method['params']['views']}) and the dataset pipeline augments too "
+                          f"(augment: {dataset['augment']}): images are augmented twice; set dataset.augment: null.",
+                          stacklevel=3)
+        if isinstance(students, dict) and students["per_branch_inputs"] is None:
+            # One input per branch exactly when the method gives each branch its own view.
+            students["per_branch_inputs"] = bool(method and method["params"].get("views"))
+        if self.errors:
+            raise ConfigError(self.errors)
+        return {key: resolved[key] for key in TOP_LEVEL if key in resolved}
+
+    # -------------------------------------------------------------------------------------------------- sections
+    def method(self, value):
+        path = ("method",)
+        value = self.mapping(path, value)
+        if value is None:
+            return None
+        for key in value:
+            if key not in ("name", "params"):
+                self.unknown(path, key, ("name", "params"))
+        if "name" not in value:
+            self.error(path, "missing required key 'name' (one of keras_okd.methods.names()).")
+            return None
+        ok, name = self.typed(path + ("name",), value["name"], (str,))
+        params = value.get("params") or {}
+        if self.mapping(path + ("params",), params) is None or not ok:
+            return None
+        import keras_okd.methods
+
+        if name not in keras_okd.methods.names():
+            warnings.warn(
+                f"{self.sources.where(path + ('name',))}: method {name!r} is not among keras_okd.methods.names() "
+                f"({', '.join(keras_okd.methods.names())}); its params are not checked and training will fail unless "
+                "it is added.",
+                stacklevel=4,
+            )
+            return {"name": name, "params": _plain(params)}
+        preset = keras_okd.methods.get(name)
+        resolved = self.arguments(path + ("params",), params, preset, f"method {name!r}", skip_first=True)
+        if resolved.get("views") not in VIEWS:
+            self.error(path + ("params", "views"), f"per-peer views are one of {', '.join(map(str, VIEWS))} "
+                       f"(null: every peer sees the same batch), got {resolved['views']!r}.")
+        return {"name": name, "params": resolved}
+
+    def arguments(self, path, given, function, what, skip_first=False, exclude=RUNNER_ARGUMENTS, fill=True,
+                  open_ended=None):
+        """Check `given` against `function`'s keyword arguments; return them with the defaults filled in.
+
+        Keys the signature does not name are errors, unless it takes `**kwargs` (or `open_ended` is True)."""
+        parameters = list(inspect.signature(function).parameters.values())
+        if skip_first and parameters and parameters[0].kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                                                inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            parameters = parameters[1:]
+        if open_ended is None:
+            open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+        parameters = [p for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                          inspect.Parameter.KEYWORD_ONLY)]
+        allowed = {p.name: p for p in parameters if p.name not in exclude}
+        resolved = {}
+        for key, value in given.items():
+            if key in exclude:
+                self.error(path + (key,), f"is set by the runner, not by the config ({what}).")
+            elif key in allowed:
+                _, resolved[key] = self.typed(path + (key,), value, _types_of(allowed[key]))
+            elif open_ended:
+                resolved[key] = value
+            else:
+                self.unknown(path, key, sorted(allowed))
+        for key, parameter in allowed.items():
+            if key in resolved:
+                continue
+            if parameter.default is inspect.Parameter.empty:
+                self.error(path, f"{what} needs {key!r}.")
+            elif fill and _yaml_able(parameter.default):
+                resolved[key] = _plain(parameter.default)
+        return {key: resolved[key] for key in [*allowed, *sorted(set(resolved) - set(allowed))] if key in resolved}
+
+    def students(self, value):
+        path = ("students",)
+        from keras_okd.models.registry import lookup
+
+        def zoo_name(where, name):
+            ok, name = self.typed(where, name, (str,))
+            if ok:
+                try:
+                    lookup(name)
+                except ValueError as error:
+                    self.error(where, str(error))
+            return name
+
+        if isinstance(value, list):
+            if len(value) < 2:
+                self.error(path, f"online distillation trains 2 or more students, got {len(value)}; to train one "
+                           "network alone, use method independent with two copies of it.")
+            return [zoo_name(path + (i,), name) for i, name in enumerate(value)]
+        if isinstance(value, dict):
+            known = ("model", "branches", "per_branch_inputs")
+            for key in value:
+                if key not in known:
+                    self.unknown(path, key, known)
+            if "model" not in value:
+                self.error(path, "a multi-branch student needs 'model' (a zoo name).")
+            model = zoo_name(path + ("model",), value.get("model", ""))
+            ok, branches = self.typed(path + ("branches",), value.get("branches", 3), (int,))
+            if ok and branches < 1:
+                self.error(path + ("branches",), f"must be >= 1, got {branches}.")
+            _, per_branch = self.typed(path + ("per_branch_inputs",), value.get("per_branch_inputs"),
+                                       (bool, type(None)))
+            return {"model": model, "branches": branches, "per_branch_inputs": per_branch}
+        self.error(path, f"expected a list of zoo names ([resnet32, resnet32]) or a multi-branch student "
+                   f"({{model: resnet32, branches: 3}}), got {type(value).__name__} {value!r}.")
+        return None
+
+    def dataset(self, value):
+        path = ("dataset",)
+        value = self.mapping(path, value)
+        if value is None:
+            return None
+        import keras_okd.data
+
+        if "name" not in value:
+            self.error(path, f"missing required key 'name' (one of {', '.join(keras_okd.data.names())}).")
+            return None
+        ok, name = self.typed(path + ("name",), value["name"], (str,))
+        if not ok:
+            return None
+        if name not in keras_okd.data.names():
+            self.error(path + ("name",), f"unknown dataset {name!r}; known: {', '.join(keras_okd.data.names())}.")
+            return None
+        options = {k: v for k, v in value.items() if k != "name"}
+        if "seed" in options:
+            self.error(path + ("seed",), "is the run's seed: set `seeds:` (or --seed) instead.")
+            options.pop("seed")
+        resolved = self.arguments(path, options, keras_okd.data.loader(name), f"dataset {name!r}",
+                                  exclude=("seed",))
+        return {"name": name, **resolved}
+
+    def optimizer(self, value):
+        path = ("optimizer",)
+        value = self.mapping(path, value)
+        if value is None:
+            return None
+        if "name" not in value:
+            self.error(path, "missing required key 'name' (a Keras optimizer: sgd, adam, adamw, rmsprop, ...).")
+            return None
+        ok, name = self.typed(path + ("name",), value["name"], (str,))
+        if not ok:
+            return None
+        import keras
+
+        try:
+            cls = type(keras.optimizers.get(name.lower()))
+        except ValueError:
+            self.error(path + ("name",), f"{name!r} is not a Keras optimizer name (sgd, adam, adamw, rmsprop, ...).")
+            return None
+        options = {k: v for k, v in value.items() if k != "name"}
+        errors_before = len(self.errors)
+        resolved = self.arguments(path, options, cls.__init__, f"optimizer {name!r}", skip_first=True,
+                                  exclude=("name",), fill=False, open_ended=False)
+        if "learning_rate" in resolved:
+            self.typed(path + ("learning_rate",), resolved["learning_rate"], (float,))
+        if len(self.errors) == errors_before:
+            try:
+                cls(**resolved)
+            except Exception as error:  # the optimizer's own argument checks
+                self.error(path, f"Keras refused these arguments: {type(error).__name__}: {error}")
+        return {"name": name.lower(), **resolved}
+
+    def schedule(self, value):
+        path = ("schedule",)
+        value = self.mapping(path, value)
+        if value is None:
+            return None
+        kind = value.get("type", "constant")
+        ok, kind = self.typed(path + ("type",), kind, (str,))
+        if ok and kind not in SCHEDULES:
+            self.error(path + ("type",), f"unknown schedule {kind!r}; known: {', '.join(SCHEDULES)}.")
+            return None
+        known = ("type", "milestones", "factor") if kind == "step" else ("type",)
+        for key in value:
+            if key not in known:
+                self.unknown(path, key, known)
+        if kind != "step":
+            return {"type": kind}
+        if "milestones" not in value:
+            self.error(path, "a step schedule needs 'milestones' (epochs at which the rate is multiplied by factor).")
+            milestones = []
+        else:
+            ok, milestones = self.typed(path + ("milestones",), value["milestones"], (list,))
+            if ok:
+                for i, m in enumerate(milestones):
+                    self.typed(path + ("milestones", i), m, (int,))
+                if all(isinstance(m, int) for m in milestones) and (
+                        any(b <= a for a, b in zip(milestones, milestones[1:])) or any(m < 1 for m in milestones)):
+                    self.error(path + ("milestones",), f"must be increasing epochs >= 1, got {milestones}.")
+        ok, factor = self.typed(path + ("factor",), value.get("factor", 0.1), (float,))
+        if ok and not factor > 0:
+            self.error(path + ("factor",), f"must be > 0, got {factor}.")
+        return {"type": "step", "milestones": milestones, "factor": factor}
+
+    def seeds(self, value):
+        path = ("seeds",)
+        ok, value = self.typed(path, value, (list,))
+        if not ok:
+            return [0]
+        if not value:
+            self.error(path, "needs at least one seed.")
+        for i, seed in enumerate(value):
+            self.typed(path + (i,), seed, (int,))
+        if len(set(map(repr, value))) != len(value):
+            self.error(path, f"seeds must be distinct, got {value}.")
+        return value
+
+
+def _takes_one_student(method):
+    """Whether a preset's first argument is one (multi-branch) `student` rather than a list of `students`."""
+    import keras_okd.methods
+
+    if method not in keras_okd.methods.names():
+        return False
+    parameters = list(inspect.signature(keras_okd.methods.get(method)).parameters)
+    return bool(parameters) and parameters[0] == "student"
+
+
+def _string_number_hint(value):
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return "."
+        return " (a quoted number? write it without quotes)."
+    return "."
+
+
+# ---------------------------------------------------------------------------------------------------------- output
+def dump_config(config, path=None):
+    """The resolved config as YAML text (keys in schema order); written to `path` when given."""
+    text = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=None, width=120)
+    if path is not None:
+        with open(path, "w") as f:
+            f.write(text)
+    return text
+
+
+def config_differences(a, b, prefix=()):
+    """Dotted keys whose values differ between two resolved configs."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = list(a) + [k for k in b if k not in a]
+        return [d for k in keys for d in config_differences(a.get(k, _MISSING), b.get(k, _MISSING), prefix + (k,))]
+    return [] if a == b else [_key(prefix)]
+
+
+_MISSING = object()
+
+
+def method_accepts(preset, argument):
+    """Whether the preset function takes `argument` by name."""
+    return argument in inspect.signature(preset).parameters
+
+
+def default_run_dir(config, root="runs"):
+    """`runs/<experiment>/<method>`: where `keras-okd train --config` puts a config's runs (one `seed_<s>` each)."""
+    return os.path.join(root, config["experiment"], config["method"]["name"])

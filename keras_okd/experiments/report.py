@@ -1,0 +1,340 @@
+"""`keras-okd report`: the papers' result tables and training curves from run directories.
+
+Table (Markdown, one section per `paper` of the configs): one row per experiment setting (dataset, networks,
+method with its non-default params), columns
+
+    Ind | Net 1 | Net 2 | ... | Ens | Avg | Runs | Epochs
+
+* Net i: student i's (or branch i's) top-1 test accuracy after the last epoch (`val_student_{i}_accuracy`; for the
+  methods that deploy a mean teacher, PCL and DKEL, the teacher's peer i, `val_teacher_{i}_accuracy`, as the papers
+  report);
+* Ens: the ensemble's (`val_ensemble_accuracy`, the peers' averaged predictions; teacher: `val_teacher_ensemble_...`);
+* Avg: the mean of the Net columns;
+* Ind: the accuracy of the same network trained alone: the students of the `independent` runs among the given ones
+  with the same dataset and architecture (preferring runs of the same paper); "a / b" when the networks differ;
+* with several runs of one config (seeds), `mean ± std` (sample standard deviation) over them.
+
+Runs of one config are the run directories whose `config.yaml` agree except for the seed. A run that has not
+finished all its epochs is reported with its last epoch, and its Epochs cell reads `done/total`.
+
+Curves (PNG, one per dataset and networks): per-epoch test loss (`val_student_{i}_ce`) and test accuracy
+(`val_student_{i}_accuracy`, or the teacher's peer for PCL/DKEL) of every student, one line per method (mean over
+seeds, shaded min-max), the view of the TSB paper's Fig. 5.
+"""
+
+import json
+import os
+import re
+import statistics
+
+from keras_okd.experiments.config import load_config
+from keras_okd.experiments.runner import CONFIG, HISTORY, metric_keys, read_history
+
+_SKIP = {"backup", "tensorboard", "report"}
+
+
+class Run:
+    """One run directory: its config, history rows and results (if complete)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.config = load_config(os.path.join(path, CONFIG))
+        self.history = read_history(os.path.join(path, HISTORY))
+        results = os.path.join(path, "results.json")
+        self.results = None
+        if os.path.exists(results):
+            with open(results) as f:
+                self.results = json.load(f)
+
+    @property
+    def final(self):
+        return self.history[-1] if self.history else {}
+
+    @property
+    def networks(self):
+        students = self.config["students"]
+        if isinstance(students, dict):
+            return (students["model"],) * students["branches"]
+        return tuple(students)
+
+    @property
+    def branched(self):
+        return isinstance(self.config["students"], dict)
+
+    @property
+    def deploy(self):
+        """`"teacher"` for runs whose method deploys its mean teacher (PCL, DKEL): their Net and Ens columns are the
+        teacher's, as in the papers."""
+        if self.results and "deploy" in self.results:
+            return self.results["deploy"]
+        return "teacher" if "val_teacher_0_accuracy" in self.final else "students"
+
+    @property
+    def keys(self):
+        return metric_keys(self.final, len(self.networks), self.deploy)
+
+    @property
+    def ensemble_key(self):
+        return self.keys["ensemble"]
+
+    def net_accuracies(self):
+        return [self.final.get(k) for k in self.keys["accuracy"]]
+
+
+def find_runs(paths):
+    """Run directories (holding `config.yaml` and `history.csv`) at or below `paths`, sorted."""
+    found = set()
+    for path in paths:
+        path = str(path)
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"{path} is not a directory.")
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if d not in _SKIP)
+            if CONFIG in files and HISTORY in files:
+                found.add(os.path.normpath(root))
+    return sorted(found)
+
+
+def _group_key(config):
+    return json.dumps({k: v for k, v in config.items() if k != "seeds"}, sort_keys=True)
+
+
+def method_label(config):
+    """The method name with the params that differ from the preset's defaults, e.g. `tsb (spatial=False)`."""
+    import inspect
+
+    import keras_okd.methods
+
+    name, params = config["method"]["name"], config["method"]["params"]
+    try:
+        defaults = {k: p.default for k, p in inspect.signature(keras_okd.methods.get(name)).parameters.items()}
+    except ValueError:
+        defaults = {}
+    changed = [f"{k}={v}" for k, v in params.items() if k not in defaults or defaults[k] != v]
+    return f"{name} ({', '.join(changed)})" if changed else name
+
+
+def networks_label(run):
+    students = run.config["students"]
+    if isinstance(students, dict):
+        return f"{students['model']} ({students['branches']} branches)"
+    return ", ".join(students)
+
+
+def _stats(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return mean, std, len(values)
+
+
+def _cell(stat):
+    if stat is None:
+        return "–"
+    mean, std, _ = stat
+    return f"{100 * mean:.2f}" if std is None else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+class Group:
+    """Runs of one config (different seeds)."""
+
+    def __init__(self, runs):
+        self.runs = runs
+        first = runs[0]
+        self.config = first.config
+        self.paper = first.config["paper"]
+        self.dataset = first.config["dataset"]["name"]
+        self.networks = first.networks
+        self.method = first.config["method"]["name"]
+        self.label = method_label(first.config)
+        self.networks_label = networks_label(first)
+
+    def nets(self):
+        return [_stats([r.net_accuracies()[i] for r in self.runs]) for i in range(len(self.networks))]
+
+    def ensemble(self):
+        return _stats([r.final.get(r.ensemble_key) for r in self.runs])
+
+    def average(self):
+        values = []
+        for r in self.runs:
+            accs = r.net_accuracies()
+            values.append(statistics.fmean(accs) if accs and all(a is not None for a in accs) else None)
+        return _stats(values)
+
+    def epochs_cell(self):
+        total = self.config["epochs"]
+        done = min(len(r.history) for r in self.runs)
+        return str(total) if done >= total else f"{done}/{total}"
+
+
+def independent_accuracy(groups, group, arch):
+    """Mean ± std over the independent runs' students of architecture `arch` on the group's dataset."""
+    candidates = [g for g in groups if g.method == "independent" and g.dataset == group.dataset and arch in g.networks]
+    same_paper = [g for g in candidates if g.paper == group.paper]
+    values = []
+    for g in same_paper or candidates:
+        for run in g.runs:
+            accs = [a for a, name in zip(run.net_accuracies(), run.networks) if name == arch and a is not None]
+            if accs:
+                values.append(statistics.fmean(accs))
+    return _stats(values)
+
+
+def _ind_cell(groups, group):
+    archs = list(dict.fromkeys(group.networks))
+    cells = [_cell(independent_accuracy(groups, group, arch)) for arch in archs]
+    if all(c == "–" for c in cells):
+        return "–"
+    return " / ".join(cells)
+
+
+def build_groups(runs):
+    by_key = {}
+    for run in runs:
+        by_key.setdefault(_group_key(run.config), []).append(run)
+    order = {"independent": 0}
+    groups = [Group(rs) for rs in by_key.values()]
+    groups.sort(key=lambda g: (g.paper, g.dataset, g.networks_label, order.get(g.method, 1), g.label,
+                               g.config["epochs"]))
+    return groups
+
+
+def markdown_table(groups):
+    """The Markdown tables (one per paper) of the groups."""
+    lines = []
+    papers = list(dict.fromkeys(g.paper for g in groups))
+    for paper in papers:
+        rows = [g for g in groups if g.paper == paper]
+        width = max(len(g.networks) for g in rows)
+        header = ["Dataset", "Networks", "Method", "Ind"] + [f"Net {i + 1}" for i in range(width)] + [
+            "Ens", "Avg", "Runs", "Epochs"]
+        lines += [f"### {paper or 'Experiments'}", "", "| " + " | ".join(header) + " |",
+                  "|" + "---|" * 3 + "---:|" * (len(header) - 3)]
+        for g in rows:
+            nets = [_cell(s) for s in g.nets()] + [""] * (width - len(g.networks))
+            cells = [g.dataset, g.networks_label, g.label, _ind_cell(groups, g), *nets, _cell(g.ensemble()),
+                     _cell(g.average()), str(len(g.runs)), g.epochs_cell()]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append("Top-1 test accuracy (%) after the last epoch; mean ± sample standard deviation over the runs "
+                 "(seeds) of a config. Ind: the same architecture trained alone (independent runs on the same "
+                 "dataset). Ens: the ensemble of the students' averaged predictions. Avg: mean of the Net columns.")
+    return "\n".join(lines) + "\n"
+
+
+def _slug(text):
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower() or "runs"
+
+
+def plot_curves(groups, out_dir):
+    """One PNG per (paper, dataset, networks): test loss and test accuracy per student and epoch; returns paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
+
+    sets = {}
+    for g in groups:
+        sets.setdefault((g.paper, g.dataset, g.networks_label, len(g.networks)), []).append(g)
+    paths = []
+    for (paper, dataset, networks, m), members in sets.items():
+        fig, axes = plt.subplots(m, 2, figsize=(11, 3.0 * m + 0.6), squeeze=False)
+        colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for k, g in enumerate(members):
+            color = colors[k % len(colors)]
+            for i in range(m):
+                for j, scale in enumerate((1.0, 100.0)):
+                    curves = []
+                    for r in g.runs:
+                        metric = r.keys["ce"][i] if j == 0 else r.keys["accuracy"][i]
+                        curves.append([(row["epoch"] + 1, row[metric] * scale) for row in r.history if metric in row])
+                    curves = [c for c in curves if c]
+                    if not curves:
+                        continue
+                    length = min(len(c) for c in curves)
+                    epochs = np.array([e for e, _ in curves[0][:length]])
+                    values = np.array([[v for _, v in c[:length]] for c in curves])
+                    ax = axes[i, j]
+                    label = g.label + (" [teacher]" if j == 1 and g.runs[0].deploy == "teacher" else "") + (
+                        f" ({len(curves)} seeds)" if len(curves) > 1 else "")
+                    ax.plot(epochs, values.mean(axis=0), color=color, linewidth=1.4, label=label)
+                    if len(curves) > 1:
+                        ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=color, alpha=0.15,
+                                        linewidth=0)
+        names = members[0].networks
+        for i in range(m):
+            net = f"Net {i + 1} ({'branch ' + str(i) + ' of ' if members[0].runs[0].branched else ''}{names[i]})"
+            axes[i, 0].set_ylabel("test loss (cross-entropy)")
+            axes[i, 1].set_ylabel("test accuracy (%)")
+            for j in range(2):
+                axes[i, j].set_title(f"{net}: {'test loss' if j == 0 else 'test accuracy'}", fontsize=10)
+                axes[i, j].grid(alpha=0.3)
+        for ax in axes.flat:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for j in range(2):
+            axes[-1, j].set_xlabel("epoch")
+        axes[0, 1].legend(fontsize=8, loc="lower right")
+        fig.suptitle(f"{paper + ': ' if paper else ''}{dataset}, {networks}", fontsize=12)
+        fig.tight_layout()
+        path = os.path.join(out_dir, f"curves_{_slug(paper)}_{_slug(dataset)}_{_slug(networks)}.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def default_out_dir(paths):
+    """`<common parent of the run paths>/report`."""
+    common = os.path.commonpath([os.path.abspath(p) for p in paths])
+    return os.path.join(common, "report")
+
+
+def make_report(paths, out_dir=None):
+    """Write `report.md`, `report.json` and the curve PNGs for the runs at or below `paths`.
+
+    Args:
+        paths: run directories, or directories holding run directories (searched recursively).
+        out_dir: output directory (default `<common parent of paths>/report`).
+
+    Returns:
+        `{"markdown": path, "json": path, "plots": [paths], "runs": number of runs}`.
+
+    Raises:
+        FileNotFoundError: a path does not exist or holds no run.
+    """
+    paths = [str(p) for p in paths]
+    run_paths = find_runs(paths)
+    if not run_paths:
+        raise FileNotFoundError(f"No run directories (with {CONFIG} and {HISTORY}) under {', '.join(paths)}.")
+    runs = [Run(p) for p in run_paths]
+    runs = [r for r in runs if r.history]
+    groups = build_groups(runs)
+    out_dir = out_dir or default_out_dir(paths)
+    os.makedirs(out_dir, exist_ok=True)
+    plots = plot_curves(groups, out_dir)
+    table = markdown_table(groups)
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write("# keras-okd report\n\n" + table + "\n")
+        for path in plots:
+            f.write(f"![{os.path.basename(path)}]({os.path.basename(path)})\n\n")
+        f.write("Runs:\n\n" + "".join(f"- {os.path.relpath(r.path, out_dir)}\n" for r in runs))
+    summary = [
+        {
+            "paper": g.paper, "dataset": g.dataset, "networks": list(g.networks), "method": g.label,
+            "runs": [r.path for r in g.runs],
+            "net_accuracy": [[r.net_accuracies()[i] for r in g.runs] for i in range(len(g.networks))],
+            "ensemble_accuracy": [r.final.get(r.ensemble_key) for r in g.runs],
+            "deploy": [r.deploy for r in g.runs],
+            "epochs": [len(r.history) for r in g.runs],
+        }
+        for g in groups
+    ]
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return {"markdown": os.path.join(out_dir, "report.md"), "json": os.path.join(out_dir, "report.json"),
+            "plots": plots, "runs": len(runs), "table": table}
