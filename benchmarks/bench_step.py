@@ -1,11 +1,16 @@
-"""Training-step throughput of TSB against the same students trained independently (CE only).
+"""Training-step throughput of an online-KD method against the same networks trained independently (CE only).
 
-Both distillers are built in one process on the current backend (set KERAS_BACKEND) and timed in interleaved rounds
-(order alternating) on the same in-memory random data, after a full warm-up; the ratio of images/second is taken
-per round and the median over rounds is reported, because on a 2-core CPU single timings are noisy (see
-REFERENCE.md). tf.data autotuning is switched off for the same reason.
+    --method tsb   (issue 2): M students with TSB vs the same M students with CE only (default 2 x resnet32, batch 64)
+    --method dkel  (issue 4): DKEL on one 3-branch ResNet-32 (per-branch views, mean teacher) vs three independent
+                   ResNet-32 networks with CE only (batch 128)
 
-    KERAS_BACKEND=jax python benchmarks/bench_step.py --model resnet32 --classes 100 --rounds 7 --steps 10
+Both arms are built in one process on the current backend (set KERAS_BACKEND) and timed in interleaved rounds
+(order alternating) on the same in-memory random data, after a full warm-up; the ratio of images/second is taken per
+round and the median over rounds is reported, because on a 2-core CPU single timings are noisy (REFERENCE.md).
+tf.data autotuning is switched off for the same reason.
+
+    KERAS_BACKEND=jax python benchmarks/bench_step.py --method tsb --rounds 7 --steps 10
+    KERAS_BACKEND=torch python benchmarks/bench_step.py --method dkel --rounds 5 --steps 5
 """
 
 import argparse
@@ -29,15 +34,19 @@ def dataset(n, shape, classes, batch, seed=0):
     return ds.cache().repeat().with_options(options)
 
 
-def build(method, args, n):
+def build(arm, args):
     keras.utils.set_random_seed(0)
-    students = [keras_okd.models.get(args.model, num_classes=args.classes, input_shape=args.shape)
-                for _ in range(args.students)]
-    if method == "tsb":
-        d = keras_okd.methods.tsb(students, num_train_samples=n, warmup_epochs=0)
+    single = lambda: keras_okd.models.get(args.model, num_classes=args.classes, input_shape=args.shape)  # noqa: E731
+    if arm == "independent":
+        d = keras_okd.methods.independent([single() for _ in range(args.students)])
+    elif arm == "tsb":
+        d = keras_okd.methods.tsb([single() for _ in range(args.students)], num_train_samples=args.samples,
+                                  warmup_epochs=0)
     else:
-        d = keras_okd.methods.independent(students)
-    d.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9, weight_decay=5e-4))
+        student = keras_okd.models.multi_branch(args.model, args.students, num_classes=args.classes,
+                                                input_shape=args.shape, per_branch_inputs=True)
+        d = keras_okd.methods.dkel(student, views=keras_okd.data.peer_views(*args.shape[:2]), init_steps=0)
+    d.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), coupled_weight_decay=5e-4)
     return d
 
 
@@ -49,20 +58,22 @@ def images_per_second(distiller, ds, steps, batch):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", choices=("tsb", "dkel"), default="tsb")
     parser.add_argument("--model", default="resnet32")
     parser.add_argument("--classes", type=int, default=100)
-    parser.add_argument("--students", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--students", type=int, default=None, help="students / branches (tsb: 2, dkel: 3)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (tsb: 64, dkel: 128)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round and arm")
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--samples", type=int, default=50_000, help="bank size N (training-set size)")
+    parser.add_argument("--samples", type=int, default=50_000, help="TSB bank size N (training-set size)")
     args = parser.parse_args()
+    args.students = args.students or (2 if args.method == "tsb" else 3)
+    args.batch = args.batch or (64 if args.method == "tsb" else 128)
     args.shape = (8, 8, 1) if args.model == "simple_cnn" else (32, 32, 3)
 
-    n_data = args.batch * args.steps
-    ds = dataset(n_data, args.shape, args.classes, args.batch)
-    arms = {m: build(m, args, args.samples) for m in ("tsb", "independent")}
-    for d in arms.values():  # warm-up: compile and one full timed-length run
+    ds = dataset(args.batch * args.steps, args.shape, args.classes, args.batch)
+    arms = {m: build(m, args) for m in (args.method, "independent")}
+    for d in arms.values():  # warm-up: compile, then one full timed-length run
         images_per_second(d, ds, args.steps, args.batch)
     speeds = {m: [] for m in arms}
     ratios = []
@@ -71,15 +82,16 @@ def main():
         got = {m: images_per_second(arms[m], ds, args.steps, args.batch) for m in order}
         for m in arms:
             speeds[m].append(got[m])
-        ratios.append(got["tsb"] / got["independent"])
-    print(f"backend {keras.backend.backend()}, {args.students} x {args.model}, {args.classes} classes, batch "
-          f"{args.batch}, bank {args.samples} x {args.students} x {args.classes} float32, "
+        ratios.append(got[args.method] / got["independent"])
+    networks = (f"{args.students} x {args.model}" if args.method == "tsb"
+                else f"{args.model} with {args.students} branches vs {args.students} independent {args.model}")
+    print(f"backend {keras.backend.backend()}, {args.method}: {networks}, {args.classes} classes, batch {args.batch}, "
           f"{args.rounds} interleaved rounds of {args.steps} steps")
     print("| arm | images/s (median) |\n|---|---:|")
     for m in arms:
         print(f"| {m} | {statistics.median(speeds[m]):.1f} |")
-    print(f"ratio tsb / independent: median {statistics.median(ratios):.3f} "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f}); target >= 0.95")
+    print(f"ratio {args.method} / independent: median {statistics.median(ratios):.3f} "
+          f"(min {min(ratios):.3f}, max {max(ratios):.3f})" + ("; target >= 0.95" if args.method == "tsb" else ""))
 
 
 if __name__ == "__main__":
