@@ -22,13 +22,15 @@ def scatter_rows(variable, indices, rows):
         rows: tensor `(batch, ...)` matching `variable.shape[1:]`.
     """
     name = keras.backend.backend()
-    rows = ops.cast(rows, variable.dtype)
+    # No gradient flows into a bank: without stop_gradient, JAX differentiates the scatter (its JVP rule builds
+    # N-sized buffers), which makes the step O(N).
+    rows = ops.stop_gradient(ops.cast(rows, variable.dtype))
     if name == "tensorflow":
         import tensorflow as tf
 
         target = variable.value
         if isinstance(target, tf.Variable):
-            target.scatter_nd_update(tf.expand_dims(tf.cast(indices, "int64"), -1), rows)
+            _tf_scatter_rows(target, tf.cast(indices, "int64"), rows)
             return
     elif name == "torch":
         import torch
@@ -37,9 +39,139 @@ def scatter_rows(variable, indices, rows):
             variable.value.index_copy_(0, ops.cast(indices, "int64"), rows)
         return
     elif name == "jax":
-        variable.assign(variable.value.at[ops.cast(indices, "int32")].set(rows))
+        indices = ops.stop_gradient(ops.cast(indices, "int32"))
+        variable.assign(variable.value.at[indices].set(rows, unique_indices=True, mode="promise_in_bounds"))
         return
     variable.assign(ops.scatter_update(variable.value, ops.expand_dims(ops.cast(indices, "int32"), -1), rows))
+
+
+def _tf_scatter_rows(target, indices, rows):
+    """TensorFlow: write rows in place; under a `tf.distribute` strategy with several replicas, every replica writes
+    the rows of every replica, so all copies of the variable stay identical.
+
+    In replica context each replica only knows its own batch shard. Assigning a mirrored variable there would either
+    fail, diverge per replica, or (aggregation "sum"/"mean") blend the replicas' different rows. Instead the indices and
+    rows are all-gathered (every replica then holds the same global batch's rows), and one `merge_call` applies the
+    same scatter to every replica's copy of the variable.
+    """
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1 or not tf.distribute.has_strategy():
+        target.scatter_nd_update(tf.expand_dims(indices, -1), rows)
+        return
+    indices = context.all_gather(indices, axis=0)
+    rows = context.all_gather(rows, axis=0)
+
+    def write(variable, i, r):
+        return variable.scatter_nd_update(tf.expand_dims(i, -1), r)
+
+    def merge(strategy, variable, i, r):
+        return strategy.extended.update(variable, write, args=(i, r), group=False)
+
+    context.merge_call(merge, args=(target, indices, rows))
+
+
+def gather_rows(variable, indices):
+    """`variable[indices]` along axis 0, reading only those rows: O(batch x row size), whatever N is.
+
+    On TensorFlow, `ops.take` would first read the whole variable into a tensor; while that tensor is alive, an
+    in-place write to the variable must copy all N rows first (copy-on-write), so the step became O(N). A sparse read
+    gathers from the variable's buffer directly.
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        target = variable.value
+        if isinstance(target, tf.Variable):  # a plain or a mirrored variable (its `handle` is this replica's copy)
+            return tf.raw_ops.ResourceGather(resource=target.handle, indices=tf.cast(indices, "int64"), dtype=target.dtype)
+    return ops.take(variable.value, indices, axis=0)
+
+
+def scale_loss_for_replicas(loss):
+    """Divide a replica's loss by the number of replicas in sync (TensorFlow strategies; identity otherwise).
+
+    Keras's TensorFlow trainer sums the replicas' gradients and multiplies the logged loss back, expecting
+    `compute_loss` to return the local loss divided by the replica count, as Keras's own losses do.
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            return loss * (1.0 / replicas)
+    return loss
+
+
+def strategy_scope_of(model):
+    """The scope of the `tf.distribute` strategy `model` was built under (TensorFlow), else a no-op context.
+
+    Models and optimizers that touch `model`'s variables (e.g. the DKEL teacher's initialisation) must be built in it.
+    """
+    import contextlib
+
+    if keras.backend.backend() == "tensorflow":
+        strategy = getattr(model, "_distribute_strategy", None)
+        if strategy is not None:
+            return strategy.scope()
+    return contextlib.nullcontext()
+
+
+def device_memory():
+    """`(total_bytes, description)` of the memory that holds the model's variables on this backend.
+
+    The first accelerator when there is one (TensorFlow: the GPU's memory limit from its device attributes; JAX:
+    `device.memory_stats()["bytes_limit"]`; torch: `torch.cuda.mem_get_info`), else the host's physical RAM
+    (`os.sysconf`). `(None, description)` when it cannot be told.
+    """
+    import os
+
+    name = keras.backend.backend()
+    try:
+        if name == "tensorflow":
+            import tensorflow as tf
+
+            if tf.config.list_logical_devices("GPU"):
+                from tensorflow.python.client import device_lib
+
+                for device in device_lib.list_local_devices():
+                    if device.device_type == "GPU":
+                        return int(device.memory_limit), f"TensorFlow device {device.name}"
+        elif name == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            if device.platform != "cpu":
+                stats = device.memory_stats() or {}
+                if "bytes_limit" in stats:
+                    return int(stats["bytes_limit"]), f"JAX device {device}"
+                return None, f"JAX device {device}"
+        elif name == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                _, total = torch.cuda.mem_get_info()
+                return int(total), f"CUDA device {torch.cuda.get_device_name()}"
+    except Exception:  # a device query that fails must not stop training; fall back to host memory
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host memory (RAM)"
+    except (ValueError, OSError, AttributeError):
+        return None, "host memory (RAM)"
+
+
+def check_state_fits(nbytes, what):
+    """Raise `MemoryError` naming the size and the options when `nbytes` of state cannot fit in `device_memory()`."""
+    total, where = device_memory()
+    if total is None or nbytes <= total:
+        return
+    raise MemoryError(
+        f"{what} needs {nbytes:,} bytes ({nbytes / 2**30:.2f} GiB) but {where} holds {total:,} bytes "
+        f"({total / 2**30:.2f} GiB). Options: a reduced-precision bank (bank_dtype='float16' or 'bfloat16', e.g. "
+        "keras_okd.methods.tsb(..., bank_dtype='bfloat16')) halves it; keep the bank in host memory (build the "
+        "distiller on the CPU, e.g. inside `with keras.device('cpu:0'):`, when the host has the RAM); or train "
+        "fewer students at once."
+    )
 
 
 def torch_parameters_by_position(variables):

@@ -25,6 +25,7 @@ raises `FloatingPointError` naming the terms that went non-finite; with `keras.c
 callbacks, training stops quietly instead.
 """
 
+import logging
 import math
 
 import keras
@@ -37,6 +38,7 @@ from keras_okd.knowledge.base import KnowledgePart
 from keras_okd.losses import ensemble_probabilities, pairwise_kd, peer_cross_entropy
 
 _CHECK_MARKER = "keras_okd input check: "
+_logger = logging.getLogger("keras_okd")
 
 
 @keras.saving.register_keras_serializable(package="keras_okd")
@@ -102,6 +104,10 @@ class OnlineDistiller(keras.Model):
         name="online_distiller",
         **kwargs,
     ):
+        # The distiller itself always computes in float32: under a mixed policy Keras would otherwise read float32
+        # variables in the compute dtype inside `call`, where the teacher's EMA runs. The students keep their own
+        # (mixed) policies and autocast inside their own calls.
+        kwargs["dtype"] = "float32"
         super().__init__(name=name, **kwargs)
         self.multi_branch = isinstance(students, keras.Model) and _is_multi_branch(students)
         if self.multi_branch:
@@ -284,11 +290,12 @@ class OnlineDistiller(keras.Model):
         """
         for s, t in self._weight_pairs():
             t.assign(ops.copy(s))  # a copy: under JAX the teacher's buffers are donated when it trains below
-        wrapper = self._teacher_classifier()
-        wrapper.compile(
-            optimizer=keras.optimizers.SGD(learning_rate or self.teacher_init_learning_rate),
-            loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * self.num_peers,
-        )
+        with backend.strategy_scope_of(self):  # the teacher's variables live under the distiller's strategy
+            wrapper = self._teacher_classifier()
+            wrapper.compile(
+                optimizer=keras.optimizers.SGD(learning_rate or self.teacher_init_learning_rate),
+                loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * self.num_peers,
+            )
         for teacher in self.teachers:
             teacher.trainable = True
         try:
@@ -328,6 +335,10 @@ class OnlineDistiller(keras.Model):
 
         # Losses the students' layers added (kernel regularisers, add_loss), as Keras's own compute_loss does.
         total = sum((ops.cast(loss, "float32") for loss in self.losses), ops.zeros((), "float32"))
+        decay = getattr(self, "coupled_weight_decay", 0.0)
+        if decay:
+            squares = [ops.sum(ops.square(ops.cast(v, "float32"))) for v in self.trainable_variables]
+            total = total + 0.5 * decay * ops.sum(ops.stack(squares))
         ce = peer_cross_entropy(labels, peer_logits, sample_weight)
         total = total + self.ce_weight * ops.sum(ce)
         pending = []
@@ -361,14 +372,14 @@ class OnlineDistiller(keras.Model):
                 trackers[i].update_state(correct[:, i], sample_weight=sample_weight)
             hit = ops.equal(ops.argmax(ensemble_probabilities(logits), axis=-1), labels)
             ensemble.update_state(ops.cast(hit, "float32"), sample_weight=sample_weight)
-        return total
+        return backend.scale_loss_for_replicas(total)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         # Metrics passed to compile() see the ensemble's probabilities; our own trackers were updated in compute_loss.
         return super().compute_metrics(x, y, y_pred["probabilities"], sample_weight=sample_weight)
 
     # ------------------------------------------------------------------ compile / fit / evaluate / predict
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, coupled_weight_decay=0.0, **kwargs):
         """Like `keras.Model.compile`, without `loss`: the distiller computes its own.
 
         The optimizer is wrapped in `keras.optimizers.LossScaleOptimizer` (scale 1 under float32) so that a step with
@@ -377,6 +388,10 @@ class OnlineDistiller(keras.Model):
         Args:
             optimizer: a Keras optimizer or its name.
             metrics: extra metrics, computed on the ensemble's probabilities.
+            coupled_weight_decay: PyTorch-style weight decay: `0.5 * wd * ||w||^2` over every trainable weight is added
+                to the loss, so `wd * w` joins the gradient before momentum, as `torch.optim.SGD(weight_decay=wd)`
+                does and as the papers' recipes assume. A Keras optimizer's own `weight_decay` is decoupled
+                (`w -= lr * wd * w` outside momentum), about 10 times weaker under momentum 0.9 for the same value.
             **kwargs: passed to `keras.Model.compile`.
         """
         if loss is not None:
@@ -384,6 +399,9 @@ class OnlineDistiller(keras.Model):
                 "OnlineDistiller computes its own loss (cross-entropy plus the knowledge parts' KD terms); "
                 "compile it without `loss`."
             )
+        if not float(coupled_weight_decay) >= 0:
+            raise ValueError(f"coupled_weight_decay must be >= 0, got {coupled_weight_decay}.")
+        self.coupled_weight_decay = float(coupled_weight_decay)
         optimizer = keras.optimizers.get(optimizer)
         if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             if keras.config.dtype_policy().name == "mixed_float16":
@@ -393,6 +411,12 @@ class OnlineDistiller(keras.Model):
                     optimizer, initial_scale=1.0, dynamic_growth_steps=2**30
                 )
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None:
+            config["coupled_weight_decay"] = getattr(self, "coupled_weight_decay", 0.0)
+        return config
 
     def compile_from_config(self, config):
         """Recompile a loaded distiller from its saved compile config (optimizer state is then restored by Keras)."""
@@ -411,6 +435,7 @@ class OnlineDistiller(keras.Model):
         after its step was skipped, unless `keras.callbacks.TerminateOnNaN` is among the callbacks.
         """
         needing = [part.name for part in self.knowledge if part.needs_index]
+        self._check_state_size(kwargs.get("verbose", "auto"))
         x = self._checked_data(x, y, needing)
         if validation_data is not None:
             validation_data = self._checked_validation(validation_data)
@@ -425,6 +450,25 @@ class OnlineDistiller(keras.Model):
             return super().fit(
                 x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks, validation_data=validation_data, **kwargs
             )
+
+    def state_bytes(self):
+        """Bytes held by the per-sample state of the knowledge parts (the temporal accumulator's bank and counts)."""
+        return sum(
+            int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize
+            for part in self.knowledge if part.needs_index for v in part.non_trainable_weights if len(v.shape)
+        )
+
+    def _check_state_size(self, verbose):
+        """Before training: log the per-sample state's size once, and refuse state the device cannot hold."""
+        nbytes = self.state_bytes()
+        if not any(part.needs_index for part in self.knowledge):
+            return
+        message = f"keras_okd: per-sample knowledge state (bank and visit counts) holds {nbytes:,} bytes."
+        _logger.info(message)
+        if verbose != 0 and not getattr(self, "_state_size_logged", False):
+            print(message)
+            self._state_size_logged = True
+        backend.check_state_fits(nbytes, f"The per-sample knowledge state of {self.name!r}")
 
     def evaluate(self, x=None, y=None, **kwargs):
         """`keras.Model.evaluate` with the same input checks as `fit`; never changes bank, counts or schedules."""

@@ -3,7 +3,9 @@
 import keras
 from keras import ops
 
-from keras_okd.backend import scatter_rows
+import numpy as np
+
+from keras_okd.backend import check_state_fits, gather_rows, scatter_rows
 from keras_okd.knowledge.base import KnowledgePart, other_peers
 from keras_okd.losses import soften
 
@@ -78,6 +80,8 @@ class TemporalAccumulator(KnowledgePart):
     def build(self, input_shape):
         super().build(input_shape)
         peers, classes = self.num_peers, self.num_classes
+        itemsize = np.dtype(keras.backend.standardize_dtype(self.bank_dtype)).itemsize
+        check_state_fits(self.num_samples * (peers * classes * itemsize + 4), f"The temporal accumulator {self.name!r}")
         self.bank = self.add_weight(
             shape=(self.num_samples, peers, classes),
             initializer="zeros",
@@ -97,8 +101,8 @@ class TemporalAccumulator(KnowledgePart):
         if index is None:
             return {"targets": probs, "pair_weights": pair_weights}
         index = ops.reshape(ops.cast(index, "int32"), (-1,))
-        old = ops.cast(ops.take(self.bank, index, axis=0), "float32")
-        counts = ops.take(self.counts, index, axis=0) + 1
+        old = ops.cast(gather_rows(self.bank, index), "float32")
+        counts = gather_rows(self.counts, index) + 1
         new = self.beta * old + (1.0 - self.beta) * probs
         correction = 1.0 - ops.power(self.beta, ops.cast(counts, "float32"))
         targets = new / ops.reshape(correction, (-1, 1, 1))

@@ -30,6 +30,7 @@ def tsb(
     lambda_ta=0.5,
     lambda_si=0.5,
     warmup_epochs=20,
+    bank_dtype="float32",
     name="tsb",
 ):
     """Temporal-spatial boosting with the paper's defaults (CIFAR recipe: tau 4, beta 0.8, lambdas 0.5, warm-up 20).
@@ -48,6 +49,8 @@ def tsb(
         lambda_ta: weight of the temporal (or, with `temporal=False`, peer) term.
         lambda_si: weight of the spatial term.
         warmup_epochs: epochs with KD weight 0.
+        bank_dtype: storage dtype of the accumulator bank: `"float32"`, or `"float16"` / `"bfloat16"` to halve its
+            memory (the EMA and bias correction are still computed in float32; only the stored values are rounded).
         name: model name.
 
     Returns:
@@ -65,7 +68,8 @@ def tsb(
     """
     if temporal:
         peer = TemporalAccumulator(
-            num_train_samples, beta=beta, weight=lambda_ta, temperature=temperature, reduction="sum"
+            num_train_samples, beta=beta, weight=lambda_ta, temperature=temperature, reduction="sum",
+            bank_dtype=bank_dtype,
         )
     else:
         peer = PeerDistillation(weight=lambda_ta, temperature=temperature, reduction="sum", name="dml")
