@@ -11,7 +11,7 @@ Keras progress bars. It prints a table of validation accuracies and writes, into
 
 Experiments from YAML configs (schema: `keras_okd.experiments.config`; the papers' recipes are in `configs/`):
 
-    keras-okd train --config FILE [--set key.sub=value ...] [--run-dir DIR] [--seed N]
+    keras-okd train --config FILE [--set key.sub=value ...] [--run-dir DIR] [--seed N] [--strategy NAME]
         trains every seed of the config (or only N) into DIR (default runs/<experiment>/<method>), one seed_<s>
         sub-directory per seed (DIR itself for a single seed given with --run-dir); rerunning the same command on an
         interrupted run resumes it, a completed run is skipped.
@@ -40,6 +40,8 @@ def _parser():
                                          "experiment)")
     train.add_argument("--config", default=None, metavar="FILE",
                        help="YAML experiment config (see configs/); without it, the quick digits demo runs")
+    train.add_argument("--strategy", default=None, choices=("none", "mirrored", "multi_worker", "jax_data_parallel"),
+                       help="with --config: multi-device training (the config key `strategy`; see keras_okd.distribute)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                        help="override a config value, e.g. --set method.params.beta=0.5 (repeatable; values are YAML)")
     demo = _DEMO_DEFAULTS
@@ -76,8 +78,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "train":
         if args.config is None:
-            if args.overrides:
-                parser.error("--set needs --config FILE.")
+            if args.overrides or args.strategy:
+                parser.error("--set and --strategy need --config FILE.")
             if args.seed is None:
                 args.seed = 0
             return train_digits(args)
@@ -112,7 +114,8 @@ def train_config(args):
     """`keras-okd train --config FILE`: train every seed of the config (resuming interrupted runs)."""
     from keras_okd import experiments
 
-    config = experiments.load_config(args.config, args.overrides)
+    overrides = list(args.overrides) + ([f"strategy={args.strategy}"] if args.strategy else [])
+    config = experiments.load_config(args.config, overrides)
     seeds = [args.seed] if args.seed is not None else config["seeds"]
     results = []
     for seed, run_dir in experiments.run_dirs(config, args.run_dir, seeds):

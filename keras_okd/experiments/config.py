@@ -33,7 +33,7 @@ optimizer:                                 # required
 schedule: {type: step, milestones: [150, 180, 210], factor: 0.1}   # or {type: constant} (the default)
 epochs: 240                                # required, >= 1
 seeds: [0]                                 # default [0]; one run (one sub-directory) per seed
-strategy: none                             # reserved for multi-device training; only `none` for now
+strategy: none                             # none | mirrored | multi_worker (tensorflow) | jax_data_parallel (jax)
 ```
 
 Resolution: `load_config` reads the file, applies `--set key.sub=value` overrides (the value is parsed as YAML, so
@@ -63,7 +63,7 @@ TOP_LEVEL = ("experiment", "paper", "method", "students", "dataset", "optimizer"
              "strategy")
 REQUIRED = ("experiment", "method", "students", "dataset", "optimizer", "epochs")
 SCHEDULES = ("step", "constant")
-STRATEGIES = ("none",)
+STRATEGIES = ("none", "mirrored", "multi_worker", "jax_data_parallel")  # keras_okd.distribute.STRATEGIES
 #: Values of a preset's `views` param: per-peer augmentation made in the training step (keras_okd.data.peer_views).
 VIEWS = (None, "standard", "crop")
 #: Preset arguments the runner sets itself; a config cannot give them.
@@ -354,8 +354,8 @@ class _Validator:
         resolved["seeds"] = self.seeds(data.get("seeds", [0]))
         ok, strategy = self.typed(("strategy",), data.get("strategy", "none"), (str,))
         if ok and strategy not in STRATEGIES:
-            self.error(("strategy",), f"{strategy!r} is not supported yet; multi-device training is reserved for a "
-                       f"later version: use {', '.join(STRATEGIES)}.")
+            self.error(("strategy",), f"{strategy!r} is not a strategy; use one of {', '.join(STRATEGIES)} "
+                       "(see keras_okd.distribute).")
         resolved["strategy"] = strategy
         students, method, dataset = resolved.get("students"), resolved.get("method"), resolved.get("dataset")
         if isinstance(students, list) and method and _takes_one_student(method["name"]):

@@ -86,7 +86,7 @@ def build_optimizer(options):
     return cls(**options)
 
 
-def build_students(students, num_classes, input_shape):
+def build_students(students, num_classes, input_shape, synchronized_bn=False):
     """`(what to pass to the preset, models to save)` for a resolved `students` section.
 
     A list of zoo names gives a list of zoo models; a multi-branch student `{model, branches, per_branch_inputs}`
@@ -95,10 +95,11 @@ def build_students(students, num_classes, input_shape):
     if isinstance(students, dict):
         model = keras_okd.models.multi_branch(
             students["model"], num_branches=students["branches"], num_classes=num_classes, input_shape=input_shape,
-            per_branch_inputs=students["per_branch_inputs"],
+            per_branch_inputs=students["per_branch_inputs"], synchronized_bn=synchronized_bn,
         )
         return model, [model]
-    models = [keras_okd.models.get(name, num_classes=num_classes, input_shape=input_shape) for name in students]
+    models = [keras_okd.models.get(name, num_classes=num_classes, input_shape=input_shape,
+                                   synchronized_bn=synchronized_bn) for name in students]
     return models, models
 
 
@@ -109,7 +110,9 @@ def build_distiller(config, num_train_samples, num_classes, input_shape):
         ValueError: the method is not among `keras_okd.methods.names()` (a config may name a method that is not
             implemented yet).
     """
-    students, models = build_students(config["students"], num_classes, input_shape)
+    # several TensorFlow replicas train one model: keep batch-norm statistics identical across them
+    synchronized = config.get("strategy") in ("mirrored", "multi_worker")
+    students, models = build_students(config["students"], num_classes, input_shape, synchronized)
     preset = keras_okd.methods.get(config["method"]["name"])
     kwargs = dict(config["method"]["params"])
     if isinstance(kwargs.get("views"), str):
@@ -261,7 +264,8 @@ def run_experiment(config, run_dir, seed, callbacks=(), verbose=1):
 
     keras.utils.set_random_seed(int(seed))
     train, test, n, classes, input_shape = load_dataset(resolved, seed)
-    distiller, models = build_distiller(resolved, n, classes, input_shape)
+    with keras_okd.distribute.strategy_scope(resolved["strategy"]):
+        distiller, models = build_distiller(resolved, n, classes, input_shape)
     history_path = os.path.join(run_dir, HISTORY)
     progress = _Progress(os.path.join(run_dir, "progress.json"))
     fit_callbacks = keras_okd.callbacks.for_method(distiller) + [
@@ -277,7 +281,9 @@ def run_experiment(config, run_dir, seed, callbacks=(), verbose=1):
     print(f"\n== {what}: {n} training samples, {classes} classes, epochs {done + 1}..{resolved['epochs']}"
           if done else f"\n== {what}: {n} training samples, {classes} classes, {resolved['epochs']} epochs")
     start = time.time()
-    distiller.fit(train, validation_data=test, epochs=resolved["epochs"], callbacks=fit_callbacks, verbose=verbose)
+    with keras_okd.distribute.strategy_scope(resolved["strategy"]):
+        distiller.fit(train, validation_data=test, epochs=resolved["epochs"], callbacks=fit_callbacks,
+                      verbose=verbose)
     session_seconds = time.time() - start
 
     files = save_models(distiller, models, resolved["students"], run_dir)
@@ -307,6 +313,31 @@ def run_experiment(config, run_dir, seed, callbacks=(), verbose=1):
     return results
 
 
+def _unsynchronized(config):
+    """A model config with every `BatchNormalization(synchronized=True)` turned into a plain one."""
+    if isinstance(config, dict):
+        return {k: (False if k == "synchronized" else _unsynchronized(v)) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_unsynchronized(v) for v in config]
+    return config
+
+
+def save_portable(model, path):
+    """Save `model` as a `.keras` file that loads on every backend.
+
+    Synchronized batch norm (used under multi-replica strategies) only exists on TensorFlow, and Keras refuses to load
+    it elsewhere; its weights are those of a plain batch norm, so the model is saved as the same architecture with
+    plain batch norm and the same weights.
+    """
+    config = model.get_config()
+    plain = _unsynchronized(config)
+    if plain != config:
+        rebuilt = model.__class__.from_config(plain)
+        rebuilt.set_weights(model.get_weights())
+        model = rebuilt
+    model.save(path)
+
+
 def save_models(distiller, models, students, run_dir):
     """Save the trained networks as plain `.keras` models; returns `{"models": [file names], "ensemble": ...}`.
 
@@ -317,27 +348,27 @@ def save_models(distiller, models, students, run_dir):
     saved = []
     if isinstance(students, dict):
         model = models[0]
-        model.save(os.path.join(run_dir, "student.keras"))
+        save_portable(model, os.path.join(run_dir, "student.keras"))
         saved.append("student.keras")
         for i in range(students["branches"]):
             name = f"branch_{i}.keras"
-            keras_okd.models.extract_branch(model, i).save(os.path.join(run_dir, name))
+            save_portable(keras_okd.models.extract_branch(model, i), os.path.join(run_dir, name))
             saved.append(name)
     else:
         for i, model in enumerate(models):
             name = f"student_{i}.keras"
-            model.save(os.path.join(run_dir, name))
+            save_portable(model, os.path.join(run_dir, name))
             saved.append(name)
     out = {"models": saved, "ensemble": None, "deploy": deployed(distiller)}
     if out["deploy"] == "teacher":
         for i in range(distiller.num_peers):
             name = f"teacher_{i}.keras"
-            distiller.peer_model(i, teacher=True).save(os.path.join(run_dir, name))
+            save_portable(distiller.peer_model(i, teacher=True), os.path.join(run_dir, name))
             saved.append(name)
     ensemble = getattr(distiller, "ensemble_model", None)
     if callable(ensemble):
         try:
-            ensemble().save(os.path.join(run_dir, "ensemble.keras"))
+            save_portable(ensemble(), os.path.join(run_dir, "ensemble.keras"))
             out["ensemble"] = "ensemble.keras"
         except Exception as error:  # the students are saved; an ensemble that cannot be built must not lose the run
             out["ensemble_error"] = f"{type(error).__name__}: {error}"

@@ -115,7 +115,7 @@ def test_other_checks(tmp_path):
         "dataset.seed", "seeds")
     assert "not a Keras optimizer" in error("name: sgd", "name: sgdd")
     assert "increasing" in error("[3, 4]", "[4, 3]")
-    assert "not supported yet" in error("seeds: [0, 1]", "seeds: [0, 1]\nstrategy: mirrored")
+    assert "is not a strategy" in error("seeds: [0, 1]", "seeds: [0, 1]\nstrategy: horovod")
     assert "is set by the runner" in error("beta: 0.8,", "beta: 0.8, num_train_samples: 5,")
     assert "letters, digits" in error("experiment: unit_tsb", "experiment: unit tsb/1")
     assert "method.params.views: unknown key" in error("warmup_epochs: 1}", "warmup_epochs: 1, views: x}")
