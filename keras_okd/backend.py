@@ -1,12 +1,15 @@
-"""The one place where keras-okd looks at which Keras backend runs.
+"""The one place where keras-okd looks at which Keras backend runs (with `keras_okd.distribute`, which maps strategy
+names to each backend's engine).
 
-Everything else is written in `keras.ops`. The only thing `keras.ops` lacks is an in-place row update of a
-variable: `ops.scatter_update` returns a new tensor, which for a bank of N x C values would cost O(N x C) per
-step on TensorFlow and PyTorch. `scatter_rows` writes just the batch's rows, O(batch x C), on every backend:
+Everything else is written in `keras.ops`. What `keras.ops` lacks, or what a backend does differently:
 
-- tensorflow: `tf.Variable.scatter_nd_update` on the variable behind the Keras variable;
-- jax: `.at[rows].set()` inside the jitted train step, whose state buffers Keras donates, so XLA updates in place;
-- torch: `Tensor.index_copy_` under `no_grad`.
+- `scatter_rows` / `gather_rows`: in-place row writes and row-only reads of a bank, O(batch x C) on every backend
+  (`ops.scatter_update` returns a new tensor: O(N x C) per step on TensorFlow and PyTorch). TensorFlow:
+  `scatter_nd_update` / `ResourceGather` on the variable, all-gathered across replicas under `tf.distribute`; JAX:
+  `.at[rows].set()` inside the jitted step, whose donated state XLA updates in place; torch: `index_copy_`.
+- `scale_loss_for_replicas`, `strategy_scope_of`: what Keras's TensorFlow trainer expects under a strategy.
+- `device_memory`, `check_state_fits`: how much memory holds the bank, per backend.
+- `torch_parameters_by_position`, `keep_state_for_errors`, `reattach_state`: two trainer traps, on torch and JAX.
 """
 
 import keras
