@@ -78,8 +78,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "train":
         if args.config is None:
-            if args.overrides or args.strategy:
-                parser.error("--set and --strategy need --config FILE.")
+            if args.overrides:
+                parser.error("--set needs --config FILE.")
+            if args.strategy:
+                parser.error("--strategy needs --config FILE.")
             if args.seed is None:
                 args.seed = 0
             return train_digits(args)
