@@ -127,3 +127,19 @@ class ModelParts:
         features = self.branch(self.trunk(inputs, ""), "")
         logits = self.classifier(features, "")
         return keras.Model(inputs, logits, name=name or self.name)
+
+
+def basic_block(x, filters, strides, name, sync):
+    """The ResNet basic block (two 3x3 conv-BN, ReLU between), with a 1x1 conv + BN projection shortcut when the
+    shape changes; shared by the CIFAR and the ImageNet ResNets."""
+    shortcut = x
+    y = conv2d(filters, 3, strides, name=f"{name}_conv1")(x)
+    y = batch_norm(f"{name}_bn1", sync)(y)
+    y = layers.ReLU(name=f"{name}_relu1")(y)
+    y = conv2d(filters, 3, name=f"{name}_conv2")(y)
+    y = batch_norm(f"{name}_bn2", sync)(y)
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = conv2d(filters, 1, strides, name=f"{name}_proj_conv")(x)
+        shortcut = batch_norm(f"{name}_proj_bn", sync)(shortcut)
+    y = layers.Add(name=f"{name}_add")([shortcut, y])
+    return layers.ReLU(name=f"{name}_out")(y)

@@ -18,23 +18,9 @@ stage 3 + global average pooling + linear classifier.
 
 from keras import layers
 
-from keras_okd.models._common import ModelParts, batch_norm, conv2d
+from keras_okd.models._common import ModelParts, basic_block, batch_norm, conv2d
 
 CIFAR_INPUT_SHAPE = (32, 32, 3)
-
-
-def _basic_block(x, filters, strides, name, sync):
-    shortcut = x
-    y = conv2d(filters, 3, strides, name=f"{name}_conv1")(x)
-    y = batch_norm(f"{name}_bn1", sync)(y)
-    y = layers.ReLU(name=f"{name}_relu1")(y)
-    y = conv2d(filters, 3, name=f"{name}_conv2")(y)
-    y = batch_norm(f"{name}_bn2", sync)(y)
-    if strides != 1 or x.shape[-1] != filters:
-        shortcut = conv2d(filters, 1, strides, name=f"{name}_proj_conv")(x)
-        shortcut = batch_norm(f"{name}_proj_bn", sync)(shortcut)
-    y = layers.Add(name=f"{name}_add")([shortcut, y])
-    return layers.ReLU(name=f"{name}_out")(y)
 
 
 def _bottleneck_block(x, planes, strides, base_width, name, sync):
@@ -78,7 +64,7 @@ def cifar_resnet_parts(
             strides = 2 if (index > 0 and b == 0) else 1
             block_name = f"{prefix}stage{index + 1}_block{b + 1}"
             if block == "basic":
-                x = _basic_block(x, planes, strides, block_name, sync)
+                x = basic_block(x, planes, strides, block_name, sync)
             else:
                 x = _bottleneck_block(x, planes, strides, base_width, block_name, sync)
         return x

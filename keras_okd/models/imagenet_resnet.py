@@ -20,25 +20,11 @@ pooling + linear classifier.
 
 from keras import layers
 
-from keras_okd.models._common import ModelParts, batch_norm, conv2d
+from keras_okd.models._common import ModelParts, basic_block, batch_norm, conv2d
 
 IMAGENET_INPUT_SHAPE = (224, 224, 3)
 TINY_INPUT_SHAPE = (64, 64, 3)
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
-
-
-def _basic_block(x, filters, strides, name, sync):
-    shortcut = x
-    y = conv2d(filters, 3, strides, name=f"{name}_conv1")(x)
-    y = batch_norm(f"{name}_bn1", sync)(y)
-    y = layers.ReLU(name=f"{name}_relu1")(y)
-    y = conv2d(filters, 3, name=f"{name}_conv2")(y)
-    y = batch_norm(f"{name}_bn2", sync)(y)
-    if strides != 1 or x.shape[-1] != filters:
-        shortcut = conv2d(filters, 1, strides, name=f"{name}_proj_conv")(x)
-        shortcut = batch_norm(f"{name}_proj_bn", sync)(shortcut)
-    y = layers.Add(name=f"{name}_add")([shortcut, y])
-    return layers.ReLU(name=f"{name}_out")(y)
 
 
 def imagenet_resnet_parts(
@@ -60,7 +46,7 @@ def imagenet_resnet_parts(
         filters = 64 * 2**index
         for b in range(blocks[index]):
             strides = 2 if (index > 0 and b == 0) else 1
-            x = _basic_block(x, filters, strides, f"{prefix}stage{index + 1}_block{b + 1}", sync)
+            x = basic_block(x, filters, strides, f"{prefix}stage{index + 1}_block{b + 1}", sync)
         return x
 
     def trunk(x, prefix):
