@@ -6,7 +6,8 @@
 |---------------------|------------|-------------------------------------------------------------------------------|
 | `"none"`            | any        | one device                                                                    |
 | `"mirrored"`        | tensorflow | `tf.distribute.MirroredStrategy` over the local devices (GPUs, or CPUs)        |
-| `"multi_worker"`    | tensorflow | `tf.distribute.MultiWorkerMirroredStrategy` (cluster from `TF_CONFIG`)         |
+| `"multi_worker"`    | tensorflow | `tf.distribute.MultiWorkerMirroredStrategy` (cluster from `TF_CONFIG`); not working |
+|                     |            | yet: Keras's distributed build and output reduction fail on the dict inputs      |
 | `"jax_data_parallel"` | jax      | `keras.distribution.DataParallel` over every JAX device (one or more hosts)   |
 
 The torch backend has no multi-device training in Keras; only `"none"` is accepted there.
