@@ -9,6 +9,7 @@ Everything else is written in `keras.ops`. What `keras.ops` lacks, or what a bac
   `.at[rows].set()` inside the jitted step, whose donated state XLA updates in place; torch: `index_copy_`.
 - `scale_loss_for_replicas`, `strategy_scope_of`: what Keras's TensorFlow trainer expects under a strategy.
 - `device_memory`, `check_state_fits`: how much memory holds the bank, per backend.
+- `synchronized_batch_norm_supported`: Keras implements synchronized batch norm on TensorFlow only.
 - `torch_parameters_by_position`, `keep_state_for_errors`, `reattach_state`: two trainer traps, on torch and JAX.
 """
 
@@ -215,3 +216,8 @@ def reattach_state(model):
     """JAX only: reattach the variables the trainer detached, after an error interrupted `evaluate`."""
     if keras.backend.backend() == "jax":
         model.jax_state_sync()
+
+
+def synchronized_batch_norm_supported():
+    """Whether `BatchNormalization(synchronized=True)` exists on this backend (Keras: TensorFlow only)."""
+    return keras.backend.backend() == "tensorflow"

@@ -16,6 +16,8 @@ says otherwise, "same" padding.
 import warnings
 
 import keras
+
+from keras_okd.backend import synchronized_batch_norm_supported
 from keras import layers
 
 BN_MOMENTUM = 0.9
@@ -36,7 +38,7 @@ def sync_supported(synchronized_bn):
     """
     if not synchronized_bn:
         return False
-    if keras.backend.backend() == "tensorflow":
+    if synchronized_batch_norm_supported():
         return True
     if not _warned_sync:
         _warned_sync.append(True)
