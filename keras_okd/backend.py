@@ -8,10 +8,15 @@ Everything else is written in `keras.ops`. What `keras.ops` lacks, or what a bac
   `scatter_nd_update` / `ResourceGather` on the variable, all-gathered across replicas under `tf.distribute`; JAX:
   `.at[rows].set()` inside the jitted step, whose donated state XLA updates in place; torch: `index_copy_`.
 - `scale_loss_for_replicas`, `strategy_scope_of`: what Keras's TensorFlow trainer expects under a strategy.
+- `first_replica_batch`, `logs_for_replicas`: two gaps in Keras's TensorFlow trainer under
+  `MultiWorkerMirroredStrategy` (dict inputs in its symbolic build; scalar logs in its cross-worker reduction).
+- `process_inputs`, `jax_process_count`: what each process feeds under a JAX distribution over several processes.
 - `device_memory`, `check_state_fits`: how much memory holds the bank, per backend.
 - `synchronized_batch_norm_supported`: Keras implements synchronized batch norm on TensorFlow only.
 - `torch_parameters_by_position`, `keep_state_for_errors`, `reattach_state`: two trainer traps, on torch and JAX.
 """
+
+import contextlib
 
 import keras
 from keras import ops
@@ -107,13 +112,102 @@ def scale_loss_for_replicas(loss):
     return loss
 
 
+def first_replica_batch(strategy, iterator):
+    """The first batch of a Keras TensorFlow epoch iterator, each distributed input replaced by its first local copy.
+
+    For building the model's shapes before a distributed `fit`. Keras's TensorFlow trainer instead averages the whole
+    batch over replicas with one `strategy.reduce` call, which `MultiWorkerMirroredStrategy` refuses for a dict of
+    inputs (and which would average integer sample indices).
+    """
+    import tensorflow as tf
+
+    for _, _, it in iterator:
+        batch = next(it)
+        return tf.nest.map_structure(
+            lambda x: strategy.experimental_local_results(x)[0] if isinstance(x, tf.distribute.DistributedValues) else x,
+            batch,
+        )
+    return None
+
+
+def _multi_worker():
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and strategy.extended._in_multi_worker_mode()
+
+
+def logs_for_replicas(logs):
+    """Make a step's scalar logs shape `(1,)` under multi-worker `MultiWorkerMirroredStrategy` (identity otherwise).
+
+    Keras's TensorFlow trainer reduces each log across workers with `strategy.reduce("MEAN", value, axis=0)`, which
+    fails on a scalar ("Invalid reduction dimension 0 for input with 0 dimensions"; tensorflow/tensorflow#72388).
+    With one axis of length 1 the same call returns the scalar mean over workers.
+    """
+    if keras.backend.backend() != "tensorflow" or not _multi_worker():
+        return logs
+    return {key: ops.reshape(value, (1,)) if len(ops.shape(value)) == 0 else value for key, value in logs.items()}
+
+
+@contextlib.contextmanager
+def process_inputs(train=None, evaluation=None):
+    """Yield `(train, evaluation)` as each process must feed them under a JAX distribution over several processes
+    (auto-sharding on); unchanged otherwise. Keras's own sharding is turned off while the block runs.
+
+    - `train` (a `tf.data.Dataset` of full batches) is cut to this process's share with Keras's own
+      `DataParallel.distribute_dataset`, here rather than in Keras: Keras finds the batch size by walking the
+      dataset's graph back to its `batch()`, and the distiller's input checks, a `map()` after it, hide it.
+    - `evaluation` data is fed whole by every process: the global batch holds each sample once per process, which
+      leaves every mean (loss, accuracy) unchanged, and a final partial batch has the same size everywhere.
+
+    Raises:
+        ValueError: `train` may end with a partial batch. Keras splits every batch evenly across processes; a partial
+            last batch leaves them with different step counts, and the collectives of the last step never meet.
+    """
+    distribution = keras.distribution.distribution() if keras.backend.backend() == "jax" else None
+    multi = distribution is not None and getattr(distribution, "_is_multi_process", False)
+    if not multi or not distribution.auto_shard_dataset:
+        yield train, evaluation
+        return
+    import tensorflow as tf
+
+    given = [d for d in (train, evaluation) if d is not None and not isinstance(d, (tuple, list))]
+    if not all(isinstance(d, tf.data.Dataset) for d in given):
+        yield train, evaluation  # arrays: Keras refuses them in multi-process training, with its own message
+        return
+    if train is not None:
+        if any(spec.shape.rank == 0 or spec.shape[0] is None for spec in tf.nest.flatten(train.element_spec)):
+            raise ValueError(
+                f"Training on {jax_process_count()} JAX processes needs every batch of the training dataset full "
+                "(a static batch size): batch it with `.batch(batch_size, drop_remainder=True)` (or "
+                "`dataset.rebatch(batch_size, drop_remainder=True)`). Keras splits each batch evenly across the "
+                "processes, and a partial last batch would leave them with different step counts."
+            )
+        batches = int(train.cardinality())
+        train = distribution.distribute_dataset(train)
+        if batches >= 0:  # each full batch becomes one local batch per process: same count (Keras's progress bar)
+            train = train.apply(tf.data.experimental.assert_cardinality(batches))
+    distribution.auto_shard_dataset = False
+    try:
+        yield train, evaluation
+    finally:
+        distribution.auto_shard_dataset = True
+
+
+def jax_process_count():
+    """How many JAX processes train together (1 on other backends)."""
+    if keras.backend.backend() != "jax":
+        return 1
+    import jax
+
+    return jax.process_count()
+
+
 def strategy_scope_of(model):
     """The scope of the `tf.distribute` strategy `model` was built under (TensorFlow), else a no-op context.
 
     Models and optimizers that touch `model`'s variables (e.g. the DKEL teacher's initialisation) must be built in it.
     """
-    import contextlib
-
     if keras.backend.backend() == "tensorflow":
         strategy = getattr(model, "_distribute_strategy", None)
         if strategy is not None:

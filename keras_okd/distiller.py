@@ -311,9 +311,9 @@ class OnlineDistiller(keras.Model):
         """A functional view of the teacher(s): image(s) -> list of M logits (shares the teacher's layers)."""
         if self.multi_branch:
             teacher = self.teachers[0]
-            return keras.Model(teacher.inputs, list(teacher.output["logits"]))
+            return _Classifier(teacher.inputs, list(teacher.output["logits"]), name="teacher_classifier")
         inputs = keras.Input(shape=tuple(self.teachers[0].inputs[0].shape[1:]))
-        return keras.Model(inputs, [t(inputs) for t in self.teachers])
+        return _Classifier(inputs, [t(inputs) for t in self.teachers], name="teacher_classifier")
 
     # ------------------------------------------------------------------ loss
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -376,7 +376,15 @@ class OnlineDistiller(keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         # Metrics passed to compile() see the ensemble's probabilities; our own trackers were updated in compute_loss.
-        return super().compute_metrics(x, y, y_pred["probabilities"], sample_weight=sample_weight)
+        logs = super().compute_metrics(x, y, y_pred["probabilities"], sample_weight=sample_weight)
+        return backend.logs_for_replicas(logs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Called by Keras's TensorFlow trainer only, under a strategy: build from one replica's inputs (see
+        # keras_okd.backend.first_replica_batch) rather than from a cross-replica average of the batch.
+        if iterator is not None and data_batch is None:
+            data_batch = backend.first_replica_batch(self.distribute_strategy, iterator)
+        return super()._maybe_symbolic_build(data_batch=data_batch)
 
     # ------------------------------------------------------------------ compile / fit / evaluate / predict
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, coupled_weight_decay=0.0, **kwargs):
@@ -436,15 +444,15 @@ class OnlineDistiller(keras.Model):
         """
         needing = [part.name for part in self.knowledge if part.needs_index]
         self._check_state_size(kwargs.get("verbose", "auto"))
-        x = self._checked_data(x, y, needing)
-        if validation_data is not None:
-            validation_data = self._checked_validation(validation_data)
         callbacks = list(callbacks or [])
         if self.schedules and not any(isinstance(c, okd_callbacks.KnowledgeSchedule) for c in callbacks):
             callbacks.append(okd_callbacks.KnowledgeSchedule(self.schedules))
         raise_on_nonfinite = not any(isinstance(c, keras.callbacks.TerminateOnNaN) for c in callbacks)
         callbacks.append(_Guard(raise_on_nonfinite))
-        with _clear_input_errors():
+        with backend.process_inputs(x, validation_data) as (x, validation_data), _clear_input_errors():
+            x = self._checked_data(x, y, needing)
+            if validation_data is not None:
+                validation_data = self._checked_validation(validation_data)
             if self.teachers and self.teacher_init_steps and not int(ops.convert_to_numpy(self._teacher_initialized)):
                 self.initialize_teacher(_first_batches(x, y, batch_size, self.teacher_init_steps))
             return super().fit(
@@ -474,9 +482,9 @@ class OnlineDistiller(keras.Model):
         """`keras.Model.evaluate` with the same input checks as `fit`; never changes bank, counts or schedules."""
         if kwargs.get("_use_cached_eval_dataset"):  # validation inside fit: data already checked, _Guard present
             return super().evaluate(x, y, **kwargs)
-        x = self._checked_data(x, y, [])
         callbacks = list(kwargs.pop("callbacks", None) or []) + [_Guard(False)]
-        with _clear_input_errors():
+        with backend.process_inputs(evaluation=x) as (_, x), _clear_input_errors():
+            x = self._checked_data(x, y, [])
             try:
                 return super().evaluate(x, y, callbacks=callbacks, **kwargs)
             except Exception:
@@ -645,6 +653,13 @@ class OnlineDistiller(keras.Model):
         if config.get("views") is not None:
             config["views"] = keras.saving.deserialize_keras_object(config["views"])
         return cls(**config)
+
+
+class _Classifier(keras.Model):
+    """A functional model whose step logs survive `MultiWorkerMirroredStrategy` (see `backend.logs_for_replicas`)."""
+
+    def compute_metrics(self, *args, **kwargs):
+        return backend.logs_for_replicas(super().compute_metrics(*args, **kwargs))
 
 
 class _Guard(keras.callbacks.Callback):
