@@ -112,11 +112,31 @@ def _guarded(command, args):
         return 2
 
 
+def _strategy_before_validation(path, overrides):
+    """The strategy a config asks for, read before validating it (validation builds Keras optimizers, which runs
+    TensorFlow ops, and a multi-worker strategy must exist before the first one). Unreadable files give "none":
+    `load_config` then reports them."""
+    import yaml
+
+    for item in reversed(overrides):
+        if item.replace(" ", "").startswith("strategy="):
+            return item.split("=", 1)[1].strip()
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return "none"
+    return data.get("strategy", "none") if isinstance(data, dict) else "none"
+
+
 def train_config(args):
     """`keras-okd train --config FILE`: train every seed of the config (resuming interrupted runs)."""
-    from keras_okd import experiments
+    from keras_okd import distribute, experiments
 
     overrides = list(args.overrides) + ([f"strategy={args.strategy}"] if args.strategy else [])
+    strategy = _strategy_before_validation(args.config, overrides)
+    if strategy in distribute.STRATEGIES:
+        distribute.process(strategy)  # joins the other processes: before the first TensorFlow or JAX computation
     config = experiments.load_config(args.config, overrides)
     seeds = [args.seed] if args.seed is not None else config["seeds"]
     results = []

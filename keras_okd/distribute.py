@@ -6,9 +6,31 @@
 |---------------------|------------|-------------------------------------------------------------------------------|
 | `"none"`            | any        | one device                                                                    |
 | `"mirrored"`        | tensorflow | `tf.distribute.MirroredStrategy` over the local devices (GPUs, or CPUs)        |
-| `"multi_worker"`    | tensorflow | `tf.distribute.MultiWorkerMirroredStrategy` (cluster from `TF_CONFIG`); not working |
-|                     |            | yet: Keras's distributed build and output reduction fail on the dict inputs      |
-| `"jax_data_parallel"` | jax      | `keras.distribution.DataParallel` over every JAX device (one or more hosts)   |
+| `"multi_worker"`    | tensorflow | `tf.distribute.MultiWorkerMirroredStrategy`: one process per machine, the cluster in |
+|                     |            | `TF_CONFIG`                                                                     |
+| `"jax_data_parallel"` | jax      | `keras.distribution.DataParallel` over every JAX device; several processes when the |
+|                     |            | `KERAS_DISTRIBUTION_*` variables are set (`keras.distribution.initialize`)      |
+
+Several processes (both engines): start the same command on every machine with the cluster in its environment, e.g.
+on two machines (or twice on one, as tests/distribute does on 127.0.0.1):
+
+    TF_CONFIG='{"cluster": {"worker": ["10.0.0.1:2222", "10.0.0.2:2222"]}, "task": {"type": "worker", "index": 0}}' \
+        KERAS_BACKEND=tensorflow keras-okd train --config FILE --strategy multi_worker      # index 1 on the other
+    KERAS_DISTRIBUTION_JOB_ADDRESSES=10.0.0.1:1234 KERAS_DISTRIBUTION_NUM_PROCESSES=2 KERAS_DISTRIBUTION_PROCESS_ID=0 \
+        KERAS_BACKEND=jax keras-okd train --config FILE --strategy jax_data_parallel        # id 1 on the other
+
+Every process feeds its share of each global batch (tf.distribute and Keras shard a `tf.data` dataset by process)
+and holds the same state. In Python, pass `tf.data` datasets and do everything (build, compile, fit, evaluate) inside
+`strategy_scope`: a JAX distribution applies only to calls made under it. A `MultiWorkerMirroredStrategy` must exist
+before TensorFlow's first operation (`process("multi_worker")` creates it; the CLI calls it first thing), and JAX
+processes must join before JAX's first computation (`initialize_processes`, called by `strategy_scope` and `process`).
+`process()` tells which process is the chief; the experiment runner writes the run directory from the chief and keeps
+the other processes' files in hidden `.worker<i>` sub-directories, which `keras-okd report` skips.
+
+Limits of the engines, as found on two processes over 127.0.0.1: JAX processes need full training batches
+(`drop_remainder=True`; the distiller refuses others before any step, and the experiment runner drops each epoch's
+last partial batch of shuffled samples and says so); evaluation data are fed whole by every process, so test metrics
+count every sample. Keras's JAX `predict` cannot fetch outputs spread over processes: predict in one process.
 
 The torch backend has no multi-device training in Keras; only `"none"` is accepted there.
 
@@ -45,8 +67,48 @@ def strategy_scope(name="none"):
             "The torch backend supports only 'none' (one device)."
         )
     if name == "jax_data_parallel":
+        initialize_processes()
         return keras.distribution.DataParallel().scope()
     return tf_strategy(name).scope()
+
+
+def initialize_processes():
+    """JAX: join the other processes named by the `KERAS_DISTRIBUTION_*` environment variables, once per process.
+
+    Calls `keras.distribution.initialize()` (which reads `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `..._NUM_PROCESSES`
+    and `..._PROCESS_ID`) when `KERAS_DISTRIBUTION_NUM_PROCESSES` is above 1; nothing otherwise. JAX requires this
+    before its first computation: `strategy_scope("jax_data_parallel")` and the experiment runner call it first.
+    """
+    import os
+
+    if keras.backend.backend() != "jax":
+        return
+    import jax
+
+    if int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")) > 1 and not jax.distributed.is_initialized():
+        keras.distribution.initialize()
+
+
+def process(name="none"):
+    """`(index, count)` of this process among those training together under strategy `name`; index 0 is the chief.
+
+    `"multi_worker"`: from the strategy's cluster (`TF_CONFIG`; the task of type "chief" when the cluster has one,
+    else worker 0, is index 0). `"jax_data_parallel"`: `jax.process_index()`, `jax.process_count()`. Otherwise
+    `(0, 1)`.
+    """
+    if name == "multi_worker":
+        resolver = tf_strategy(name).cluster_resolver
+        spec = resolver.cluster_spec().as_dict()
+        tasks = [(kind, i) for kind in ("chief", "worker") for i in range(len(spec.get(kind, [])))]
+        if not tasks:
+            return 0, 1
+        return tasks.index((resolver.task_type, int(resolver.task_id))), len(tasks)
+    if name == "jax_data_parallel":
+        import jax
+
+        initialize_processes()
+        return jax.process_index(), jax.process_count()
+    return 0, 1
 
 
 _TF_STRATEGIES = {}

@@ -89,7 +89,7 @@ def find_runs(paths):
         if not os.path.isdir(path):
             raise FileNotFoundError(f"{path} is not a directory.")
         for root, dirs, files in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if d not in _SKIP)
+            dirs[:] = sorted(d for d in dirs if d not in _SKIP and not d.startswith("."))  # .worker{i}: copies
             if CONFIG in files and HISTORY in files:
                 found.add(os.path.normpath(root))
     return sorted(found)

@@ -13,6 +13,7 @@ A run directory holds:
     ensemble.keras         the distiller's deployed ensemble model (averaged probabilities)
     results.json           final validation metrics, backend, seconds, seed: written last, marks the run complete
     evaluation.json        written by `keras-okd evaluate`
+    .worker{i}/            the same files from process i of a multi-process run (the chief, process 0, writes above)
 
 Resume: rerunning the same command on the same directory restores the last completed epoch from `backup/`, through
 Keras's BackupAndRestore: the distiller's variables (students, optimizer, the temporal accumulator's bank and visit
@@ -26,6 +27,7 @@ data order. With `dataset: {shuffle: false}` and no random augmentation a resume
 
 import csv
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -141,6 +143,13 @@ def load_dataset(config, seed):
     name = options.pop("name")
     train, test, n = keras_okd.data.get(name, seed=seed, **options)
     classes = keras_okd.data.num_classes(name, **options)
+    if keras_okd.backend.jax_process_count() > 1:  # JAX processes split every training batch: full batches only
+        batch = options.get("batch_size", inspect.signature(keras_okd.data.loader(name)).parameters["batch_size"].default)
+        train = train.rebatch(batch, drop_remainder=True)
+        if n % batch:
+            print(f"note: {keras_okd.backend.jax_process_count()} JAX processes need full training batches: each "
+                  f"epoch leaves out the last {n % batch} of {n} shuffled samples (a different random set every "
+                  "epoch). Test data are evaluated in full.")
     spec = train.element_spec[0]
     spec = spec["inputs"] if isinstance(spec, dict) else spec
     return train, test, n, classes, tuple(int(d) for d in spec.shape[1:])
@@ -252,6 +261,9 @@ def run_experiment(config, run_dir, seed, callbacks=(), verbose=1):
     if not isinstance(config, dict):
         config = load_config(config)
     run_dir = str(run_dir)
+    index, _ = keras_okd.distribute.process(config["strategy"])  # first: JAX processes must join before computing
+    if index:  # every process trains and saves; the chief's files are the run's, the others' stay out of the way
+        run_dir = os.path.join(run_dir, f".worker{index}")
     os.makedirs(run_dir, exist_ok=True)
     resolved = {**config, "seeds": [int(seed)]}
     _check_same_config(run_dir, resolved)

@@ -56,6 +56,7 @@ def runs(tmp_path):
     fake_run(root / "dkel" / "seed_0", "dkel", 0, [0.5, 0.5, 0.5], 0.5, students={"model": "simple_cnn"},
              params={"views": "standard"}, teacher=[0.60, 0.63, 0.66])
     (root / "tsb" / "seed_0" / "backup").mkdir()  # not a run
+    fake_run(root / "tsb" / "seed_0" / ".worker1", "tsb", 0, [0.1, 0.1], 0.1)  # process 1's copy: not counted
     return root
 
 
