@@ -28,7 +28,7 @@ if args.strategy in ("mirrored", "multi_worker", "none") and os.environ.get("KER
     if args.strategy != "multi_worker":  # the single-device run splits the CPU the same way, and uses one of them
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.devices)
-if args.strategy == "jax_data_parallel":
+if args.strategy == "jax_data_parallel" and "KERAS_DISTRIBUTION_NUM_PROCESSES" not in os.environ:
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
 
 import keras  # noqa: E402
@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import keras_okd  # noqa: E402
 from keras_okd import distribute  # noqa: E402
 
-SAMPLES, BATCH, CLASSES = 64, 16, 10
+SAMPLES, BATCH, CLASSES = int(os.environ.get("SAMPLES", 64)), 16, 10
 
 
 def student(name):
@@ -72,24 +72,43 @@ def main():
 
 
 def train(method, x, y):
+    # Everything inside the scope: a JAX distribution only applies to the calls made under it (a tf.distribute
+    # strategy is remembered by the model, but staying inside is harmless).
     with distribute.strategy_scope(args.strategy):
         distiller = build(method)
         distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
+        inputs = {"inputs": x, "index": np.arange(len(x))}
+        if keras.backend.backend() == "tensorflow" or "KERAS_DISTRIBUTION_NUM_PROCESSES" in os.environ:
+            import tensorflow as tf  # several processes: each reads its share of a tf.data dataset
 
-        data = tf.data.Dataset.from_tensor_slices(({"inputs": x, "index": np.arange(SAMPLES)}, y)).batch(BATCH)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        data = data.with_options(options)
-        history = distiller.fit(data, epochs=args.epochs, verbose=0, shuffle=False)
-    else:
-        history = distiller.fit({"inputs": x, "index": np.arange(SAMPLES)}, y, batch_size=BATCH,
-                                epochs=args.epochs, verbose=0, shuffle=False)
-    out = {f"{method}|loss": np.asarray(history.history["loss"], "float64")}
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+            data = tf.data.Dataset.from_tensor_slices((inputs, y)).with_options(options)
+            # JAX processes need full training batches (keras_okd.backend.process_inputs); evaluation does not.
+            full = "KERAS_DISTRIBUTION_NUM_PROCESSES" in os.environ
+            history = distiller.fit(data.batch(BATCH, drop_remainder=full), epochs=args.epochs, verbose=0,
+                                    shuffle=False)
+            evaluation = distiller.evaluate(data.batch(BATCH), verbose=0, return_dict=True)
+            if "KERAS_DISTRIBUTION_NUM_PROCESSES" in os.environ:  # Keras's JAX predict cannot fetch global arrays
+                predictions = None
+            else:
+                images = tf.data.Dataset.from_tensor_slices(x).batch(BATCH).with_options(options)
+                predictions = distiller.predict(images, verbose=0)
+        else:
+            history = distiller.fit(inputs, y, batch_size=BATCH, epochs=args.epochs, verbose=0, shuffle=False)
+            evaluation = distiller.evaluate(inputs, y, batch_size=BATCH, verbose=0, return_dict=True)
+            predictions = distiller.predict(x, batch_size=BATCH, verbose=0)
+    out = {
+        f"{method}|loss": np.asarray(history.history["loss"], "float64"),
+        f"{method}|evaluate": np.asarray([evaluation["loss"], evaluation["ensemble_accuracy"]], "float64"),
+    }
+    if predictions is not None:
+        out[f"{method}|predict"] = np.asarray(predictions)
+    teacher = {id(v) for t in distiller.teachers for v in t.variables}  # same paths as the students': mark them
     for i, variable in enumerate(distiller.variables):
+        name = ("teacher:" if id(variable) in teacher else "") + variable.path
         for r, copy in enumerate(distribute.replica_values(variable)):
-            out[f"{method}|{i:04d}|{variable.path}|{r}"] = copy
+            out[f"{method}|{i:04d}|{name}|{r}"] = copy
     return out
 
 
