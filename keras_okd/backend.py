@@ -7,6 +7,8 @@ Everything else is written in `keras.ops`. What `keras.ops` lacks, or what a bac
   (`ops.scatter_update` returns a new tensor: O(N x C) per step on TensorFlow and PyTorch). TensorFlow:
   `scatter_nd_update` / `ResourceGather` on the variable, all-gathered across replicas under `tf.distribute`; JAX:
   `.at[rows].set()` inside the jitted step, whose donated state XLA updates in place; torch: `index_copy_`.
+- `bank_storage_dtype`, `to_storage`, `from_storage`: a bfloat16 bank is stored as its uint16 bit pattern on JAX,
+  where XLA's CPU backend converts a whole bfloat16 array to float32 to write rows into it (O(N) per step).
 - `scale_loss_for_replicas`, `strategy_scope_of`: what Keras's TensorFlow trainer expects under a strategy.
 - `first_replica_batch`, `logs_for_replicas`: two gaps in Keras's TensorFlow trainer under
   `MultiWorkerMirroredStrategy` (dict inputs in its symbolic build; scalar logs in its cross-worker reduction).
@@ -95,6 +97,39 @@ def gather_rows(variable, indices):
         if isinstance(target, tf.Variable):  # a plain or a mirrored variable (its `handle` is this replica's copy)
             return tf.raw_ops.ResourceGather(resource=target.handle, indices=tf.cast(indices, "int64"), dtype=target.dtype)
     return ops.take(variable.value, indices, axis=0)
+
+
+def bank_storage_dtype(dtype):
+    """The dtype a bank of `dtype` is stored in: `dtype` itself, except bfloat16 on JAX, stored as uint16 bits.
+
+    XLA's CPU backend has no in-place bfloat16 scatter: it converts the whole array to float32 and back to write a
+    batch's rows, so a step with a 1,281,167 x 2 x 1,000 bfloat16 bank took 5.2 s instead of 4 ms here
+    (benchmarks/bench_bank.py). Stored as uint16 (the same 2 bytes, the same bits), rows are written in place and only
+    the batch's rows are converted (`to_storage` / `from_storage`).
+    """
+    dtype = keras.backend.standardize_dtype(dtype)
+    if dtype == "bfloat16" and keras.backend.backend() == "jax":
+        return "uint16"
+    return dtype
+
+
+def to_storage(values, dtype):
+    """`values` rounded to `dtype`, in the representation `bank_storage_dtype(dtype)` stores."""
+    values = ops.cast(values, dtype)
+    if bank_storage_dtype(dtype) != keras.backend.standardize_dtype(dtype):
+        import jax
+
+        values = jax.lax.bitcast_convert_type(values, bank_storage_dtype(dtype))
+    return values
+
+
+def from_storage(values, dtype):
+    """The `dtype` values that `values`, read from a bank stored as `bank_storage_dtype(dtype)`, represent."""
+    if keras.backend.standardize_dtype(values.dtype) != keras.backend.standardize_dtype(dtype):
+        import jax
+
+        values = jax.lax.bitcast_convert_type(values, keras.backend.standardize_dtype(dtype))
+    return values
 
 
 def scale_loss_for_replicas(loss):

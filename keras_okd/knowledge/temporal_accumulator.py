@@ -5,7 +5,7 @@ from keras import ops
 
 import numpy as np
 
-from keras_okd.backend import check_state_fits, gather_rows, scatter_rows
+from keras_okd.backend import bank_storage_dtype, check_state_fits, from_storage, gather_rows, scatter_rows, to_storage
 from keras_okd.knowledge.base import KnowledgePart, other_peers
 from keras_okd.losses import soften
 
@@ -40,7 +40,8 @@ class TemporalAccumulator(KnowledgePart):
         weight: constant factor (TSB's lambda_ta = 0.5).
         temperature: softening temperature (TSB: 4).
         reduction: `"sum"` (paper) or `"mean"` over the other peers.
-        bank_dtype: dtype of the bank, `"float32"` by default.
+        bank_dtype: dtype of the bank, `"float32"` by default; `"float16"` or `"bfloat16"` halve it (on JAX a
+            bfloat16 bank is kept as its uint16 bits, see `keras_okd.backend.bank_storage_dtype`).
         name: part name (default `"ta"`).
 
     Example:
@@ -86,7 +87,7 @@ class TemporalAccumulator(KnowledgePart):
             shape=(self.num_samples, peers, classes),
             initializer="zeros",
             trainable=False,
-            dtype=self.bank_dtype,
+            dtype=bank_storage_dtype(self.bank_dtype),  # bfloat16 on JAX: its uint16 bits (see keras_okd.backend)
             name="bank",
         )
         self.counts = self.add_weight(
@@ -101,7 +102,7 @@ class TemporalAccumulator(KnowledgePart):
         if index is None:
             return {"targets": probs, "pair_weights": pair_weights}
         index = ops.reshape(ops.cast(index, "int32"), (-1,))
-        old = ops.cast(gather_rows(self.bank, index), "float32")
+        old = ops.cast(from_storage(gather_rows(self.bank, index), self.bank_dtype), "float32")
         counts = gather_rows(self.counts, index) + 1
         new = self.beta * old + (1.0 - self.beta) * probs
         correction = 1.0 - ops.power(self.beta, ops.cast(counts, "float32"))
@@ -111,7 +112,7 @@ class TemporalAccumulator(KnowledgePart):
 
     def commit(self, state, finite):
         index = state["index"]
-        scatter_rows(self.bank, index, ops.where(finite, state["new"], state["old"]))
+        scatter_rows(self.bank, index, to_storage(ops.where(finite, state["new"], state["old"]), self.bank_dtype))
         counts = state["counts"]
         scatter_rows(self.counts, index, ops.where(finite, counts, counts - 1))
 
@@ -123,7 +124,7 @@ class TemporalAccumulator(KnowledgePart):
         counts = ops.cast(self.counts, "float32")
         correction = 1.0 - ops.power(self.beta, counts)
         safe = ops.where(counts > 0, correction, 1.0)
-        return ops.cast(self.bank, "float32") / ops.reshape(safe, (-1, 1, 1))
+        return ops.cast(from_storage(self.bank.value, self.bank_dtype), "float32") / ops.reshape(safe, (-1, 1, 1))
 
     def get_config(self):
         return {
