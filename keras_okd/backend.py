@@ -158,10 +158,10 @@ def first_replica_batch(strategy, iterator):
 
     for _, _, it in iterator:
         batch = next(it)
-        return tf.nest.map_structure(
-            lambda x: strategy.experimental_local_results(x)[0] if isinstance(x, tf.distribute.DistributedValues) else x,
-            batch,
-        )
+        def first(x):
+            return strategy.experimental_local_results(x)[0] if isinstance(x, tf.distribute.DistributedValues) else x
+
+        return tf.nest.map_structure(first, batch)
     return None
 
 

@@ -2,14 +2,14 @@
 
 `strategy_scope(name)` is a context manager; build, compile and fit the distiller inside it:
 
-| name                | backend    | what runs                                                                     |
-|---------------------|------------|-------------------------------------------------------------------------------|
-| `"none"`            | any        | one device                                                                    |
-| `"mirrored"`        | tensorflow | `tf.distribute.MirroredStrategy` over the local devices (GPUs, or CPUs)        |
-| `"multi_worker"`    | tensorflow | `tf.distribute.MultiWorkerMirroredStrategy`: one process per machine, the cluster in |
-|                     |            | `TF_CONFIG`                                                                     |
-| `"jax_data_parallel"` | jax      | `keras.distribution.DataParallel` over every JAX device; several processes when the |
-|                     |            | `KERAS_DISTRIBUTION_*` variables are set (`keras.distribution.initialize`)      |
+| name                  | backend    | what runs                                                                   |
+|-----------------------|------------|-----------------------------------------------------------------------------|
+| `"none"`              | any        | one device                                                                  |
+| `"mirrored"`          | tensorflow | `tf.distribute.MirroredStrategy` over the local devices (GPUs, or CPUs)      |
+| `"multi_worker"`      | tensorflow | `tf.distribute.MultiWorkerMirroredStrategy`: one process per machine, the    |
+|                       |            | cluster in `TF_CONFIG`                                                      |
+| `"jax_data_parallel"` | jax        | `keras.distribution.DataParallel` over every JAX device; several processes  |
+|                       |            | when the `KERAS_DISTRIBUTION_*` variables are set                           |
 
 Several processes (both engines): start the same command on every machine with the cluster in its environment, e.g.
 on two machines (or twice on one, as tests/distribute does on 127.0.0.1):

@@ -144,7 +144,8 @@ def load_dataset(config, seed):
     train, test, n = keras_okd.data.get(name, seed=seed, **options)
     classes = keras_okd.data.num_classes(name, **options)
     if keras_okd.backend.jax_process_count() > 1:  # JAX processes split every training batch: full batches only
-        batch = options.get("batch_size", inspect.signature(keras_okd.data.loader(name)).parameters["batch_size"].default)
+        default = inspect.signature(keras_okd.data.loader(name)).parameters["batch_size"].default
+        batch = options.get("batch_size", default)
         train = train.rebatch(batch, drop_remainder=True)
         if n % batch:
             print(f"note: {keras_okd.backend.jax_process_count()} JAX processes need full training batches: each "

@@ -20,7 +20,8 @@ def _data(n, batch, drop_remainder):
 
     rng = np.random.default_rng(0)
     inputs = {"inputs": rng.normal(size=(n, 8, 8, 1)).astype("float32"), "index": np.arange(n)}
-    return tf.data.Dataset.from_tensor_slices((inputs, rng.integers(0, 10, n))).batch(batch, drop_remainder=drop_remainder)
+    data = tf.data.Dataset.from_tensor_slices((inputs, rng.integers(0, 10, n)))
+    return data.batch(batch, drop_remainder=drop_remainder)
 
 
 @pytest.fixture
