@@ -53,3 +53,18 @@ def gradient(fn, x):
         return np.zeros_like(x)
     y.backward()
     return t.grad.numpy()
+
+
+class Crash(keras.callbacks.Callback):
+    """Raises RuntimeError("simulated crash") after batch `batch` of epoch `epoch` (for resume tests)."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.epoch, self.batch, self.current = epoch, batch, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.epoch and batch == self.batch:
+            raise RuntimeError("simulated crash")

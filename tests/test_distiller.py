@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import BACKEND, tiny_student, to_numpy
+from conftest import BACKEND, Crash, tiny_student, to_numpy
 from test_losses import np_softmax
 
 import keras_okd
@@ -261,19 +261,6 @@ def test_students_load_on_another_backend_without_keras_okd(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), want, rtol=1e-4, atol=1e-5)
 
 
-class _Interrupt(keras.callbacks.Callback):
-    def __init__(self, epoch, batch):
-        super().__init__()
-        self.epoch, self.batch, self.current = epoch, batch, 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.current = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.current == self.epoch and batch == self.batch:
-            raise RuntimeError("simulated crash")
-
-
 def test_backup_and_restore_resumes_to_the_same_state(tmp_path):
     def run(callbacks):
         keras.utils.set_random_seed(7)
@@ -284,7 +271,7 @@ def test_backup_and_restore_resumes_to_the_same_state(tmp_path):
     straight = run([])
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run([backup, _Interrupt(epoch=2, batch=1)])
+        run([backup, Crash(epoch=2, batch=1)])
     resumed = run([keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
     ta_s, ta_r = straight.knowledge[0], resumed.knowledge[0]
     np.testing.assert_array_equal(to_numpy(ta_r.counts), to_numpy(ta_s.counts))

@@ -7,6 +7,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from conftest import Crash
 
 import keras_okd
 from keras_okd import cli, experiments
@@ -46,19 +47,6 @@ class _Keep(keras.callbacks.Callback):
         self.distiller = self.model
 
 
-class _Crash(keras.callbacks.Callback):
-    def __init__(self, epoch, batch):
-        super().__init__()
-        self.epoch, self.batch, self.current = epoch, batch, 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.current = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.current == self.epoch and batch == self.batch:
-            raise RuntimeError("simulated crash")
-
-
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     """One uninterrupted run, trained through `keras-okd train --config FILE --run-dir DIR`."""
@@ -86,7 +74,7 @@ def test_resumed_run_equals_an_uninterrupted_one(straight):
     config = load_config(straight["config"])
     crashed = straight["root"] / "crashed"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run_experiment(config, crashed, 0, callbacks=[_Crash(epoch=1, batch=0)], verbose=0)
+        run_experiment(config, crashed, 0, callbacks=[Crash(epoch=1, batch=0)], verbose=0)
     assert not (crashed / "results.json").exists() and (crashed / "backup").is_dir()
     assert [row["epoch"] for row in read_history(crashed / "history.csv")] == [0]
 
@@ -186,7 +174,7 @@ def test_resume_restores_the_mean_teacher(tmp_path):
     straight = _Keep()
     run_experiment(config, tmp_path / "straight", 0, callbacks=[straight], verbose=0)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run_experiment(config, tmp_path / "crashed", 0, callbacks=[_Crash(epoch=1, batch=0)], verbose=0)
+        run_experiment(config, tmp_path / "crashed", 0, callbacks=[Crash(epoch=1, batch=0)], verbose=0)
     resumed = _Keep()
     results = run_experiment(config, tmp_path / "crashed", 0, callbacks=[resumed], verbose=0)
     a, b = straight.distiller, resumed.distiller
