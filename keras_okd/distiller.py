@@ -56,7 +56,9 @@ class OnlineDistiller(keras.Model):
     accumulator) need the index.
 
     Logs (fit and evaluate): `loss` (total); per peer `student_{i}_ce` (`branch_{i}_...` for branches),
-    `student_{i}_{part}` (the part's KD term before weight and schedule) and `student_{i}_accuracy`;
+    `student_{i}_{part}` (the part's KD term before weight and schedule), `student_{i}_accuracy` and
+    `student_{i}_logit_std` (batch mean of the standard deviation of the peer's logits over classes; near zero for a
+    peer collapsed to uniform output);
     `ensemble_accuracy` (mean of the peers' probabilities); each part's own losses as `{part}_{name}`; with a mean
     teacher `teacher_{i}_accuracy` and `teacher_ensemble_accuracy`.
 
@@ -201,6 +203,7 @@ class OnlineDistiller(keras.Model):
         tracked = [("", self.peer_names)] + ([("teacher_", [f"teacher_{i}" for i in range(peer_count)])]
                                              if self.teachers else [])
         self._ce_trackers = [keras.metrics.Mean(name=f"{p}_ce") for p in self.peer_names]
+        self._spread_trackers = [keras.metrics.Mean(name=f"{p}_logit_std") for p in self.peer_names]
         self._accuracy_trackers = [
             [keras.metrics.Mean(name=f"{p}_accuracy") for p in peers] for _, peers in tracked
         ]
@@ -363,8 +366,10 @@ class OnlineDistiller(keras.Model):
             if self.teachers:  # the optimizer step about to run (skipped when not finite) is owed to the teacher
                 self._teacher_pending.assign(ops.cast(finite, "float32"))
 
+        spread = ops.mean(ops.std(peer_logits, axis=-1), axis=0)  # (M,): how far a peer is from uniform output
         for i in range(self.num_peers):
             self._ce_trackers[i].update_state(ce[i])
+            self._spread_trackers[i].update_state(spread[i])
         logits_sets = [peer_logits] + ([context["teacher_logits"]] if self.teachers else [])
         for logits, trackers, ensemble in zip(logits_sets, self._accuracy_trackers, self._ensemble_trackers):
             correct = ops.cast(ops.equal(ops.argmax(logits, axis=-1), ops.expand_dims(labels, 1)), "float32")
