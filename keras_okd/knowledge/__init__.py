@@ -2,7 +2,7 @@
 
 from keras_okd.knowledge.base import KnowledgePart, other_peers
 from keras_okd.knowledge.ensemble_teacher import EnsembleTeacher, min_logit
-from keras_okd.knowledge.heads import GateEnsemble, PeerEnsemble
+from keras_okd.knowledge.heads import GateEnsemble, GateHead, PeerEnsemble, PeerEnsembleHead
 from keras_okd.knowledge.mean_teacher import TeacherEnsemble, TeacherPeers
 from keras_okd.knowledge.peer_distillation import PeerDistillation
 from keras_okd.knowledge.spatial_integrator import SpatialIntegrator
@@ -11,9 +11,11 @@ from keras_okd.knowledge.temporal_accumulator import TemporalAccumulator
 __all__ = [
     "EnsembleTeacher",
     "GateEnsemble",
+    "GateHead",
     "KnowledgePart",
     "PeerDistillation",
     "PeerEnsemble",
+    "PeerEnsembleHead",
     "SpatialIntegrator",
     "TeacherEnsemble",
     "TeacherPeers",

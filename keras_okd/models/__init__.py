@@ -5,8 +5,8 @@ core Keras layers only (BatchNormalization momentum 0.9 / epsilon 1e-5, He-norma
 so a saved `.keras` file loads without keras_okd. Build by name with `get` (see
 `names()`), or call a builder directly (`resnet32(num_classes=100)`).
 
-Multi-branch students (ONE, PCL, DKEL): `multi_branch`, `extract_branch`, and the heads
-`PeerEnsembleHead` and `GateHead`.
+Multi-branch students (ONE, PCL, DKEL): `multi_branch`, `extract_branch` (the heads that distillation puts on
+them live in `keras_okd.knowledge`).
 
 Example:
 
@@ -31,7 +31,6 @@ from keras_okd.models.cifar_resnet import (
     resnet110_bottleneck,
 )
 from keras_okd.models.densenet import densenet_bc, densenet_bc_40_12
-from keras_okd.models.heads import GateHead, PeerEnsembleHead
 from keras_okd.models.imagenet_resnet import (
     imagenet_resnet,
     resnet18,
@@ -44,14 +43,12 @@ from keras_okd.models.mobilenet_v2 import (
     mobilenet_v2_imagenet,
     mobilenet_v2_x0_5,
 )
-from keras_okd.models.registry import get, names
+from keras_okd.models.registry import get, names, register
 from keras_okd.models.simple_cnn import simple_cnn
 from keras_okd.models.vgg import vgg, vgg13, vgg16
 from keras_okd.models.wide_resnet import wide_resnet, wrn_16_2, wrn_16_4, wrn_28_2, wrn_40_2
 
 __all__ = [
-    "GateHead",
-    "PeerEnsembleHead",
     "bottleneck_resnet_2x2x2_w512",
     "branch_name",
     "cifar_resnet",
@@ -65,6 +62,7 @@ __all__ = [
     "mobilenet_v2_x0_5",
     "multi_branch",
     "names",
+    "register",
     "num_branches_of",
     "resnet110",
     "resnet110_bottleneck",
