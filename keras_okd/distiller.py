@@ -14,21 +14,19 @@ accepted, and the checks that refuse bad data before any state changes) and `ker
 changes nothing; a failed call leaves the model usable).
 """
 
-import logging
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_okd import backend, safety
 from keras_okd import callbacks as okd_callbacks
-from keras_okd.inputs import DataCheck, clear_input_errors, first_batches, labels_of, missing_index_message, split_inputs
-from keras_okd.knowledge.base import KnowledgePart
-from keras_okd.losses import ensemble_probabilities, pairwise_kd, peer_cross_entropy
+from keras_okd.inputs import (DataCheck, clear_input_errors, first_batches, is_dataset, labels_of,
+                              missing_index_message, split_inputs)
+from keras_okd.knowledge.base import check_parts
+from keras_okd.logs import PeerLogs
+from keras_okd.losses import ensemble_probabilities, peer_cross_entropy
 from keras_okd.peers import Peers
-from keras_okd.teacher import MeanTeacher, TeacherClassifier
-
-_logger = logging.getLogger("keras_okd")
+from keras_okd.teacher import MeanTeacher
 
 
 @keras.saving.register_keras_serializable(package="keras_okd")
@@ -47,11 +45,8 @@ class OnlineDistiller(keras.Model):
     Parts that keep per-sample state (the temporal accumulator) need the index; numpy arrays given to `fit` use their
     positions.
 
-    Logs (fit and evaluate): `loss` (total); per peer `student_{i}_ce` (`branch_{i}_...` for branches),
-    `student_{i}_{part}` (the part's term before weight and schedule), `student_{i}_accuracy` and
-    `student_{i}_logit_std` (batch mean of the standard deviation of the peer's logits over classes; near zero for a
-    peer collapsed to uniform output); `ensemble_accuracy` (mean of the peers' probabilities); each part's own losses
-    as `{part}_{name}`; with a mean teacher `teacher_{i}_accuracy` and `teacher_ensemble_accuracy`.
+    Logs (fit and evaluate, `keras_okd.logs`): `loss`; per peer `student_{i}_ce` (`branch_{i}_...` for branches),
+    `_accuracy`, `_logit_std` and one term per knowledge part; `ensemble_accuracy`; the teacher's accuracies.
 
     Args:
         students: a list of 2 or more `keras.Model`s mapping the same inputs to logits over the same classes (a
@@ -105,7 +100,7 @@ class OnlineDistiller(keras.Model):
         kwargs["dtype"] = "float32"
         super().__init__(name=name, **kwargs)
         peers = Peers(students, views)
-        knowledge = _checked_knowledge(knowledge)
+        knowledge = check_parts(knowledge)
         schedules = okd_callbacks.deserialize_schedules(schedules)
         unknown = sorted(set(schedules) - {part.name for part in knowledge})
         if unknown:
@@ -148,7 +143,7 @@ class OnlineDistiller(keras.Model):
         self.num_train_samples = min(samples) if samples else None
         self._data = DataCheck(self.num_train_samples, self.num_classes,
                                [part.name for part in knowledge if part.needs_index])
-        self._make_trackers()
+        self.logs = PeerLogs(self.peer_names, knowledge, self.teacher is not None, name="logs")
         if all(n.built for n in self.students):
             self.built = True
 
@@ -156,17 +151,6 @@ class OnlineDistiller(keras.Model):
     def teachers(self):
         """The mean teacher's networks (one per student, or the one multi-branch copy); empty without a teacher."""
         return self.teacher.networks if self.teacher is not None else []
-
-    def _make_trackers(self):
-        mean = keras.metrics.Mean
-        groups = [self.peer_names] + ([[f"teacher_{i}" for i in range(self.num_peers)]] if self.teacher else [])
-        self._ce_trackers = [mean(name=f"{p}_ce") for p in self.peer_names]
-        self._spread_trackers = [mean(name=f"{p}_logit_std") for p in self.peer_names]
-        self._accuracy_trackers = [[mean(name=f"{p}_accuracy") for p in group] for group in groups]
-        self._ensemble_trackers = [mean(name=f"{'teacher_' if g else ''}ensemble_accuracy") for g in range(len(groups))]
-        self._part_trackers = [[mean(name=f"{p}_{part.name}") for p in self.peer_names] for part in self.knowledge]
-        self._part_loss_trackers = [{n: mean(name=f"{part.name}_{n}") for n in part.loss_names}
-                                    for part in self.knowledge]
 
     def _track_variables(self):
         # Called by Keras's torch backend only: register every peer's variables with torch, even when peers of the
@@ -221,15 +205,12 @@ class OnlineDistiller(keras.Model):
         ce = peer_cross_entropy(labels, peer_logits, sample_weight)
         total = total + self.ce_weight * ops.sum(ce)
         pending = []
-        for part, trackers, loss_trackers in zip(self.knowledge, self._part_trackers, self._part_loss_trackers):
+        for k, part in enumerate(self.knowledge):
             knowledge = part.targets(peer_logits, context)
-            per_peer = part.peer_terms(knowledge, peer_logits, sample_weight)
-            total = total + part.weight * ops.cast(part.schedule, "float32") * ops.sum(per_peer)
-            for i, tracker in enumerate(trackers):
-                tracker.update_state(per_peer[i])
-            for loss_name, value in knowledge.get("losses", {}).items():
-                total = total + value
-                loss_trackers[loss_name].update_state(value)
+            terms = part.peer_terms(knowledge, peer_logits, sample_weight)
+            total = total + part.weight * ops.cast(part.schedule, "float32") * ops.sum(terms)
+            total = total + sum(knowledge.get("losses", {}).values(), ops.zeros((), "float32"))
+            self.logs.update_part(k, terms, knowledge.get("losses", {}))
             if "state" in knowledge:
                 pending.append((part, knowledge["state"]))
 
@@ -241,21 +222,8 @@ class OnlineDistiller(keras.Model):
                 self.teacher.owe(finite)
             if "state_before" in y_pred:
                 safety.restore_unless(finite, safety.moving_state(self.students), y_pred["state_before"])
-        self._track(ce, peer_logits, labels, context.get("teacher_logits"), sample_weight)
+        self.logs.update_peers(ce, peer_logits, labels, context.get("teacher_logits"), sample_weight)
         return backend.scale_loss_for_replicas(total)
-
-    def _track(self, ce, peer_logits, labels, teacher_logits, sample_weight):
-        spread = ops.mean(ops.std(peer_logits, axis=-1), axis=0)  # (M,): how far a peer is from uniform output
-        for i in range(self.num_peers):
-            self._ce_trackers[i].update_state(ce[i])
-            self._spread_trackers[i].update_state(spread[i])
-        logits_sets = [peer_logits] + ([teacher_logits] if self.teacher else [])
-        for logits, trackers, ensemble in zip(logits_sets, self._accuracy_trackers, self._ensemble_trackers):
-            correct = ops.cast(ops.equal(ops.argmax(logits, axis=-1), ops.expand_dims(labels, 1)), "float32")
-            for i in range(self.num_peers):
-                trackers[i].update_state(correct[:, i], sample_weight=sample_weight)
-            hit = ops.equal(ops.argmax(ensemble_probabilities(logits), axis=-1), labels)
-            ensemble.update_state(ops.cast(hit, "float32"), sample_weight=sample_weight)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         # Metrics passed to compile() see the ensemble's probabilities; our own trackers were updated in compute_loss.
@@ -284,14 +252,8 @@ class OnlineDistiller(keras.Model):
         `keras_okd.teacher.MeanTeacher.initialize`. `fit` calls it once, on the first `teacher_init_steps` training
         batches; the state variable `teacher.initialized` keeps it from running again after a resume."""
         with backend.strategy_scope_of(self):  # the teacher's variables live under the distiller's strategy
-            if self.multi_branch:
-                network = self.teachers[0]
-                classifier = TeacherClassifier(network.inputs, list(network.output["logits"]), name="teacher_init")
-            else:
-                inputs = keras.Input(shape=tuple(self.teachers[0].inputs[0].shape[1:]))
-                classifier = TeacherClassifier(inputs, [t(inputs) for t in self.teachers], name="teacher_init")
             self.teacher.initialize(self.students, batches, learning_rate or self.teacher_init_learning_rate,
-                                    classifier)
+                                    multi_branch=self.multi_branch)
 
     # ------------------------------------------------------------------ compile / fit / evaluate / predict
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, coupled_weight_decay=0.0, **kwargs):
@@ -316,16 +278,8 @@ class OnlineDistiller(keras.Model):
             )
         if not float(coupled_weight_decay) >= 0:
             raise ValueError(f"coupled_weight_decay must be >= 0, got {coupled_weight_decay}.")
-        optimizer = keras.optimizers.get(optimizer)
-        _check_learning_rate(optimizer)
+        optimizer = safety.skipping_nonfinite(keras.optimizers.get(optimizer))
         self.coupled_weight_decay = float(coupled_weight_decay)
-        if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            if keras.config.dtype_policy().name == "mixed_float16":
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-            else:
-                optimizer = keras.optimizers.LossScaleOptimizer(
-                    optimizer, initial_scale=1.0, dynamic_growth_steps=2**30
-                )
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
 
     def get_compile_config(self):
@@ -357,7 +311,8 @@ class OnlineDistiller(keras.Model):
             monitor_collapse: add the default `PeerCollapse` monitor (False: none).
             (the others as `keras.Model.fit`)
         """
-        self._check_state_size(kwargs.get("verbose", "auto"))
+        if any(part.needs_index for part in self.knowledge):
+            safety.check_state_size(self, kwargs.get("verbose", "auto"))
         callbacks = list(callbacks or [])
         if self.schedules and not any(isinstance(c, okd_callbacks.KnowledgeSchedule) for c in callbacks):
             callbacks.append(okd_callbacks.KnowledgeSchedule(self.schedules))
@@ -366,6 +321,8 @@ class OnlineDistiller(keras.Model):
             callbacks.append(monitor())
         raise_on_nonfinite = not any(isinstance(c, keras.callbacks.TerminateOnNaN) for c in callbacks)
         callbacks.append(safety.Guard(raise_on_nonfinite))
+        if is_dataset(x):
+            kwargs.setdefault("shuffle", False)  # a dataset shuffles itself; Keras would warn that it ignores True
         with backend.process_inputs(x, validation_data) as (x, validation_data), clear_input_errors():
             x = self._data.training(x, y)
             validation_data = self._data.validation(validation_data)
@@ -377,22 +334,7 @@ class OnlineDistiller(keras.Model):
 
     def state_bytes(self):
         """Bytes held by the per-sample state of the knowledge parts (the temporal accumulator's bank and counts)."""
-        return sum(
-            int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize
-            for part in self.knowledge if part.needs_index for v in part.non_trainable_weights if len(v.shape)
-        )
-
-    def _check_state_size(self, verbose):
-        """Before training: log the per-sample state's size once, and refuse state the device cannot hold."""
-        if not any(part.needs_index for part in self.knowledge):
-            return
-        nbytes = self.state_bytes()
-        message = f"keras_okd: per-sample knowledge state (bank and visit counts) holds {nbytes:,} bytes."
-        _logger.info(message)
-        if verbose != 0 and not getattr(self, "_state_size_logged", False):
-            print(message)
-            self._state_size_logged = True
-        backend.check_state_fits(nbytes, f"The per-sample knowledge state of {self.name!r}")
+        return sum(part.state_bytes() for part in self.knowledge)
 
     def evaluate(self, x=None, y=None, **kwargs):
         """`keras.Model.evaluate` with the same input checks as `fit`; never changes bank, counts or schedules."""
@@ -476,28 +418,3 @@ class OnlineDistiller(keras.Model):
         if config.get("views") is not None:
             config["views"] = keras.saving.deserialize_keras_object(config["views"])
         return cls(**config)
-
-
-def _checked_knowledge(knowledge):
-    knowledge = list(knowledge or ())
-    for part in knowledge:
-        if not isinstance(part, KnowledgePart):
-            raise TypeError(f"knowledge parts must be KnowledgePart instances, got {type(part).__name__}.")
-    names = [part.name for part in knowledge]
-    if len(set(names)) != len(names):
-        raise ValueError(f"Knowledge part names must be distinct (they name the logs); got {names}.")
-    return knowledge
-
-
-def _check_learning_rate(optimizer):
-    """Refuse a negative constant learning rate (zero freezes the weights, which tests and probes use; a schedule is
-    the user's to check)."""
-    rate = getattr(optimizer, "_learning_rate", None)
-    if isinstance(rate, (int, float)) or (hasattr(rate, "shape") and not callable(rate)):
-        try:
-            value = float(ops.convert_to_numpy(rate))
-        except (TypeError, ValueError):
-            return
-        if not value >= 0:
-            raise ValueError(f"The optimizer's learning_rate must be >= 0, got {value}: a negative rate climbs the "
-                             "loss instead of descending it.")

@@ -43,7 +43,8 @@ def labels_of(y):
     return ops.reshape(ops.cast(y, "int32"), (-1,))
 
 
-def _is_dataset(x):
+def is_dataset(x):
+    """Whether `x` is a `tf.data.Dataset` (without importing TensorFlow)."""
     import sys
 
     tf = sys.modules.get("tensorflow")  # a tf.data dataset implies TensorFlow is imported; never import it here
@@ -64,7 +65,7 @@ class DataCheck:
 
     def training(self, x, y):
         """The training data as the step must see it: checked, with positions as indices for numpy arrays."""
-        if _is_dataset(x):
+        if is_dataset(x):
             from keras_okd.data import checks
 
             self._check_spec(x, training=True)
@@ -90,7 +91,7 @@ class DataCheck:
 
     def evaluation(self, x, y):
         """Validation or test data: checked like training data, without the need for indices."""
-        if _is_dataset(x):
+        if is_dataset(x):
             from keras_okd.data import checks
 
             self._check_spec(x, training=False)
@@ -100,7 +101,7 @@ class DataCheck:
         return x
 
     def validation(self, validation_data):
-        if validation_data is None or _is_dataset(validation_data):
+        if validation_data is None or is_dataset(validation_data):
             return None if validation_data is None else self.evaluation(validation_data, None)
         if isinstance(validation_data, (tuple, list)) and len(validation_data) >= 2:
             self.arrays(validation_data[0], validation_data[1])
@@ -162,7 +163,7 @@ class DataCheck:
 
 def first_batches(x, y, batch_size, steps):
     """The first `steps` training batches as `(inputs, labels)` numpy pairs (for the teacher's initialisation)."""
-    if _is_dataset(x):
+    if is_dataset(x):
         from keras_okd.data import checks
 
         return [(split_inputs(inputs)[0], labels) for inputs, labels in checks.first_batches(x, steps)]

@@ -15,12 +15,45 @@ them before the step.
 the variables attached (see `keras_okd.backend.keep_state_for_errors`).
 """
 
+import logging
 import math
 
 import keras
 from keras import ops
 
 from keras_okd import backend
+
+
+def skipping_nonfinite(optimizer):
+    """`optimizer` inside Keras's `LossScaleOptimizer`, so that a step with non-finite gradients changes no weights:
+    at a fixed scale of 1 (a no-op otherwise), or with dynamic scaling under `mixed_float16`.
+
+    Raises:
+        ValueError: a negative constant learning rate (zero freezes the weights, which probes use).
+    """
+    rate = getattr(optimizer, "_learning_rate", None)
+    if isinstance(rate, (int, float)) or (hasattr(rate, "shape") and not callable(rate)):
+        value = float(ops.convert_to_numpy(rate))
+        if not value >= 0:
+            raise ValueError(f"The optimizer's learning_rate must be >= 0, got {value}: a negative rate climbs the "
+                             "loss instead of descending it.")
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer
+    if keras.config.dtype_policy().name == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=1.0, dynamic_growth_steps=2**30)
+
+
+def check_state_size(distiller, verbose):
+    """Before training: log the size of the per-sample knowledge state once, and refuse state the device cannot
+    hold (`MemoryError` naming the size and the options)."""
+    nbytes = distiller.state_bytes()
+    message = f"keras_okd: per-sample knowledge state (bank and visit counts) holds {nbytes:,} bytes."
+    logging.getLogger("keras_okd").info(message)
+    if verbose != 0 and not getattr(distiller, "_state_size_logged", False):
+        print(message)
+        distiller._state_size_logged = True
+    backend.check_state_fits(nbytes, f"The per-sample knowledge state of {distiller.name!r}")
 
 
 def moving_state(networks):

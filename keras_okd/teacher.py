@@ -94,27 +94,28 @@ class MeanTeacher(keras.layers.Layer):
     def is_initialized(self):
         return bool(int(ops.convert_to_numpy(self.initialized)))
 
-    def initialize(self, students, batches, learning_rate, classifier):
+    def initialize(self, students, batches, learning_rate, multi_branch=False):
         """DKEL's decoupled initialisation: copy `students` into the teacher, then train the teacher alone with the
-        cross-entropy of its peers, averaged over peers, on `batches` (a list of `(inputs, labels)`) with plain SGD.
+        sum of its peers' cross-entropies on `batches` (a list of `(inputs, labels)`) with plain SGD.
 
-        The peers' cross-entropies are averaged, as DKEL's public code does (the paper says only "trained with CE for
-        one iteration at lr 0.01"): the teacher's shared trunk then takes a step of the size a single network would,
-        whatever the number of branches.
+        The sum (Keras's sum of a multi-output model's losses) gives each teacher peer's own weights exactly the step
+        `-lr * grad CE_p` at the paper's lr 0.01 ("optimize all peers of t with cross entropy loss", Algorithm 1).
+        DKEL's public code averages them; for plain SGD a mean at lr `a` is a sum at lr `a / m` (see
+        `keras_okd.methods.dkel`).
 
         Args:
             students: the student network(s).
             batches: the training batches to use.
             learning_rate: SGD learning rate (paper: 0.01).
-            classifier: a functional model over the teacher's networks, inputs -> list of M logits.
+            multi_branch: whether the networks are one multi-branch student.
         """
+        classifier = self._classifier(multi_branch)
         for s, t in self.pairs(students):
             t.assign(ops.copy(s))  # a copy: under JAX the teacher's buffers are donated when it trains below
         m = len(classifier.outputs)
         classifier.compile(
             optimizer=keras.optimizers.SGD(learning_rate),
             loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * m,
-            loss_weights=[1.0 / m] * m,
         )
         for network in self.networks:
             network.trainable = True
@@ -126,6 +127,15 @@ class MeanTeacher(keras.layers.Layer):
             for network in self.networks:
                 network.trainable = False
         self.initialized.assign(1)
+
+
+    def _classifier(self, multi_branch):
+        """A functional view of the teacher's networks: inputs -> list of M logits (shares their layers)."""
+        if multi_branch:
+            network = self.networks[0]
+            return TeacherClassifier(network.inputs, list(network.output["logits"]), name="teacher_init")
+        inputs = keras.Input(shape=tuple(self.networks[0].inputs[0].shape[1:]))
+        return TeacherClassifier(inputs, [t(inputs) for t in self.networks], name="teacher_init")
 
 
 class TeacherClassifier(keras.Model):

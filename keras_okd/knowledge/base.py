@@ -20,6 +20,7 @@ writes, which the distiller commits only after the step's loss is known to be fi
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_okd.losses import pairwise_kd
@@ -141,6 +142,14 @@ class KnowledgePart(keras.layers.Layer):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement targets().")
 
+    def state_bytes(self):
+        """Bytes of the part's per-sample state (non-trainable variables that are not scalars), 0 for parts with
+        `needs_index` False."""
+        if not self.needs_index:
+            return 0
+        return sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize
+                   for v in self.non_trainable_weights if len(v.shape))
+
     def layers_for_peer(self, index):
         """The names of the layers this part reads from peer `index` (`{peer}` replaced by the index)."""
         spec = self.feature_layers
@@ -167,6 +176,18 @@ class KnowledgePart(keras.layers.Layer):
         if self.feature_layers:
             config["layers"] = [list(n) if not isinstance(n, str) else n for n in self.feature_layers]
         return config
+
+
+def check_parts(parts):
+    """`parts` as a list, refusing anything but `KnowledgePart`s and repeated names (names name the logs)."""
+    parts = list(parts or ())
+    for part in parts:
+        if not isinstance(part, KnowledgePart):
+            raise TypeError(f"knowledge parts must be KnowledgePart instances, got {type(part).__name__}.")
+    names = [part.name for part in parts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Knowledge part names must be distinct (they name the logs); got {names}.")
+    return parts
 
 
 def _layer_spec(layers, owner):
