@@ -14,9 +14,9 @@ parameters) and its pooled features before the classifier `pool`. A feature-dist
 | DenseNet-BC | the output of dense block k (before its transition) | 3 |
 | simple_cnn | conv block k's ReLU, before its max-pool | 2 |
 
-In a `multi_branch` student the trunk's stages keep their names and each branch's layers carry the branch prefix
-(`b0_stage_3`, `b1_stage_3`, ..., `b0_pool`, ...); `feature_layers` writes them with `{peer}` in place of the
-branch index (`b{peer}_stage_3`), the form a part's `layers=` takes for a multi-branch student.
+In a `multi_branch` student the layers live in the nested sub-models `trunk` and `branch_0`, `branch_1`, ..., whose
+layers carry the branch prefix (`b0_stage_3`, `b0_pool`, ...); a part names them by path, `"trunk/stage_1"` and, with
+`{peer}` in place of the branch index, `"branch_{peer}/b{peer}_stage_3"`: `feature_layers` lists them in that form.
 """
 
 import re
@@ -24,13 +24,15 @@ import re
 import keras
 
 _FEATURE_NAME = re.compile(r"^(?:b(?P<branch>\d+)_)?(?P<name>stage_\d+|pool)$")
+_BRANCH_MODEL = re.compile(r"^branch_(?P<branch>\d+)$")
 
 
-def _walk(model):
+def _walk(model, path=()):
+    """`(path of sub-model names, layer)` for every layer, nested functional sub-models included."""
     for layer in model.layers:
-        yield layer
+        yield path, layer
         if isinstance(layer, keras.Model):
-            yield from _walk(layer)
+            yield from _walk(layer, path + (layer.name,))
 
 
 def feature_layers(model):
@@ -41,8 +43,9 @@ def feature_layers(model):
             sub-models are searched too.
 
     Returns:
-        A dict `{layer name: output shape}` (batch dimension None). For a multi-branch student the branch layers
-        appear once, as `b{peer}_...` with the shapes of branch 0. Empty for a model without such names.
+        A dict `{name: output shape}` (batch dimension None), the names as a part's `layers=` takes them: plain for a
+        single network, paths into the sub-models for a multi-branch student, whose branch layers appear once, with
+        `{peer}` for the branch index and the shapes of branch 0. Empty for a model without such names.
 
     Example:
 
@@ -50,18 +53,19 @@ def feature_layers(model):
     >>> feature_layers(models.get("resnet32", num_classes=100))
     {'stage_1': (None, 32, 32, 16), 'stage_2': (None, 16, 16, 32), 'stage_3': (None, 8, 8, 64), 'pool': (None, 64)}
     >>> list(feature_layers(models.multi_branch("resnet32", num_branches=3)))
-    ['stage_1', 'stage_2', 'b{peer}_stage_3', 'b{peer}_pool']
+    ['trunk/stage_1', 'trunk/stage_2', 'branch_{peer}/b{peer}_stage_3', 'branch_{peer}/b{peer}_pool']
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"feature_layers needs a keras.Model, got {type(model).__name__}.")
     found = {}
-    for layer in _walk(model):
+    for path, layer in _walk(model):
         match = _FEATURE_NAME.match(layer.name)
         if match is None:
             continue
-        branch = match.group("branch")
-        if branch is not None and branch != "0":
-            continue
-        name = match.group("name") if branch is None else f"b{{peer}}_{match.group('name')}"
-        found.setdefault(name, tuple(layer.output.shape))
+        branches = [match.group("branch")] + [m.group("branch") for m in map(_BRANCH_MODEL.match, path) if m]
+        if any(b is not None and b != "0" for b in branches):
+            continue  # branch 0 stands for every branch
+        leaf = layer.name if match.group("branch") is None else f"b{{peer}}_{match.group('name')}"
+        parents = ["branch_{peer}" if _BRANCH_MODEL.match(p) else p for p in path]
+        found.setdefault("/".join(parents + [leaf]), tuple(layer.output.shape))
     return found

@@ -54,11 +54,14 @@ def test_multi_branch_names_each_branch_apart(name):
         single = models.feature_layers(models.get(name, num_classes=10))
         student = models.multi_branch(name, num_branches=2, num_classes=10)
         found = models.feature_layers(student)
-    trunk = [n for n in found if not n.startswith("b{peer}_")]
-    branch = [n[len("b{peer}_"):] for n in found if n.startswith("b{peer}_")]
+    trunk = [n[len("trunk/"):] for n in found if n.startswith("trunk/")]
+    branch = [n[len("branch_{peer}/b{peer}_"):] for n in found if n.startswith("branch_{peer}/b{peer}_")]
+    assert len(trunk) + len(branch) == len(found)
     assert trunk + branch == list(single)  # same layers, same order, split between trunk and branches
     assert branch[-1] == "pool" and len(branch) >= 2
     assert [found[n] for n in found] == list(single.values())
+    for n in trunk:
+        assert student.get_layer("trunk").get_layer(n).output.shape == single[n]
     for i in range(2):
         sub = student.get_layer(models.branch_name(i))
         for n in branch:

@@ -120,7 +120,7 @@ class FeatureDistillation(KnowledgePart):
         layers: the layer names read, matched by position across peers: one name, a sequence of names used for
             every peer (`("stage_1", "stage_2", "stage_3")` for zoo models), or one sequence per peer (models with
             different layer names). A name may contain `{peer}`, replaced by the peer index (a multi-branch
-            student's `"b{peer}_stage_3"`).
+            student's `"branch_{peer}/b{peer}_stage_3"`; a path `"sub_model/layer"` reads a nested model).
         weight: the method's loss weight (its paper's beta / lambda).
         reduction: `"mean"` (average over the other peers, DML's default) or `"sum"`.
         name: the part's name (logs `student_{i}_{name}`).
