@@ -67,7 +67,7 @@ def test_layers_can_differ_per_peer_and_reach_into_nested_models():
 def test_unknown_layers_and_subclassed_students_are_refused_clearly():
     with pytest.raises(ValueError, match="has no layer named 'nope'"):
         keras_okd.OnlineDistiller([tiny_student(name="a"), tiny_student(name="b")], [MeanSquare(layers=("nope",))])
-    with pytest.raises(ValueError, match="one list of names per peer, but there are 2"):
+    with pytest.raises(ValueError, match="3 per-peer sequences for 2 peers"):
         keras_okd.OnlineDistiller([tiny_student(name="a"), tiny_student(name="b")],
                                   [MeanSquare(layers=[("x",), ("y",), ("z",)])])
 

@@ -99,8 +99,8 @@ class KnowledgePart(keras.layers.Layer):
         spec = self.feature_layers
         if spec and not isinstance(spec, tuple) and len(spec) != num_peers:
             raise ValueError(
-                f"Knowledge part {self.name!r}: layers gives {len(spec)} lists of names, one per peer, but there are "
-                f"{num_peers} peers."
+                f"Knowledge part {self.name!r}: layers gives {len(spec)} per-peer sequences for {num_peers} peers; "
+                "give one sequence per peer, or one sequence for all."
             )
         if self.needs_features and "features" not in feature_shapes:
             raise ValueError(
@@ -191,21 +191,27 @@ def check_parts(parts):
 
 
 def _layer_spec(layers, owner):
-    """`layers` as a tuple of names, or a list of tuples (one per peer); None stays None."""
+    """`layers` as a tuple of names (every peer) or a list of per-peer tuples; None stays None. Errors name the part
+    and the fix."""
     if layers is None:
         return None
     if isinstance(layers, str):
-        layers = (layers,)
-    layers = list(layers)
+        return (layers,)
+    try:
+        layers = list(layers)
+    except TypeError:
+        raise ValueError(f"{owner}: layers must be a layer name, a sequence of names, or one sequence of names per "
+                         f"peer; got {layers!r}.") from None
     if not layers:
-        return None
-    if all(isinstance(n, str) for n in layers):
+        raise ValueError(f"{owner}: layers is empty; name at least one layer (e.g. layers=('stage_3',)).")
+    if all(isinstance(name, str) for name in layers):
         return tuple(layers)
-    if all(isinstance(n, (list, tuple)) and all(isinstance(m, str) for m in n) for n in layers):
-        return [tuple(n) for n in layers]
-    raise ValueError(
-        f"{owner}: layers must be layer names (the same for every peer) or one list of names per peer, got {layers!r}."
-    )
+    if any(isinstance(item, str) for item in layers):
+        raise ValueError(
+            f"{owner}: layers mixes names and per-peer sequences ({layers!r}); give either names for every peer "
+            "(('stage_2', 'stage_3')) or one sequence per peer ([('stage_3',), ('block_5',)])."
+        )
+    return [_layer_spec(item, owner) for item in layers]
 
 
 def other_peers(num_peers, reduction="mean"):

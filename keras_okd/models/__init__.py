@@ -5,6 +5,9 @@ core Keras layers only (BatchNormalization momentum 0.9 / epsilon 1e-5, He-norma
 so a saved `.keras` file loads without keras_okd. Build by name with `get` (see
 `names()`), or call a builder directly (`resnet32(num_classes=100)`).
 
+Feature layers: every network names its stage outputs `stage_1`, `stage_2`, ... and its pooled features `pool`, so
+feature-distillation parts read them by name; `feature_layers(model)` lists them with their shapes.
+
 Multi-branch students (ONE, PCL, DKEL): `multi_branch`, `extract_branch` (the heads that distillation puts on
 them live in `keras_okd.knowledge`).
 
@@ -31,6 +34,7 @@ from keras_okd.models.cifar_resnet import (
     resnet110_bottleneck,
 )
 from keras_okd.models.densenet import densenet_bc, densenet_bc_40_12
+from keras_okd.models.features import feature_layers
 from keras_okd.models.imagenet_resnet import (
     imagenet_resnet,
     resnet18,
@@ -55,6 +59,7 @@ __all__ = [
     "densenet_bc",
     "densenet_bc_40_12",
     "extract_branch",
+    "feature_layers",
     "get",
     "imagenet_resnet",
     "mobilenet_v2",

@@ -76,6 +76,16 @@ def depthwise_conv2d(kernel_size, strides=1, name=None):
     )
 
 
+def stage_output(x, index, prefix=""):
+    """Name the output of stage `index` (1-based): an `Identity` layer called `{prefix}stage_{index}`.
+
+    The zoo's feature layers (read by the feature-distillation parts through `layers=`) are `stage_1`, `stage_2`, ...
+    and `pool`, the pooled features before the classifier. An `Identity` layer adds a name, not computation or
+    parameters.
+    """
+    return layers.Identity(name=f"{prefix}stage_{index}")(x)
+
+
 def batch_norm(name=None, synchronized_bn=False):
     """A `BatchNormalization` with PyTorch's momentum/epsilon."""
     return layers.BatchNormalization(

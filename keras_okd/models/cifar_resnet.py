@@ -18,7 +18,7 @@ stage 3 + global average pooling + linear classifier.
 
 from keras import layers
 
-from keras_okd.models._common import ModelParts, basic_block, batch_norm, conv2d
+from keras_okd.models._common import ModelParts, basic_block, batch_norm, conv2d, stage_output
 
 CIFAR_INPUT_SHAPE = (32, 32, 3)
 
@@ -67,7 +67,7 @@ def cifar_resnet_parts(
                 x = basic_block(x, planes, strides, block_name, sync)
             else:
                 x = _bottleneck_block(x, planes, strides, base_width, block_name, sync)
-        return x
+        return stage_output(x, index + 1, prefix)
 
     def trunk(x, prefix):
         x = conv2d(16, 3, name=f"{prefix}stem_conv")(x)

@@ -14,7 +14,7 @@ import math
 
 from keras import layers
 
-from keras_okd.models._common import ModelParts, batch_norm, conv2d
+from keras_okd.models._common import ModelParts, batch_norm, conv2d, stage_output
 
 CIFAR_INPUT_SHAPE = (32, 32, 3)
 
@@ -48,7 +48,7 @@ def densenet_bc_parts(
     def dense_block(x, index, prefix):
         for j in range(n):
             x = _dense_layer(x, growth_rate, 4, f"{prefix}block{index + 1}_layer{j + 1}", sync)
-        return x
+        return stage_output(x, index + 1, prefix)
 
     def transition(x, index, prefix):
         tname = f"{prefix}transition{index + 1}"

@@ -20,7 +20,7 @@ pooling + linear classifier.
 
 from keras import layers
 
-from keras_okd.models._common import ModelParts, basic_block, batch_norm, conv2d
+from keras_okd.models._common import ModelParts, basic_block, batch_norm, conv2d, stage_output
 
 IMAGENET_INPUT_SHAPE = (224, 224, 3)
 TINY_INPUT_SHAPE = (64, 64, 3)
@@ -47,7 +47,7 @@ def imagenet_resnet_parts(
         for b in range(blocks[index]):
             strides = 2 if (index > 0 and b == 0) else 1
             x = basic_block(x, filters, strides, f"{prefix}stage{index + 1}_block{b + 1}", sync)
-        return x
+        return stage_output(x, index + 1, prefix)
 
     def trunk(x, prefix):
         if stem == "imagenet":

@@ -24,7 +24,7 @@ each branch = the 160- and 320-channel groups + last 1x1 conv + global average p
 
 from keras import layers
 
-from keras_okd.models._common import ModelParts, batch_norm, conv2d, depthwise_conv2d
+from keras_okd.models._common import ModelParts, batch_norm, conv2d, depthwise_conv2d, stage_output
 
 IMAGENET_INPUT_SHAPE = (224, 224, 3)
 CIFAR_INPUT_SHAPE = (32, 32, 3)
@@ -35,6 +35,8 @@ IMAGENET_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
 CIFAR_SETTING = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2),
                  (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 _TRUNK_GROUPS = 5  # groups 1-5 (up to 96 channels) are shared
+# Named stage outputs (`stage_1` ... `stage_4`): the last group at each resolution (0-based group index -> stage).
+_STAGE_ENDS = {1: 1, 2: 2, 4: 3, 6: 4}
 
 
 def _make_divisible(value, divisor=8):
@@ -96,6 +98,8 @@ def mobilenet_v2_parts(
                     x, out, stride if r == 0 else 1, expansion, always_expand,
                     f"{prefix}group{g + 1}_block{r + 1}", sync,
                 )
+            if g in _STAGE_ENDS:
+                x = stage_output(x, _STAGE_ENDS[g], prefix)
         return x
 
     def trunk(x, prefix):

@@ -11,7 +11,7 @@ above 90%).
 
 from keras import layers
 
-from keras_okd.models._common import ModelParts, batch_norm, sync_supported
+from keras_okd.models._common import ModelParts, batch_norm, stage_output, sync_supported
 
 
 def simple_cnn_parts(num_classes=10, width=32, synchronized_bn=False, name=None):
@@ -24,13 +24,13 @@ def simple_cnn_parts(num_classes=10, width=32, synchronized_bn=False, name=None)
         return layers.ReLU(name=f"{prefix}relu{i}")(x)
 
     def trunk(x, prefix):
-        x = conv_block(x, 0, width, prefix)
+        x = stage_output(conv_block(x, 0, width, prefix), 1, prefix)
         return layers.MaxPooling2D(2, name=f"{prefix}pool0")(x)
 
     def branch(x, prefix):
-        x = conv_block(x, 1, 2 * width, prefix)
+        x = stage_output(conv_block(x, 1, 2 * width, prefix), 2, prefix)
         x = layers.MaxPooling2D(2, name=f"{prefix}pool1")(x)
-        return layers.Flatten(name=f"{prefix}flatten")(x)
+        return layers.Flatten(name=f"{prefix}pool")(x)  # the features before the classifier, named as in the zoo
 
     return ModelParts(name or f"simple_cnn_{width}", trunk, branch, num_classes, 0.0, (8, 8, 1))
 

@@ -11,7 +11,7 @@ global average pooling + linear classifier (as the OKDDip code splits VGG-16).
 
 from keras import layers
 
-from keras_okd.models._common import ModelParts, batch_norm, conv2d
+from keras_okd.models._common import ModelParts, batch_norm, conv2d, stage_output
 
 CIFAR_INPUT_SHAPE = (32, 32, 3)
 
@@ -42,6 +42,7 @@ def vgg_parts(depth, num_classes=10, synchronized_bn=False, name=None):
             x = conv2d(filters, 3, name=conv_name, use_bias=True)(x)
             x = batch_norm(f"{prefix}group{index + 1}_bn{j + 1}", sync)(x)
             x = layers.ReLU(name=f"{prefix}group{index + 1}_relu{j + 1}")(x)
+        x = stage_output(x, index + 1, prefix)
         return layers.MaxPooling2D(2, name=f"{prefix}group{index + 1}_pool")(x)
 
     def trunk(x, prefix):

@@ -12,7 +12,7 @@ global average pooling + linear classifier.
 
 from keras import layers
 
-from keras_okd.models._common import ModelParts, batch_norm, conv2d
+from keras_okd.models._common import ModelParts, batch_norm, conv2d, stage_output
 
 CIFAR_INPUT_SHAPE = (32, 32, 3)
 
@@ -56,7 +56,7 @@ def wide_resnet_parts(
             x = _wide_block(
                 x, filters, strides, dropout_rate, f"{prefix}group{index + 1}_block{b + 1}", sync
             )
-        return x
+        return stage_output(x, index + 1, prefix)
 
     def trunk(x, prefix):
         x = conv2d(16, 3, name=f"{prefix}stem_conv")(x)

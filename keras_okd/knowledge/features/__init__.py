@@ -1,0 +1,40 @@
+"""Feature-level knowledge: the classic feature-KD methods of TSB Table 4, made online.
+
+Each part reads named intermediate layers of every peer (`layers=`; the zoo names its stage outputs `stage_k` and
+its pooled features `pool`), and gives each peer the classic student-teacher loss with every other peer as the
+(detached) teacher, averaged over the other peers. One file per method: its pure loss function(s) with the paper's
+equation, then the part.
+
+| part | paper | reads (zoo default) | weight default |
+|---|---|---|---|
+| `FitNet` | Romero et al., ICLR 2015 | `stage_2`, through a trainable regressor per ordered pair | 100 |
+| `AttentionTransfer` | Zagoruyko and Komodakis, ICLR 2017 | `stage_1..3` attention maps | 1000 |
+| `SimilarityPreserving` | Tung and Mori, ICCV 2019 | `stage_3` batch similarity | 3000 |
+| `RelationalKD` | Park et al., CVPR 2019 | `pool` distances (x25) and angles (x50) | 1 |
+| `ProbabilisticKT` | Passalis and Tefas, ECCV 2018 | `pool` cosine-kernel probabilities | 30000 |
+| `NeuronSelectivityTransfer` | Huang and Wang, 2017 | `stage_1..3` polynomial MMD | 50 |
+| `ContrastiveRepresentation` | Tian et al., ICLR 2020 | `pool`, embedding heads + per-sample memory | 0.8 |
+
+The layers and weights left open by the papers are those of CRD's benchmark code (RepDistiller), which implements
+all seven methods for CIFAR-100.
+"""
+
+from keras_okd.knowledge.features.at import AttentionTransfer
+from keras_okd.knowledge.features.base import FeatureDistillation
+from keras_okd.knowledge.features.crd import ContrastiveRepresentation
+from keras_okd.knowledge.features.fitnet import FitNet
+from keras_okd.knowledge.features.nst import NeuronSelectivityTransfer
+from keras_okd.knowledge.features.pkt import ProbabilisticKT
+from keras_okd.knowledge.features.rkd import RelationalKD
+from keras_okd.knowledge.features.sp import SimilarityPreserving
+
+__all__ = [
+    "AttentionTransfer",
+    "ContrastiveRepresentation",
+    "FeatureDistillation",
+    "FitNet",
+    "NeuronSelectivityTransfer",
+    "ProbabilisticKT",
+    "RelationalKD",
+    "SimilarityPreserving",
+]
