@@ -46,14 +46,17 @@ class TeacherEnsemble(KnowledgePart):
 
         t_bar^p = mean_{j != p} t_j,    L^p = tau^2 KL(softmax-target(t_bar^p) || softmax(s_p / tau))
 
-    With `average="probabilities"` (default) the ensemble is the mean of the other teacher peers' softened
-    probabilities; `average="logits"` averages their logits first, as DKEL's public code does. DKEL weighs this term by
-    omega(e) = exp(-gamma e) and the decoupled term by 1 - omega(e): see `keras_okd.callbacks.Decay`.
+    With `average="logits"` (default) the ensemble averages the other teacher peers' logits, then softens them:
+    target = softmax(mean_{j != p} t_j / tau). This is the paper's definition (Eq. 10 averages t, which Sec. 3.1
+    defines as logits; "the logits of teacher peers are assembled") and what DKEL's public code does.
+    `average="probabilities"` averages the peers' softened probabilities instead, mean_{j != p} softmax(t_j / tau).
+    DKEL weighs this term by omega(e) = exp(-gamma e) and the decoupled term by 1 - omega(e): see
+    `keras_okd.callbacks.Decay`.
 
     Args:
         weight: constant factor.
         temperature: softening temperature.
-        average: `"probabilities"` or `"logits"`.
+        average: `"logits"` (the paper's) or `"probabilities"`.
         name: part name (DKEL: `"ek"`).
 
     Example:
@@ -64,10 +67,10 @@ class TeacherEnsemble(KnowledgePart):
 
     needs_teacher = True
 
-    def __init__(self, weight=1.0, temperature=1.0, average="probabilities", name="teacher_ensemble", **kwargs):
+    def __init__(self, weight=1.0, temperature=1.0, average="logits", name="teacher_ensemble", **kwargs):
         super().__init__(weight=weight, temperature=temperature, name=name, **kwargs)
         if average not in ("probabilities", "logits"):
-            raise ValueError(f"TeacherEnsemble: average must be 'probabilities' or 'logits', got {average!r}.")
+            raise ValueError(f"TeacherEnsemble: average must be 'logits' or 'probabilities', got {average!r}.")
         self.average = average
 
     def build(self, input_shape):

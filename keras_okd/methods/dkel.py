@@ -18,7 +18,7 @@ def dkel(
     init_learning_rate=0.01,
     decoupled=True,
     decaying_ensemble=True,
-    ensemble_average="probabilities",
+    ensemble_average="logits",
     rampup_epochs=0,
     num_branches=None,
     name="dkel",
@@ -31,8 +31,11 @@ def dkel(
       student, then train the teacher alone with CE for `init_steps` batches at `init_learning_rate` (paper: 1 at
       0.01). The first EMA update keeps `1 - eta` of that initialisation (the public code's first update copies the
       student and erases it; see REFERENCE.md).
-    - L_ek, decaying ensemble: KD from the mean of the teacher's other peers, weighted omega(e) = exp(-gamma e)
-      (or the cosine / linear shapes of the paper's Fig. 7 with `total_epochs`).
+    - L_ek, decaying ensemble: KD from the ensemble of the teacher's other peers, weighted omega(e) = exp(-gamma e)
+      (or the cosine / linear shapes of the paper's Fig. 7 with `total_epochs`). The ensemble averages the teacher
+      peers' logits, then softens them (Eq. 10, with t the logits of Sec. 3.1: "the logits of teacher peers are
+      assembled"; the public code does the same); `ensemble_average="probabilities"` averages their softened
+      probabilities instead.
     Evaluation and deployment use the teacher. No ramp-up by default: Eq. 12 has none (`rampup_epochs=80` adds the
     intended ramp-up on every KD term).
 
@@ -51,7 +54,8 @@ def dkel(
         init_learning_rate: their learning rate.
         decoupled: include L_dk and the decoupled initialisation.
         decaying_ensemble: include L_ek.
-        ensemble_average: how the teacher ensemble averages peers, `"probabilities"` or `"logits"` (public code).
+        ensemble_average: how the teacher ensemble averages peers: `"logits"` (the paper's and the public code's)
+            or `"probabilities"`.
         rampup_epochs: optional ramp-up length on every KD term.
         num_branches: if given, the student must have this many branches.
         name: model name.
