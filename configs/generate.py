@@ -6,10 +6,11 @@
 
 Recipes (see /work/shared/reference/REFERENCE.md and the papers):
 
-TSB (Li, Li, Zhang and Xu, WACV 2022): CIFAR: 240 epochs, batch 64, SGD momentum 0.9, weight decay 5e-4, lr 0.05
-(0.01 for MobileNetV2 x0.5), x0.1 at epochs 150, 180, 210; tau 4, beta 0.8, lambda_ta = lambda_si = 0.5, KD losses
-zeroed for the first 20 epochs. ImageNet: batch 256, weight decay 1e-4, ResNet-18 200 epochs lr 0.1 x0.1 at 60, 120,
-180; MobileNetV2 (width 1.0) 300 epochs x0.1 at 90, 180, 270 (its initial rate is not stated: 0.1 as ResNet-18).
+TSB (Chengcheng Li, Zi Wang and Hairong Qi, WACV 2022): CIFAR: 240 epochs, batch 64, SGD momentum 0.9, weight decay
+5e-4, lr 0.05 (0.01 for MobileNetV2 x0.5), x0.1 at epochs 150, 180, 210; tau 4, beta 0.8, lambda_ta = lambda_si = 0.5,
+KD losses zeroed for the first 20 epochs. ImageNet: batch 256, weight decay 1e-4, ResNet-18 200 epochs lr 0.1 x0.1 at
+60, 120, 180; MobileNetV2 (width 1.0) 300 epochs x0.1 at 90, 180, 270 (its initial rate is not stated: 0.1 as
+ResNet-18).
 
 DKEL (built on PCL): one student with 3 peer branches, each branch its own augmented view (method param
 `views: standard`, made in the training step, so the pipeline does not augment: `dataset.augment: null`; the student
