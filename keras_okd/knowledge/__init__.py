@@ -1,6 +1,7 @@
 """Knowledge parts: each turns this step's peer outputs (and its own state) into soft targets for the peers."""
 
 from keras_okd.knowledge.base import KnowledgePart, other_peers
+from keras_okd.knowledge.consensus import PeerConsensus, leave_one_out_targets
 from keras_okd.knowledge.ensemble_teacher import EnsembleTeacher, min_logit
 from keras_okd.knowledge.heads import GateEnsemble, PeerEnsemble
 from keras_okd.knowledge.mean_teacher import TeacherEnsemble, TeacherPeers
@@ -12,12 +13,14 @@ __all__ = [
     "EnsembleTeacher",
     "GateEnsemble",
     "KnowledgePart",
+    "PeerConsensus",
     "PeerDistillation",
     "PeerEnsemble",
     "SpatialIntegrator",
     "TeacherEnsemble",
     "TeacherPeers",
     "TemporalAccumulator",
+    "leave_one_out_targets",
     "min_logit",
     "other_peers",
 ]

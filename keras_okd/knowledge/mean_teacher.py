@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_okd.knowledge.base import KnowledgePart, other_peers
+from keras_okd.knowledge.consensus import AVERAGES, leave_one_out_targets
 from keras_okd.losses import soften
 
 
@@ -69,7 +70,7 @@ class TeacherEnsemble(KnowledgePart):
 
     def __init__(self, weight=1.0, temperature=1.0, average="logits", name="teacher_ensemble", **kwargs):
         super().__init__(weight=weight, temperature=temperature, name=name, **kwargs)
-        if average not in ("probabilities", "logits"):
+        if average not in AVERAGES:
             raise ValueError(f"TeacherEnsemble: average must be 'logits' or 'probabilities', got {average!r}.")
         self.average = average
 
@@ -79,15 +80,10 @@ class TeacherEnsemble(KnowledgePart):
             raise ValueError("TeacherEnsemble needs at least 2 peers (each learns from the others).")
 
     def targets(self, peer_logits, context):
-        teacher = context["teacher_logits"]  # (B, M, C)
-        m = self.num_peers
-        if self.average == "logits":
-            others = (ops.sum(teacher, axis=1, keepdims=True) - teacher) / (m - 1)
-            targets = soften(others, self.temperature)
-        else:
-            probs = soften(teacher, self.temperature)
-            targets = (ops.sum(probs, axis=1, keepdims=True) - probs) / (m - 1)
-        return {"targets": targets, "pair_weights": ops.eye(m, dtype="float32")}
+        return {
+            "targets": leave_one_out_targets(context["teacher_logits"], self.temperature, self.average),
+            "pair_weights": ops.eye(self.num_peers, dtype="float32"),
+        }
 
     def get_config(self):
         return {**super().get_config(), "average": self.average}

@@ -3,6 +3,7 @@
 `get(name)` returns a preset function by name, `names()` lists them (used by configs and the CLI).
 """
 
+from keras_okd.methods.cl import cl
 from keras_okd.methods.dkel import dkel
 from keras_okd.methods.dml import dml
 from keras_okd.methods.independent import independent
@@ -11,7 +12,8 @@ from keras_okd.methods.one import one
 from keras_okd.methods.pcl import pcl
 from keras_okd.methods.tsb import tsb
 
-_PRESETS = {"independent": independent, "dml": dml, "tsb": tsb, "kdcl": kdcl, "one": one, "pcl": pcl, "dkel": dkel}
+_PRESETS = {"independent": independent, "dml": dml, "tsb": tsb, "kdcl": kdcl, "one": one, "pcl": pcl, "dkel": dkel,
+            "cl": cl}
 
 
 def names():
@@ -31,4 +33,4 @@ def get(name):
         raise ValueError(f"Unknown method {name!r}; known methods: {', '.join(names())}.") from None
 
 
-__all__ = ["dkel", "dml", "get", "independent", "kdcl", "names", "one", "pcl", "tsb"]
+__all__ = ["cl", "dkel", "dml", "get", "independent", "kdcl", "names", "one", "pcl", "tsb"]

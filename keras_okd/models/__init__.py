@@ -5,8 +5,9 @@ core Keras layers only (BatchNormalization momentum 0.9 / epsilon 1e-5, He-norma
 so a saved `.keras` file loads without keras_okd. Build by name with `get` (see
 `names()`), or call a builder directly (`resnet32(num_classes=100)`).
 
-Multi-branch students (ONE, PCL, DKEL): `multi_branch`, `extract_branch`, and the heads
-`PeerEnsembleHead` and `GateHead`.
+Multi-branch students (ONE, CL, OKDDip, PCL, DKEL): `multi_branch`, `extract_branch`, the heads
+`PeerEnsembleHead` and `GateHead`, and collaborative learning's backpropagation rescaling (`GradientScale`,
+`scale_trunk_gradients`).
 
 Example:
 
@@ -20,6 +21,8 @@ from keras_okd.models.branches import (
     extract_branch,
     multi_branch,
     num_branches_of,
+    scale_trunk_gradients,
+    trunk_gradient_scale,
 )
 from keras_okd.models.cifar_resnet import (
     bottleneck_resnet_2x2x2_w512,
@@ -31,6 +34,7 @@ from keras_okd.models.cifar_resnet import (
     resnet110_bottleneck,
 )
 from keras_okd.models.densenet import densenet_bc, densenet_bc_40_12
+from keras_okd.models.gradient_scale import GradientScale
 from keras_okd.models.heads import GateHead, PeerEnsembleHead
 from keras_okd.models.imagenet_resnet import (
     imagenet_resnet,
@@ -51,6 +55,7 @@ from keras_okd.models.wide_resnet import wide_resnet, wrn_16_2, wrn_16_4, wrn_28
 
 __all__ = [
     "GateHead",
+    "GradientScale",
     "PeerEnsembleHead",
     "bottleneck_resnet_2x2x2_w512",
     "branch_name",
@@ -75,7 +80,9 @@ __all__ = [
     "resnet34",
     "resnet34_tiny",
     "resnet56",
+    "scale_trunk_gradients",
     "simple_cnn",
+    "trunk_gradient_scale",
     "vgg",
     "vgg13",
     "vgg16",
