@@ -2,6 +2,7 @@
 
 from keras_okd.knowledge.base import KnowledgePart, other_peers
 from keras_okd.knowledge.consensus import PeerConsensus, leave_one_out_targets
+from keras_okd.knowledge.diverse_peers import DiversePeers, okddip_losses, okddip_targets
 from keras_okd.knowledge.ensemble_teacher import EnsembleTeacher, min_logit
 from keras_okd.knowledge.heads import GateEnsemble, PeerEnsemble
 from keras_okd.knowledge.mean_teacher import TeacherEnsemble, TeacherPeers
@@ -10,6 +11,7 @@ from keras_okd.knowledge.spatial_integrator import SpatialIntegrator
 from keras_okd.knowledge.temporal_accumulator import TemporalAccumulator
 
 __all__ = [
+    "DiversePeers",
     "EnsembleTeacher",
     "GateEnsemble",
     "KnowledgePart",
@@ -22,5 +24,7 @@ __all__ = [
     "TemporalAccumulator",
     "leave_one_out_targets",
     "min_logit",
+    "okddip_losses",
+    "okddip_targets",
     "other_peers",
 ]
