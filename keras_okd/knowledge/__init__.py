@@ -1,6 +1,8 @@
 """Knowledge parts: each turns this step's peer outputs (and its own state) into soft targets for the peers."""
 
 from keras_okd.knowledge.base import KnowledgePart, other_peers
+from keras_okd.knowledge.consensus import PeerConsensus, leave_one_out_targets
+from keras_okd.knowledge.diverse_peers import DiversePeers, okddip_losses, okddip_targets
 from keras_okd.knowledge.ensemble_teacher import EnsembleTeacher, min_logit
 from keras_okd.knowledge.features import (
     AttentionTransfer,
@@ -21,6 +23,7 @@ from keras_okd.knowledge.temporal_accumulator import TemporalAccumulator
 __all__ = [
     "AttentionTransfer",
     "ContrastiveRepresentation",
+    "DiversePeers",
     "EnsembleTeacher",
     "FeatureDistillation",
     "FitNet",
@@ -28,6 +31,7 @@ __all__ = [
     "GateHead",
     "KnowledgePart",
     "NeuronSelectivityTransfer",
+    "PeerConsensus",
     "PeerDistillation",
     "PeerEnsemble",
     "PeerEnsembleHead",
@@ -38,6 +42,9 @@ __all__ = [
     "TeacherEnsemble",
     "TeacherPeers",
     "TemporalAccumulator",
+    "leave_one_out_targets",
     "min_logit",
+    "okddip_losses",
+    "okddip_targets",
     "other_peers",
 ]

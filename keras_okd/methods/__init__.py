@@ -6,15 +6,18 @@ the CLI; see `keras_okd.registry` for a method in a file of your own).
 
 from keras_okd.registry import Registry
 
+from keras_okd.methods.collaborative_learning import cl
 from keras_okd.methods.decoupled_knowledge import dkel
-from keras_okd.methods.mutual_learning import dml
+from keras_okd.methods.diverse_peers import okddip
 from keras_okd.methods.independent_training import independent
 from keras_okd.methods.kd_collaborative_learning import kdcl
+from keras_okd.methods.mutual_learning import dml
 from keras_okd.methods.native_ensemble import one
 from keras_okd.methods.peer_collaborative_learning import pcl
 from keras_okd.methods.temporal_spatial_boosting import tsb
 
-_PRESETS = {"independent": independent, "dml": dml, "tsb": tsb, "kdcl": kdcl, "one": one, "pcl": pcl, "dkel": dkel}
+_PRESETS = {"independent": independent, "dml": dml, "tsb": tsb, "kdcl": kdcl, "one": one, "pcl": pcl, "dkel": dkel,
+            "cl": cl, "okddip": okddip}
 
 
 _METHODS = Registry("method", _PRESETS)
@@ -50,4 +53,4 @@ def register(name, preset=None, overwrite=False):
     return _METHODS.register(name, preset, overwrite=overwrite)
 
 
-__all__ = ["dkel", "dml", "get", "independent", "kdcl", "names", "one", "pcl", "register", "tsb"]
+__all__ = ["cl", "dkel", "dml", "get", "independent", "kdcl", "names", "okddip", "one", "pcl", "register", "tsb"]
