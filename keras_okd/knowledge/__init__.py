@@ -4,6 +4,7 @@ from keras_okd.knowledge.base import KnowledgePart, other_peers
 from keras_okd.knowledge.consensus import PeerConsensus, leave_one_out_targets
 from keras_okd.knowledge.diverse_peers import DiversePeers, okddip_losses, okddip_targets
 from keras_okd.knowledge.ensemble_teacher import EnsembleTeacher, min_logit
+from keras_okd.knowledge.frozen_teacher import FrozenTeacher
 from keras_okd.knowledge.heads import GateEnsemble, PeerEnsemble
 from keras_okd.knowledge.mean_teacher import TeacherEnsemble, TeacherPeers
 from keras_okd.knowledge.peer_distillation import PeerDistillation
@@ -13,6 +14,7 @@ from keras_okd.knowledge.temporal_accumulator import TemporalAccumulator
 __all__ = [
     "DiversePeers",
     "EnsembleTeacher",
+    "FrozenTeacher",
     "GateEnsemble",
     "KnowledgePart",
     "PeerConsensus",

@@ -7,6 +7,7 @@ from keras_okd.methods.cl import cl
 from keras_okd.methods.dkel import dkel
 from keras_okd.methods.dml import dml
 from keras_okd.methods.independent import independent
+from keras_okd.methods.kd import kd
 from keras_okd.methods.kdcl import kdcl
 from keras_okd.methods.okddip import okddip
 from keras_okd.methods.one import one
@@ -14,7 +15,7 @@ from keras_okd.methods.pcl import pcl
 from keras_okd.methods.tsb import tsb
 
 _PRESETS = {"independent": independent, "dml": dml, "tsb": tsb, "kdcl": kdcl, "one": one, "pcl": pcl, "dkel": dkel,
-            "cl": cl, "okddip": okddip}
+            "cl": cl, "okddip": okddip, "kd": kd}
 
 
 def names():
@@ -34,4 +35,4 @@ def get(name):
         raise ValueError(f"Unknown method {name!r}; known methods: {', '.join(names())}.") from None
 
 
-__all__ = ["cl", "dkel", "dml", "get", "independent", "kdcl", "names", "okddip", "one", "pcl", "tsb"]
+__all__ = ["cl", "dkel", "dml", "get", "independent", "kd", "kdcl", "names", "okddip", "one", "pcl", "tsb"]

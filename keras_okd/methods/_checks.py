@@ -3,6 +3,13 @@
 import keras
 
 
+def is_multi_branch(model):
+    """Whether `model` is one multi-branch student (`keras_okd.models.multi_branch`)."""
+    from keras_okd.distiller import _is_multi_branch
+
+    return isinstance(model, keras.Model) and _is_multi_branch(model)
+
+
 def branch_student(student, method, num_branches=None, per_branch_inputs=None):
     """Refuse anything but one multi-branch student (with the expected branch count and inputs)."""
     from keras_okd.distiller import _is_multi_branch
