@@ -79,6 +79,8 @@ class FrozenTeacher(KnowledgePart):
     ```
     """
 
+    needs_inputs = True
+
     def __init__(self, teacher, weight=1.0, temperature=4.0, name="kd", **kwargs):
         super().__init__(weight=weight, temperature=temperature, name=name, **kwargs)
         self.teacher = teacher_model(teacher)

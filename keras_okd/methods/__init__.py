@@ -7,7 +7,7 @@ from keras_okd.methods.cl import cl
 from keras_okd.methods.dkel import dkel
 from keras_okd.methods.dml import dml
 from keras_okd.methods.independent import independent
-from keras_okd.methods.kd import kd
+from keras_okd.methods.knowledge_distillation import kd
 from keras_okd.methods.kdcl import kdcl
 from keras_okd.methods.okddip import okddip
 from keras_okd.methods.one import one
