@@ -163,7 +163,7 @@ DKEL_TABLE3_NOTE = [
 DKEL_GAMMAS = (0.05, 0.1, 0.2, 0.5, 1.0)
 DKEL_COLUMNS = [
     "Other columns, same recipe: PCL: --set 'method={name: pcl, params: {views: standard}}';",
-    "  ONE: --set 'method={name: one}' --set dataset.augment=standard;",
+    "  ONE: --set 'method={name: one}' --set dataset.augment=standard;  CL, OKDDip, KD: the _cl, _okddip, _kd files;",
     "  KDCL (3 networks): --set 'method={name: kdcl, params: {views: standard}}' --set 'students=[NET, NET, NET]';",
     "  DML (3 networks): --set 'method={name: dml}' --set 'students=[NET, NET, NET]' --set dataset.augment=standard;",
     "  Baseline (the network alone): --set 'method={name: independent}' --set 'students=[NET, NET]' "
@@ -216,6 +216,50 @@ def dkel_configs():
                               note=["TinyImageNet is read from its archive's folders: see "
                                     "keras_okd/data/tiny_imagenet.py for where to put it."])
         out[f"dkel/table2/tinyimagenet_{net}.yaml"] = (config, header + [c.replace("NET", net) for c in DKEL_COLUMNS])
+    return out
+
+
+# ---------------------------------------------------------------------------------- DKEL's compared methods (CL, ...)
+def dkel_compared_configs():
+    """DKEL Table 1's CL and OKDDip columns and Table 2's OKDDip row (same recipe as the DKEL row, one multi-branch
+    student of 3 branches, the pipeline's standard augmentation), and Table 2's KD row (two students, each distilled
+    from a teacher that the paper does not name). Same experiment names as the DKEL rows, so `keras-okd report` puts
+    them in one table."""
+    out = {}
+    columns = {
+        "cl": ("CL", ["CL (Song and Chai, NeurIPS 2018), keras_okd.methods.cl: tau 2, beta 0.5, backpropagation "
+                      "rescaling 1/3.",
+                      "The OKDDip authors' CL-ILR baseline: --set method.params.temperature=3.0 "
+                      "--set method.params.rampup_epochs=80."]),
+        "okddip": ("OKDDip", ["OKDDip (Chen et al., AAAI 2020), keras_okd.methods.okddip: branches 0 and 1 are the "
+                              "auxiliary peers,",
+                              "branch 2 the group leader; the method's accuracy is the leader's, not the ensemble's."]),
+    }
+    for dataset in CIFAR:
+        for net in DKEL_TABLE1_NETS:
+            for method, (column, note) in columns.items():
+                config, header = dkel(f"dkel_table1_{dataset}_{net}", "DKEL Table 1",
+                                      f"Table 1, column {column}: {CIFAR_NAME[dataset]}, {NET_NAME[net]} with 3 "
+                                      "branches", dataset, net, note=note, method={"name": method, "params": {}})
+                config["dataset"]["augment"] = "standard"  # one input for every branch: the pipeline augments
+                out[f"dkel/table1/{dataset}_{net}_{method}.yaml"] = (config, header)
+    for net in ("resnet18_tiny", "resnet34_tiny"):
+        config, header = dkel(
+            f"dkel_table2_tinyimagenet_{net}", "DKEL Table 2", f"Table 2, row KD: TinyImageNet, {NET_NAME[net]}",
+            "tinyimagenet", net, method={"name": "kd", "params": {"teacher": None, "temperature": 4.0, "alpha": 0.9}},
+            note=["Hinton's KD (keras_okd.methods.kd, tau 4, alpha 0.9): two students side by side, each distilled",
+                  "from the teacher alone. DKEL does not name the teacher of its KD row: pass a trained .keras model",
+                  "over the 200 classes with 64x64 inputs, --set method.params.teacher=PATH (e.g. the student_0.keras",
+                  "of the Baseline column of configs/dkel/table2/tinyimagenet_resnet34_tiny.yaml).",
+                  "TinyImageNet is read from its archive's folders: see keras_okd/data/tiny_imagenet.py."])
+        config["students"] = [net, net]
+        config["dataset"]["augment"] = "standard"
+        out[f"dkel/table2/tinyimagenet_{net}_kd.yaml"] = (config, header)
+        config, header = dkel(f"dkel_table2_tinyimagenet_{net}", "DKEL Table 2",
+                              f"Table 2, row OKDDip: TinyImageNet, {NET_NAME[net]} with 3 branches", "tinyimagenet",
+                              net, note=columns["okddip"][1], method={"name": "okddip", "params": {}})
+        config["dataset"]["augment"] = "standard"
+        out[f"dkel/table2/tinyimagenet_{net}_okddip.yaml"] = (config, header)
     return out
 
 
@@ -278,7 +322,7 @@ def render(path, config, header):
 
 
 def all_configs():
-    return {**tsb_configs(), **dkel_configs(), **digits_configs()}
+    return {**tsb_configs(), **dkel_configs(), **dkel_compared_configs(), **digits_configs()}
 
 
 def main(argv=None):

@@ -144,8 +144,8 @@ def test_cl_refuses_bad_input(build, message):
 def test_cl_trains_on_digits():
     (x, y), (x_val, y_val) = keras_okd.data.digits_arrays()
     d = keras_okd.methods.cl(branches())
-    d.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
-    history = d.fit(x[:640], y[:640], validation_data=(x_val, y_val), batch_size=64, epochs=3, verbose=0).history
+    d.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    history = d.fit(x[:960], y[:960], validation_data=(x_val, y_val), batch_size=64, epochs=3, verbose=0).history
     assert history["ensemble_accuracy"][-1] > history["ensemble_accuracy"][0] + 0.05, history["ensemble_accuracy"]
     assert {"branch_0_cl", "val_branch_2_accuracy"} <= set(history) and np.isfinite(history["val_loss"]).all()
     peer = d.peer_model(0)

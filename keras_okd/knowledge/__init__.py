@@ -14,6 +14,7 @@ from keras_okd.knowledge.features import (
     RelationalKD,
     SimilarityPreserving,
 )
+from keras_okd.knowledge.frozen_teacher import FrozenTeacher
 from keras_okd.knowledge.heads import GateEnsemble, GateHead, PeerEnsemble, PeerEnsembleHead
 from keras_okd.knowledge.mean_teacher import TeacherEnsemble, TeacherPeers
 from keras_okd.knowledge.peer_distillation import PeerDistillation
@@ -27,6 +28,7 @@ __all__ = [
     "EnsembleTeacher",
     "FeatureDistillation",
     "FitNet",
+    "FrozenTeacher",
     "GateEnsemble",
     "GateHead",
     "KnowledgePart",

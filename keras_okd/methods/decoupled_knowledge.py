@@ -43,9 +43,10 @@ def dkel(
     The decoupled initialisation minimises the SUM of the teacher peers' cross-entropies, so each teacher peer's
     own weights take exactly the step `-lr * grad CE_p` at the paper's lr 0.01 ("optimize all peers of t with
     cross entropy loss", Algorithm 1), and the objective is the student's own CE term of Eq. 12 (a sum over peers)
-    at a small learning rate. DKEL's public code averages them instead (and runs 2 steps at lr 0.001 with weight
-    decay 5e-4, none of which the paper states); for plain SGD a mean at lr `a` is a sum at lr `a / m`, so
-    `init_learning_rate=0.001 / 3, init_steps=2` reproduces the code's loss scale and step count for 3 branches.
+    at a small learning rate. DKEL's public code averages them instead, and runs 2 steps (its loop breaks after the
+    step of iteration `init`) at lr 0.001 (its lr / 100) with weight decay 5e-4, none of which the paper states; for
+    plain SGD a mean at lr `a` is a sum at lr `a / m`, so `init_learning_rate=0.001 / 3, init_steps=2` gives the
+    code's steps for 3 branches, without its weight decay.
 
     Ablations (paper Table 3), each row changing the Baseline in one component only:
 

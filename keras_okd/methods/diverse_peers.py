@@ -17,8 +17,8 @@ def okddip(student, temperature=3.0, weight=1.0, rampup_epochs=80, projection_fa
 
     with `KD = tau^2 KL(softmax(t / tau) || softmax(z / tau))`, h the branches' pooled features, L and E the query and
     key projections (trained, owned by the `DiversePeers` part) and w(e) the ramp-up `exp(-5 (1 - e / 80)^2)`.
-    Defaults as the authors' code: tau = 3, weight 1, the 80-epoch ramp-up, projections of width F // 8; the paper's
-    CIFAR setting uses 4 branches (3 auxiliary peers and the leader), DKEL's comparison 3.
+    Defaults as the authors' code: tau = 3, weight 1, the 80-epoch ramp-up, projections of width F // 8; that code
+    defaults to 4 branches (3 auxiliary peers and the leader), DKEL's comparison uses 3.
 
     The group leader is the network to deploy: `distiller.peer_model(M - 1)` (trunk + last branch, plain Keras).
     `predict` and `ensemble_model` still average every branch, and the logs' `ensemble_accuracy` is that average;

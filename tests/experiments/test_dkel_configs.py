@@ -1,4 +1,5 @@
-"""DKEL Table 3's shipped configs: every ablation row differs from the Baseline in exactly the component it names."""
+"""DKEL configs: Table 3 rows differ from the Baseline in exactly their named component; the compared methods' files
+share the DKEL rows' recipe."""
 
 import math
 import os
@@ -65,3 +66,38 @@ def test_rows_build_the_ablation_they_name():
     assert both["parts"] == {"pe": base["parts"]["pe"], "dk": base["parts"]["pm"], "ek": ek["parts"]["ek"]}
     assert both["teacher"] == dk["teacher"]
     assert both["schedules"] == [{"dk" if k == "pm" else k: v for k, v in s.items()} for s in ek["schedules"]]
+
+
+def shipped(path):
+    return load_config(os.path.join(ROOT, "configs", "dkel", path))
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+@pytest.mark.parametrize("net", ["resnet32", "vgg16", "densenet_bc_40_12", "resnet110_bottleneck",
+                                 "bottleneck_resnet_2x2x2_w512"])
+def test_table1_cl_and_okddip_columns_share_the_dkel_row_recipe(dataset, net):
+    row = shipped(f"table1/{dataset}_{net}.yaml")
+    for method in ("cl", "okddip"):
+        column = shipped(f"table1/{dataset}_{net}_{method}.yaml")
+        assert column["method"]["name"] == method
+        differences = config_differences(row, column)
+        assert all(d.startswith("method") for d in differences if d not in (
+            "dataset.augment", "students.per_branch_inputs")), differences
+        assert column["dataset"]["augment"] == "standard" and column["students"]["per_branch_inputs"] is False
+        assert column["students"]["branches"] == 3 and column["experiment"] == row["experiment"]
+
+
+def test_table2_kd_and_okddip_rows():
+    for net in ("resnet18_tiny", "resnet34_tiny"):
+        row = shipped(f"table2/tinyimagenet_{net}.yaml")
+        kd = shipped(f"table2/tinyimagenet_{net}_kd.yaml")
+        assert kd["method"] == {"name": "kd", "params": {"teacher": None, "temperature": 4.0, "alpha": 0.9,
+                                                         "views": None}}
+        assert kd["students"] == [net, net] and kd["experiment"] == row["experiment"]
+        for key in ("optimizer", "schedule", "epochs", "seeds"):
+            assert kd[key] == row[key]
+        okddip = shipped(f"table2/tinyimagenet_{net}_okddip.yaml")
+        assert okddip["method"]["name"] == "okddip" and okddip["students"]["branches"] == 3
+    with pytest.raises(ValueError, match="needs a pretrained teacher"):  # the config must be given one
+        student = keras_okd.models.get("simple_cnn", input_shape=(8, 8, 1))
+        keras_okd.methods.kd([student, student], **kd["method"]["params"])
