@@ -62,6 +62,8 @@ class OnlineDistiller(keras.Model):
         teacher_init_learning_rate: learning rate of those steps.
         teacher_warmup: EMA warm-up, `max(1 / (k + 2), eta)` for the k-th update (`keras_okd.teacher`).
         deploy: `"students"` or `"teacher"`: which networks `predict`, `peer_model` and `ensemble_model` use.
+        deploy_peer: None to deploy the mean of every peer's probabilities, or a peer index to deploy that peer alone
+            (OKDDip's group leader): what `predict` returns and `deployed_model` exports.
         ce_weight: factor of the peers' cross-entropy (KDCL: 1 - alpha).
         name: model name.
 
@@ -90,6 +92,7 @@ class OnlineDistiller(keras.Model):
         teacher_init_learning_rate=0.01,
         teacher_warmup=False,
         deploy="students",
+        deploy_peer=None,
         ce_weight=1.0,
         name="online_distiller",
         **kwargs,
@@ -111,6 +114,8 @@ class OnlineDistiller(keras.Model):
             raise ValueError(f"Knowledge parts {needing_teacher} read the mean teacher: pass teacher_eta (e.g. 0.001).")
         if deploy not in ("students", "teacher") or (deploy == "teacher" and teacher_eta is None):
             raise ValueError(f"deploy must be 'students', or 'teacher' with a teacher_eta; got {deploy!r}.")
+        if deploy_peer is not None and not (isinstance(deploy_peer, int) and 0 <= deploy_peer < peers.num_peers):
+            raise ValueError(f"deploy_peer must be None or a peer index in [0, {peers.num_peers}), got {deploy_peer!r}.")
         if int(teacher_init_steps) < 0 or not float(teacher_init_learning_rate) > 0:
             raise ValueError(f"teacher_init_steps must be >= 0 and teacher_init_learning_rate > 0; got "
                              f"{teacher_init_steps} and {teacher_init_learning_rate}.")
@@ -127,6 +132,7 @@ class OnlineDistiller(keras.Model):
         self.teacher_init_learning_rate = float(teacher_init_learning_rate)
         self.teacher_warmup = bool(teacher_warmup)
         self.deploy = deploy
+        self.deploy_peer = deploy_peer
         self.ce_weight = float(ce_weight)
         self.multi_branch = peers.multi_branch
         self.num_peers = peers.num_peers
@@ -176,14 +182,19 @@ class OnlineDistiller(keras.Model):
                 self.teacher.catch_up(self.students)
             out["state_before"] = safety.snapshot(safety.moving_state(self.students))
         peer_logits, extra = self.peers.forward(self.students, views, training)
-        out.update(extra, peer_logits=peer_logits, probabilities=ensemble_probabilities(peer_logits))
+        out.update(extra, peer_logits=peer_logits, probabilities=self._deployed(peer_logits))
         if any(part.needs_inputs for part in self.knowledge):
             out["inputs"] = views
         if self.teacher:
             out["teacher_logits"] = ops.stop_gradient(self.peers.forward(self.teachers, views, False)[0])
             if self.deploy == "teacher" and not training:
-                out["probabilities"] = ensemble_probabilities(out["teacher_logits"])
+                out["probabilities"] = self._deployed(out["teacher_logits"])
         return out
+
+    def _deployed(self, logits):
+        if self.deploy_peer is None:
+            return ensemble_probabilities(logits)
+        return ops.softmax(logits[:, self.deploy_peer], axis=-1)
 
     # ------------------------------------------------------------------ loss
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -349,8 +360,8 @@ class OnlineDistiller(keras.Model):
                 return super().evaluate(x, y, callbacks=callbacks, **kwargs)
 
     def predict(self, x, **kwargs):
-        """The deployed ensemble's class probabilities `(N, classes)`: the mean of the students' (or, with
-        `deploy="teacher"`, the teacher peers') softmax outputs."""
+        """The deployed model's class probabilities `(N, classes)`: the mean of the students' (or, with
+        `deploy="teacher"`, the teacher peers') softmax outputs, or with `deploy_peer=k` peer k's alone."""
         self.sync_teacher()
         with backend.usable_after_errors(self, optimizer=False, record=True):
             return super().predict(x, **kwargs)["probabilities"]
@@ -388,6 +399,15 @@ class OnlineDistiller(keras.Model):
         """
         return self.peers.ensemble_model(self._networks(teacher), name)
 
+    def deployed_model(self, name="deployed"):
+        """What `predict` computes, as a standalone `keras.Model` of plain Keras layers (inputs -> probabilities):
+        the ensemble of the deployed networks, or with `deploy_peer=k` peer k followed by a softmax."""
+        if self.deploy_peer is None:
+            return self.ensemble_model(name=name)
+        peer = self.peer_model(self.deploy_peer)
+        inputs = keras.Input(shape=tuple(peer.inputs[0].shape[1:]), name=f"{name}_input")
+        return keras.Model(inputs, keras.layers.Softmax(dtype="float32")(peer(inputs)), name=name)
+
     # ------------------------------------------------------------------ serialisation
     def get_config(self):
         config = super().get_config()
@@ -403,6 +423,7 @@ class OnlineDistiller(keras.Model):
                 "teacher_init_learning_rate": self.teacher_init_learning_rate,
                 "teacher_warmup": self.teacher_warmup,
                 "deploy": self.deploy,
+                "deploy_peer": self.deploy_peer,
                 "ce_weight": self.ce_weight,
             }
         )

@@ -213,10 +213,13 @@ class Peers:
 
     def ensemble_model(self, networks, name="ensemble"):
         """A standalone `keras.Model` (plain Keras layers only) mapping inputs to the mean of the peers' softmax."""
-        if self.multi_branch:  # the whole multi-branch network, once: its trunk is shared by the branches
+        if self.multi_branch:  # the trunk once, then every branch (the zoo's sub-models: plain Keras layers only)
+            from keras_okd.models.branches import TRUNK_NAME, branch_name
+
             network = networks[0]
             inputs = keras.Input(shape=tuple(network.inputs[0].shape[1:]), name=f"{name}_input")
-            logits = network([inputs] * self.num_peers if self.per_branch_inputs else inputs)["logits"]
+            features = network.get_layer(TRUNK_NAME)(inputs)
+            logits = [network.get_layer(branch_name(i))(features)[1] for i in range(self.num_peers)]
         else:
             peers = [self.peer_model(networks, i) for i in range(self.num_peers)]
             inputs = _inputs_like(peers[0], name)

@@ -152,3 +152,16 @@ def test_cl_trains_on_digits():
     assert not any(isinstance(layer, GradientScale) for layer in peer.layers)
     np.testing.assert_allclose(to_numpy(peer(x_val[:8])), to_numpy(d.students[0](x_val[:8])["logits"][0]),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_cl_ensemble_exports_without_the_gradient_scale_layer(tmp_path):
+    import keras
+
+    d = keras_okd.methods.cl(keras_okd.models.multi_branch("simple_cnn", 3, input_shape=(8, 8, 1), width=4))
+    ensemble = d.ensemble_model()
+    assert not any("GradientScale" in type(layer).__name__ for layer in ensemble._flatten_layers())
+    path = str(tmp_path / "ensemble.keras")
+    ensemble.save(path)
+    x = np.zeros((2, 8, 8, 1), "float32")
+    np.testing.assert_allclose(keras.models.load_model(path).predict(x, verbose=0), ensemble.predict(x, verbose=0),
+                               rtol=1e-6)

@@ -170,3 +170,16 @@ def test_okddip_trains_on_digits():
     assert history[leader][-1] > history[leader][0] + 0.05, history[leader]
     assert {"branch_0_okddip", f"branch_{M - 1}_okddip"} <= set(history) and np.isfinite(history["val_loss"]).all()
     assert np.abs(to_numpy(d.knowledge[0].query_kernel) - before).max() > 1e-6  # the attention learned
+
+
+def test_okddip_deploys_the_leader_and_exports_it_plain(tmp_path):
+    (x, y), _ = keras_okd.data.digits_arrays()
+    d = keras_okd.methods.okddip(branches(), rampup_epochs=0)
+    assert d.deploy_peer == M - 1
+    logits = to_numpy(d.peer_model(M - 1)(x[:16]))
+    want = np.exp(logits - logits.max(-1, keepdims=True))
+    want /= want.sum(-1, keepdims=True)
+    np.testing.assert_allclose(d.predict(x[:16], verbose=0), want, rtol=1e-5, atol=1e-6)
+    path = str(tmp_path / "leader.keras")
+    d.deployed_model().save(path)
+    np.testing.assert_allclose(keras.models.load_model(path).predict(x[:16], verbose=0), want, rtol=1e-5, atol=1e-6)

@@ -20,7 +20,8 @@ def okddip(student, temperature=3.0, weight=1.0, rampup_epochs=80, projection_fa
     Defaults as the authors' code: tau = 3, weight 1, the 80-epoch ramp-up, projections of width F // 8; that code
     defaults to 4 branches (3 auxiliary peers and the leader), DKEL's comparison uses 3.
 
-    The group leader is the network to deploy: `distiller.peer_model(M - 1)` (trunk + last branch, plain Keras).
+    The group leader is the network deployed (`deploy_peer=M - 1`): `predict` returns its probabilities and
+    `distiller.deployed_model()` / `distiller.peer_model(M - 1)` export it (trunk + last branch, plain Keras).
     `predict` and `ensemble_model` still average every branch, and the logs' `ensemble_accuracy` is that average;
     the leader's own accuracy is logged as `branch_{M-1}_accuracy`.
 
@@ -66,4 +67,5 @@ def okddip(student, temperature=3.0, weight=1.0, rampup_epochs=80, projection_fa
     part = DiversePeers(weight=weight, temperature=temperature, projection_factor=projection_factor,
                         target_gradient=target_gradient, include_self=include_self, name="okddip")
     schedules = {"okddip": [RampUp(rampup_epochs)]} if rampup_epochs else {}
-    return OnlineDistiller(student, [part], schedules, name=name)
+    leader = len(student.output["logits"]) - 1
+    return OnlineDistiller(student, [part], schedules, deploy_peer=leader, name=name)
