@@ -3,6 +3,8 @@
 | name           | loader                         | classes | images            |
 |----------------|--------------------------------|---------|-------------------|
 | `digits`       | scikit-learn's bundled digits  | 10      | 8x8x1             |
+| `fashion_mnist`| the original IDX files (Debian `dataset-fashion-mnist`, Keras cache) | 10 | 28x28x1 |
+| `mnist`        | the original IDX files (`data_dir`), Keras's `mnist.npz` cache | 10 | 28x28x1 |
 | `cifar10`      | tensorflow-datasets            | 10      | 32x32x3           |
 | `cifar100`     | tensorflow-datasets            | 100     | 32x32x3           |
 | `imagenet2012` | tensorflow-datasets, manual    | 1000    | 224x224x3         |
@@ -24,6 +26,7 @@ from keras_okd.data.digits import digits_arrays
 from keras_okd.data.imagenet import NUM_CLASSES as _IMAGENET_CLASSES
 from keras_okd.data.imagenet import imagenet2012
 from keras_okd.data.indexing import pipeline
+from keras_okd.data.mnist_family import datasets as _mnist_datasets
 
 
 def digits_dataset(
@@ -98,6 +101,35 @@ def cifar100(
     return _cifar("cifar100", batch_size, data_dir, download, seed, augment, shuffle)
 
 
+def fashion_mnist_dataset(
+    batch_size: int = 128,
+    data_dir: str | None = None,
+    download: bool = True,
+    seed: int | None = None,
+    augment: str | None = "standard",
+    shuffle: bool = True,
+    train_size: int | None = None,
+    subset_seed: int = 0,
+):
+    """Fashion-MNIST from its IDX files (see `keras_okd.data.mnist_family`: lookup order, subset rule, augmentation)."""
+    return _mnist_datasets("fashion_mnist", batch_size, data_dir, download, seed, augment, shuffle, train_size,
+                           subset_seed)
+
+
+def mnist_dataset(
+    batch_size: int = 128,
+    data_dir: str | None = None,
+    download: bool = True,
+    seed: int | None = None,
+    augment: str | None = "standard",
+    shuffle: bool = True,
+    train_size: int | None = None,
+    subset_seed: int = 0,
+):
+    """MNIST from its IDX files or Keras's `mnist.npz` (see `keras_okd.data.mnist_family`; no flip in `"standard"`)."""
+    return _mnist_datasets("mnist", batch_size, data_dir, download, seed, augment, shuffle, train_size, subset_seed)
+
+
 def imagenet2012_dataset(
     data_dir: str | None = None,
     manual_dir: str | None = None,
@@ -151,6 +183,8 @@ _LOADERS = {
     "digits": digits_dataset,
     "cifar10": cifar10,
     "cifar100": cifar100,
+    "fashion_mnist": fashion_mnist_dataset,
+    "mnist": mnist_dataset,
     "imagenet2012": imagenet2012_dataset,
     "tinyimagenet": tinyimagenet_dataset,
     "folder": folder_dataset,
@@ -160,6 +194,8 @@ _CLASSES = {
     "digits": lambda **_: 10,
     "cifar10": lambda **_: 10,
     "cifar100": lambda **_: 100,
+    "fashion_mnist": lambda **_: 10,
+    "mnist": lambda **_: 10,
     "imagenet2012": lambda **_: _IMAGENET_CLASSES,
     "tinyimagenet": lambda data_dir=None, **_: len(_tiny.class_ids(data_dir)),
     "folder": lambda data_dir, **_: _folder.num_classes(data_dir),
@@ -190,8 +226,8 @@ def get(name, **kwargs):
     both made by `keras_okd.data.pipeline`.
 
     Args:
-        name: one of `names()`: `"digits"`, `"cifar10"`, `"cifar100"`, `"imagenet2012"`, `"tinyimagenet"`,
-            `"folder"`.
+        name: one of `names()`: `"digits"`, `"fashion_mnist"`, `"mnist"`, `"cifar10"`, `"cifar100"`,
+            `"imagenet2012"`, `"tinyimagenet"`, `"folder"`.
         **kwargs: options of that dataset's loader (`loader(name)`), e.g. `batch_size`, `data_dir`, `augment`,
             `seed`.
 
