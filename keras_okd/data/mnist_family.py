@@ -319,9 +319,18 @@ def datasets(name, batch_size=128, data_dir=None, download=True, seed=None, augm
     return train, test, len(y)
 
 
-def fashion_mnist(batch_size=128, data_dir=None, download=True, seed=None, augment="standard", shuffle=True,
-                  train_size=None, subset_seed=0):
-    """Fashion-MNIST's training and test pipelines (see `datasets` for the arguments).
+def fashion_mnist(
+    batch_size: int = 128,
+    data_dir: str | None = None,
+    download: bool = True,
+    seed: int | None = None,
+    augment: str | None = "standard",
+    shuffle: bool = True,
+    train_size: int | None = None,
+    subset_seed: int = 0,
+):
+    """Fashion-MNIST's training and test pipelines (the registry's `fashion_mnist`; see `datasets` for the arguments,
+    and the module docstring for where the files are looked for, the subset rule and the augmentation).
 
     Example:
 
@@ -332,7 +341,15 @@ def fashion_mnist(batch_size=128, data_dir=None, download=True, seed=None, augme
     return datasets("fashion_mnist", batch_size, data_dir, download, seed, augment, shuffle, train_size, subset_seed)
 
 
-def mnist(batch_size=128, data_dir=None, download=True, seed=None, augment="standard", shuffle=True, train_size=None,
-          subset_seed=0):
+def mnist(
+    batch_size: int = 128,
+    data_dir: str | None = None,
+    download: bool = True,
+    seed: int | None = None,
+    augment: str | None = "standard",
+    shuffle: bool = True,
+    train_size: int | None = None,
+    subset_seed: int = 0,
+):
     """MNIST's training and test pipelines (see `datasets`; the standard augmentation has no flip)."""
     return datasets("mnist", batch_size, data_dir, download, seed, augment, shuffle, train_size, subset_seed)

@@ -1,15 +1,15 @@
 """Datasets by name: `get(name, **kwargs) -> (train_ds, test_ds, num_train_samples)`, used by configs and the CLI.
 
-| name           | loader                         | classes | images            |
-|----------------|--------------------------------|---------|-------------------|
-| `digits`       | scikit-learn's bundled digits  | 10      | 8x8x1             |
-| `fashion_mnist`| the original IDX files (Debian `dataset-fashion-mnist`, Keras cache) | 10 | 28x28x1 |
-| `mnist`        | the original IDX files (`data_dir`), Keras's `mnist.npz` cache | 10 | 28x28x1 |
-| `cifar10`      | tensorflow-datasets            | 10      | 32x32x3           |
-| `cifar100`     | tensorflow-datasets            | 100     | 32x32x3           |
-| `imagenet2012` | tensorflow-datasets, manual    | 1000    | 224x224x3         |
-| `tinyimagenet` | the official archive's folders | 200     | 64x64x3           |
-| `folder`       | any folder of class folders    | folders | any (`image_size`) |
+| name            | loader                                                     | classes | images             |
+|-----------------|------------------------------------------------------------|---------|--------------------|
+| `digits`        | scikit-learn's bundled digits                              | 10      | 8x8x1              |
+| `fashion_mnist` | IDX files: Debian's `dataset-fashion-mnist`, Keras's cache | 10      | 28x28x1            |
+| `mnist`         | IDX files in `data_dir`, or Keras's `mnist.npz` cache      | 10      | 28x28x1            |
+| `cifar10`       | tensorflow-datasets                                        | 10      | 32x32x3            |
+| `cifar100`      | tensorflow-datasets                                        | 100     | 32x32x3            |
+| `imagenet2012`  | tensorflow-datasets, manual                                | 1000    | 224x224x3          |
+| `tinyimagenet`  | the official archive's folders                             | 200     | 64x64x3            |
+| `folder`        | any folder of class folders                                | folders | any (`image_size`) |
 
 The functions registered here have annotated signatures: `keras_okd.experiments.config` checks a config's `dataset`
 section against them. The run's seed is passed as `seed` (shuffling and augmentation); data splits use their own
@@ -26,7 +26,7 @@ from keras_okd.data.digits import digits_arrays
 from keras_okd.data.imagenet import NUM_CLASSES as _IMAGENET_CLASSES
 from keras_okd.data.imagenet import imagenet2012
 from keras_okd.data.indexing import pipeline
-from keras_okd.data.mnist_family import datasets as _mnist_datasets
+from keras_okd.data.mnist_family import fashion_mnist, mnist
 
 
 def digits_dataset(
@@ -101,35 +101,6 @@ def cifar100(
     return _cifar("cifar100", batch_size, data_dir, download, seed, augment, shuffle)
 
 
-def fashion_mnist_dataset(
-    batch_size: int = 128,
-    data_dir: str | None = None,
-    download: bool = True,
-    seed: int | None = None,
-    augment: str | None = "standard",
-    shuffle: bool = True,
-    train_size: int | None = None,
-    subset_seed: int = 0,
-):
-    """Fashion-MNIST from its IDX files (see `keras_okd.data.mnist_family`: lookup order, subset rule, augmentation)."""
-    return _mnist_datasets("fashion_mnist", batch_size, data_dir, download, seed, augment, shuffle, train_size,
-                           subset_seed)
-
-
-def mnist_dataset(
-    batch_size: int = 128,
-    data_dir: str | None = None,
-    download: bool = True,
-    seed: int | None = None,
-    augment: str | None = "standard",
-    shuffle: bool = True,
-    train_size: int | None = None,
-    subset_seed: int = 0,
-):
-    """MNIST from its IDX files or Keras's `mnist.npz` (see `keras_okd.data.mnist_family`; no flip in `"standard"`)."""
-    return _mnist_datasets("mnist", batch_size, data_dir, download, seed, augment, shuffle, train_size, subset_seed)
-
-
 def imagenet2012_dataset(
     data_dir: str | None = None,
     manual_dir: str | None = None,
@@ -183,8 +154,8 @@ _LOADERS = {
     "digits": digits_dataset,
     "cifar10": cifar10,
     "cifar100": cifar100,
-    "fashion_mnist": fashion_mnist_dataset,
-    "mnist": mnist_dataset,
+    "fashion_mnist": fashion_mnist,
+    "mnist": mnist,
     "imagenet2012": imagenet2012_dataset,
     "tinyimagenet": tinyimagenet_dataset,
     "folder": folder_dataset,
