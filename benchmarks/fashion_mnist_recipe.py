@@ -10,7 +10,8 @@ last line says whom it warned about. The measurements behind the monitor's thres
 
 Things the side-by-side varies one at a time:
   --init keras|torch       Keras's initialisers (the zoo's), or PyTorch's defaults (kaiming-uniform a=sqrt(5):
-                           U(+-1/sqrt(fan_in)) kernels, and U(+-1/sqrt(fan_in)) dense bias)
+                           U(+-1/sqrt(fan_in)) kernels, and U(+-1/sqrt(fan_in)) dense bias); torch_conv and
+                           torch_dense apply PyTorch's to the convolutions only or to the classifier only
   --augment pad|translate  pad-2 random crop with whole-pixel shifts + flip (the loader's "standard"), or Keras's
                            RandomTranslation(2/28, bilinear, zero fill) + RandomFlip (interpolated shifts)
   --lr-step step|epoch     cosine per optimizer step, or constant within an epoch
@@ -30,11 +31,12 @@ import numpy as np
 import keras_okd
 
 
-def torch_like_init(model, seed):
-    """Re-draw kernels and dense biases as PyTorch's Conv2d/Linear defaults do: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+def torch_like_init(model, seed, kinds=(keras.layers.Conv2D, keras.layers.Dense)):
+    """Re-draw kernels and dense biases as PyTorch's Conv2d/Linear defaults do: U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+    for the layers of the given kinds."""
     rng = np.random.default_rng(seed)
     for layer in model.layers:
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+        if isinstance(layer, kinds):
             kernel = layer.kernel
             fan_in = int(np.prod(kernel.shape[:-1]))
             bound = 1.0 / math.sqrt(fan_in)
@@ -68,7 +70,7 @@ def main():
     parser.add_argument("--width", type=int, default=16, help="simple_cnn width")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=2, help="TSB's KD warm-up epochs")
-    parser.add_argument("--init", default="keras", choices=["keras", "torch"])
+    parser.add_argument("--init", default="keras", choices=["keras", "torch", "torch_conv", "torch_dense"])
     parser.add_argument("--augment", default="pad", choices=["pad", "translate"])
     parser.add_argument("--lr-step", default="step", choices=["step", "epoch"])
     args = parser.parse_args()
@@ -77,9 +79,11 @@ def main():
     train, test, n = data(args)
     students = [keras_okd.models.get("simple_cnn", num_classes=10, input_shape=(28, 28, 1), width=args.width)
                 for _ in range(2)]
-    if args.init == "torch":
+    if args.init != "keras":
+        kinds = {"torch": (keras.layers.Conv2D, keras.layers.Dense), "torch_conv": (keras.layers.Conv2D,),
+                 "torch_dense": (keras.layers.Dense,)}[args.init]
         for i, student in enumerate(students):
-            torch_like_init(student, args.seed * 100 + i)
+            torch_like_init(student, args.seed * 100 + i, kinds)
     kwargs = {"num_train_samples": n, "warmup_epochs": args.warmup} if args.method == "tsb" else {}
     distiller = keras_okd.methods.get(args.method)(students, **kwargs)
     steps = math.ceil(n / args.batch_size)
