@@ -275,6 +275,11 @@ def test_arrays_and_config_options(tmp_path):
     np.testing.assert_array_equal(yt, raw["t10k"][1])
     with pytest.raises(ValueError, match="fashion_mnist: augment must be one of 'standard'"):
         keras_okd.data.get("fashion_mnist", data_dir=str(tmp_path), augment="flips")
+    inverted, _, _ = keras_okd.data.get("fashion_mnist", data_dir=str(tmp_path), batch_size=30, shuffle=False,
+                                        augment=lambda images: 1.0 - images)  # any callable on [0, 1] batches
+    inputs, _ = next(iter(inverted))
+    np.testing.assert_allclose(inputs["inputs"].numpy(), 1.0 - raw["train"][0][..., None] / np.float32(255.0),
+                               atol=1e-7)
     from keras_okd.experiments.config import config_from_dict
 
     config = config_from_dict({"experiment": "x", "method": {"name": "dml"}, "students": ["simple_cnn", "simple_cnn"],

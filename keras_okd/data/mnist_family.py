@@ -48,7 +48,8 @@ import os
 import numpy as np
 
 from keras_okd.data.idx import IDXFormatError, read_images_and_labels
-from keras_okd.data.images import DatasetNotFoundError, ImageTransform, augment_options, default_data_dir, transformed
+from keras_okd.data.augment import PadCropFlip
+from keras_okd.data.images import DatasetNotFoundError, augment_options, default_data_dir
 from keras_okd.data.indexing import pipeline
 
 NUM_CLASSES = 10
@@ -295,27 +296,28 @@ def datasets(name, batch_size=128, data_dir=None, download=True, seed=None, augm
         download: let Keras download the files when they are nowhere on disk.
         seed: shuffle and augmentation seed (the run's seed).
         augment: `"standard"` (pad 2, random 28x28 crop, and for Fashion-MNIST a horizontal flip), `"crop"` (pad 2
-            and crop), `"flip"` or None.
+            and crop), `"flip"`, None, or a Keras layer / callable on batches of [0, 1] float32 images.
         shuffle: shuffle the training set every epoch (False: fixed order).
         train_size: train on a stratified subset of this many images (`stratified_subset`); None: all 60,000.
         subset_seed: seed of that subset (fixed per experiment, independent of `seed`).
 
     Returns:
         `(train_ds, test_ds, num_train_samples)`; training elements `({"inputs", "index"}, label)`, images float32
-        in [0, 1].
+        in [0, 1] of shape (28, 28, 1), int32 labels.
     """
     import tensorflow as tf
 
-    flips = _spec(name)["flip"]
-    padding, flip = augment_options(augment, PADDING, name)
-    if augment == "standard":
-        flip = flips
-    (x, y), (xt, yt) = _subset(load_raw(name, data_dir, download), train_size, subset_seed)
-    transform = ImageTransform(padding=padding, flip=flip, seed=seed)  # uint8 -> [0, 1] (-> pad-crop-flip)
-    train = pipeline(tf.data.Dataset.from_tensor_slices((x[..., None], y)), batch_size, training=True,
-                     augment=transform, seed=seed, shuffle_buffer=None if shuffle else 1)
-    test = transformed(pipeline(tf.data.Dataset.from_tensor_slices((xt[..., None], yt)), batch_size, training=False),
-                       ImageTransform())
+    if callable(augment):
+        transform = augment
+    else:
+        padding, flip = augment_options(augment, PADDING, name)
+        if augment == "standard":
+            flip = _spec(name)["flip"]
+        transform = PadCropFlip(padding, flip=flip, seed=seed) if padding or flip else None
+    (x, y), (xt, yt) = arrays(name, data_dir, download, train_size, subset_seed)
+    train = pipeline(tf.data.Dataset.from_tensor_slices((x, y)), batch_size, training=True, augment=transform,
+                     seed=seed, shuffle_buffer=None if shuffle else 1)
+    test = pipeline(tf.data.Dataset.from_tensor_slices((xt, yt)), batch_size, training=False)
     return train, test, len(y)
 
 
