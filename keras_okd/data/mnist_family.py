@@ -47,15 +47,13 @@ import os
 
 import numpy as np
 
-from keras_okd.data.idx import IDXFormatError, read_images_and_labels
 from keras_okd.data.augment import PadCropFlip
+from keras_okd.data.idx import IDXFormatError, read_images_and_labels
 from keras_okd.data.images import DatasetNotFoundError, augment_options, default_data_dir
 from keras_okd.data.indexing import pipeline
 
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
-NUM_TRAIN = 60_000
-NUM_TEST = 10_000
 PADDING = 2
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -162,7 +160,7 @@ def load_raw(name="fashion_mnist", data_dir=None, download=True):
         download: let Keras download the files when they are nowhere on disk.
 
     Returns:
-        `((x_train, y_train), (x_test, y_test))`: 60,000 and 10,000 images.
+        `((x_train, y_train), (x_test, y_test))`: 60,000 and 10,000 images from the original files.
 
     Raises:
         DatasetNotFoundError: the files are nowhere to be found (and could not be downloaded); the message says how
@@ -184,15 +182,15 @@ def load_raw(name="fashion_mnist", data_dir=None, download=True):
                 f"{error}). " + _how_to_get(name, None)
             ) from error
         source = f"keras.datasets.{name}"
-        arrays = {"train": (x, y), "test": (xt, yt)}
+        splits = {"train": (x, y), "test": (xt, yt)}
     elif found[0] == "npz":
         source = found[1]
         with np.load(source, allow_pickle=False) as f:
-            arrays = {"train": (f["x_train"], f["y_train"]), "test": (f["x_test"], f["y_test"])}
+            splits = {"train": (f["x_train"], f["y_train"]), "test": (f["x_test"], f["y_test"])}
     else:
-        arrays = {split: read_images_and_labels(*paths) for split, paths in found[1].items()}
+        splits = {split: read_images_and_labels(*paths) for split, paths in found[1].items()}
         source = os.path.dirname(found[1]["train"][0])
-    return tuple(_checked(name, f"{source} ({split})", *arrays[split]) for split in ("train", "test"))
+    return tuple(_checked(name, f"{source} ({split})", *splits[split]) for split in ("train", "test"))
 
 
 def _searched(name):
