@@ -196,19 +196,20 @@ def for_method(distiller):
 _collapse_logger = logging.getLogger(__name__)  # "keras_okd.callbacks", a child of the "keras_okd" logger
 
 COLLAPSE_REMEDIES = (
-    "lower the learning rate; delay the distillation terms with a KD warm-up (TSB: warmup_epochs; any method: a "
-    "KnowledgeSchedule with WarmUp); a higher KD temperature (softer peer targets)"
+    "lower the learning rate; delay the distillation terms with a KD warm-up or ramp-up (TSB: warmup_epochs; ONE, "
+    "PCL, DKEL: rampup_epochs; any method: a KnowledgeSchedule with WarmUp or RampUp); a higher KD temperature "
+    "(softer peer targets)"
 )
 
 
-def collapse_kind(ce, accuracy, logit_std, num_classes, ce_tolerance=0.05, accuracy_factor=1.5, spread=0.05):
+def collapse_kind(ce, accuracy, logit_std, num_classes, ce_tolerance=0.05, accuracy_factor=1.5, spread=0.5):
     """Whether one epoch's training logs of a peer show a collapsed peer, and of which kind.
 
     A peer has collapsed when it predicts no better than chance, in accuracy and in cross-entropy:
     `accuracy <= accuracy_factor / C` and `ce >= (1 - ce_tolerance) * ln C`. Its logit spread (the batch mean of the
-    standard deviation of its logits over the classes) tells the kind: `"uniform"` (spread <= `spread`: the same
-    probability for every class, cross-entropy ln C, nothing to learn from) or `"constant"` (a larger spread at chance
-    accuracy: confident predictions that do not depend on the input, e.g. always the same class).
+    standard deviation of its logits over the classes) tells the kind: `"uniform"` (spread <= `spread`: about the
+    same probability for every class, cross-entropy near ln C, nothing to learn from) or `"constant"` (a larger spread
+    at chance accuracy: confident predictions that do not depend on the input, e.g. always the same class).
 
     Args:
         ce: the epoch's mean training cross-entropy of the peer (`{peer}_ce`).
@@ -217,7 +218,8 @@ def collapse_kind(ce, accuracy, logit_std, num_classes, ce_tolerance=0.05, accur
         num_classes: C.
         ce_tolerance: relative tolerance below ln C.
         accuracy_factor: accuracy bound as a multiple of chance (1 / C).
-        spread: logit spread at or below which the output is uniform.
+        spread: logit spread at or below which the output is called uniform (measured: 0.00-0.09 for peers collapsed
+            to uniform output, 2.0-5.3 for peers at chance with confident output).
 
     Returns:
         `"uniform"`, `"constant"` or None (not collapsed).
@@ -248,13 +250,15 @@ class PeerCollapse(keras.callbacks.Callback):
     when `fit` runs with `verbose > 0`. With no logging configured and `verbose=0`, Python's last-resort handler
     still shows it on stderr; with no logging configured and `verbose > 0` it is printed once, not twice.
 
-    Defaults, from measured runs (`benchmarks/fashion_mnist_recipe.py`, `keras-okd train --config
-    configs/digits/dml.yaml --seed S` and its `history.csv`): a peer whose classifier outputs zeros logs CE 2.3026
-    (= ln 10), chance accuracy and spread 0.0000. Healthy peers were far above 1.5 / C after their first epochs, but
-    DML's students on the digits (seeds 0-4) met the test in their first one or two epochs (e.g. CE 4.29, accuracy
-    10.6%, spread 2.29, then CE 2.29, accuracy 9.7%, spread 0.14) before learning (16% and CE 2.19-2.22 at the third
-    epoch, 97-98% at the end), and on Fashion-MNIST at lr 0.05 a student met it in its first epoch only; hence
-    `patience=3`.
+    Defaults, from measured runs (`benchmarks/fashion_mnist_recipe.py`, and the `history.csv` of `keras-okd train
+    --config configs/digits/dml.yaml --seed S` and of the DKEL probe in configs/fashion_mnist/dkel.yaml's header):
+    a peer whose classifier outputs zeros logs CE 2.3026 (= ln 10), chance accuracy and spread 0.0000. DKEL without
+    its ramp-up on Fashion-MNIST collapsed for good: epoch 1 at chance with confident output (CE 5.8-6.4, spread
+    3.8-5.3), epochs 2 and 3 at CE 2.30-2.31, accuracy 9.0-10.4%, spread 0.02-0.09. Healthy peers were far above
+    1.5 / C after their first epochs, but DML's students on the digits (seeds 0-4) met the test in their first one or
+    two epochs (e.g. CE 4.29, accuracy 10.6%, spread 2.29, then CE 2.29, accuracy 9.7%, spread 0.14) before learning
+    (16% and CE 2.19-2.22 at the third epoch, 95.8-98.3% validation accuracy at the end), and on Fashion-MNIST at
+    lr 0.05 a DML student met it in its first epoch only; hence `patience=3`.
 
     Args:
         ce_tolerance: the cross-entropy must be at least `(1 - ce_tolerance) * ln C`.
@@ -273,7 +277,7 @@ class PeerCollapse(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, ce_tolerance=0.05, accuracy_factor=1.5, spread=0.05, patience=3):
+    def __init__(self, ce_tolerance=0.05, accuracy_factor=1.5, spread=0.5, patience=3):
         super().__init__()
         if not 0.0 <= float(ce_tolerance) < 1.0:
             raise ValueError(f"PeerCollapse: ce_tolerance must be in [0, 1), got {ce_tolerance}.")
