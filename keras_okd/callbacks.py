@@ -13,6 +13,7 @@ Example:
 [0.0, 0.0, 1.0]
 """
 
+import logging
 import math
 
 import keras
@@ -189,3 +190,152 @@ def for_method(distiller):
         A list of Keras callbacks.
     """
     return [KnowledgeSchedule(distiller.schedules)] if distiller.schedules else []
+
+
+# ---------------------------------------------------------------------------------------------------------- health
+_collapse_logger = logging.getLogger(__name__)  # "keras_okd.callbacks", a child of the "keras_okd" logger
+
+COLLAPSE_REMEDIES = (
+    "lower the learning rate; delay the distillation terms with a KD warm-up or ramp-up (TSB: warmup_epochs; ONE, "
+    "PCL, DKEL: rampup_epochs; any method: a KnowledgeSchedule with WarmUp or RampUp); a higher KD temperature "
+    "(softer peer targets)"
+)
+
+
+def collapse_kind(ce, accuracy, logit_std, num_classes, ce_tolerance=0.05, accuracy_factor=1.5, spread=0.5):
+    """Whether one epoch's training logs of a peer show a collapsed peer, and of which kind.
+
+    A peer has collapsed when it predicts no better than chance, in accuracy and in cross-entropy:
+    `accuracy <= accuracy_factor / C` and `ce >= (1 - ce_tolerance) * ln C`. Its logit spread (the batch mean of the
+    standard deviation of its logits over the classes) tells the kind: `"uniform"` (spread <= `spread`: about the
+    same probability for every class, cross-entropy near ln C, nothing to learn from) or `"constant"` (a larger spread
+    at chance accuracy: confident predictions that do not depend on the input, e.g. always the same class).
+
+    Args:
+        ce: the epoch's mean training cross-entropy of the peer (`{peer}_ce`).
+        accuracy: its mean training accuracy (`{peer}_accuracy`), in [0, 1].
+        logit_std: its mean logit spread (`{peer}_logit_std`).
+        num_classes: C.
+        ce_tolerance: relative tolerance below ln C.
+        accuracy_factor: accuracy bound as a multiple of chance (1 / C).
+        spread: logit spread at or below which the output is called uniform (measured: 0.00-0.09 for peers collapsed
+            to uniform output, 2.0-5.3 for peers at chance with confident output).
+
+    Returns:
+        `"uniform"`, `"constant"` or None (not collapsed).
+
+    Example:
+
+    >>> collapse_kind(2.3026, 0.100, 0.001, 10), collapse_kind(2.9, 0.098, 3.5, 10), collapse_kind(0.9, 0.70, 2.0, 10)
+    ('uniform', 'constant', None)
+    """
+    chance_ce = math.log(num_classes)
+    if not (accuracy <= accuracy_factor / num_classes and ce >= (1.0 - ce_tolerance) * chance_ce):
+        return None
+    return "uniform" if logit_std <= spread else "constant"
+
+
+@keras.saving.register_keras_serializable(package="keras_okd")
+class PeerCollapse(keras.callbacks.Callback):
+    """Warns, once per peer, when a peer's predictions have collapsed to uniform or constant output during `fit`.
+
+    After every epoch it reads the logs `OnlineDistiller` writes for each peer (`{peer}_ce`, `{peer}_accuracy`,
+    `{peer}_logit_std`; peers are `student_{i}` or `branch_{i}`) and applies `collapse_kind` with the distiller's
+    `num_classes`. A peer that meets the test for `patience` consecutive epochs gets one warning naming the peer, the
+    epoch (1-based, as Keras's progress bar counts), the values against ln C and chance, and the usual remedies. A
+    collapsed peer stops learning from the labels (its cross-entropy sits at ln C) and, in online distillation, hands
+    its peers uniform or meaningless targets: DML at a high learning rate, or PCL's failure that DKEL studies.
+
+    The message goes to the `keras_okd.callbacks` logger (a child of `keras_okd`) at WARNING level, and is printed
+    when `fit` runs with `verbose > 0`. With no logging configured and `verbose=0`, Python's last-resort handler
+    still shows it on stderr; with no logging configured and `verbose > 0` it is printed once, not twice.
+
+    Defaults, from measured runs (`benchmarks/fashion_mnist_recipe.py`, and the `history.csv` of `keras-okd train
+    --config configs/digits/dml.yaml --seed S` and of the DKEL probe in configs/fashion_mnist/dkel.yaml's header):
+    a peer whose classifier outputs zeros logs CE 2.3026 (= ln 10), chance accuracy and spread 0.0000. DKEL without
+    its ramp-up on Fashion-MNIST collapsed for good: epoch 1 at chance with confident output (CE 5.8-6.4, spread
+    3.8-5.3), epochs 2 and 3 at CE 2.30-2.31, accuracy 9.0-10.4%, spread 0.02-0.09. Healthy peers were far above
+    1.5 / C after their first epochs, but DML's students on the digits (seeds 0-4) met the test in their first one or
+    two epochs (e.g. CE 4.29, accuracy 10.6%, spread 2.29, then CE 2.29, accuracy 9.7%, spread 0.14) before learning
+    (16% and CE 2.19-2.22 at the third epoch, 95.8-98.3% validation accuracy at the end), and on Fashion-MNIST at
+    lr 0.05 a DML student met it in its first epoch only; hence `patience=3`.
+
+    Args:
+        ce_tolerance: the cross-entropy must be at least `(1 - ce_tolerance) * ln C`.
+        accuracy_factor: the training accuracy must be at most `accuracy_factor / C`.
+        spread: logit spread at or below which a collapsed peer's output is called uniform (else constant).
+        patience: consecutive epochs the test must hold before the warning (3: DML's students often sit at chance
+            for their first one or two epochs and then learn; that is not reported).
+
+    Attributes:
+        warned: `{peer name: (1-based epoch, kind)}` of the peers warned about.
+
+    Example:
+
+    ```python
+    distiller.fit(train, epochs=15, callbacks=[keras_okd.callbacks.PeerCollapse()])
+    ```
+    """
+
+    def __init__(self, ce_tolerance=0.05, accuracy_factor=1.5, spread=0.5, patience=3):
+        super().__init__()
+        if not 0.0 <= float(ce_tolerance) < 1.0:
+            raise ValueError(f"PeerCollapse: ce_tolerance must be in [0, 1), got {ce_tolerance}.")
+        if not float(accuracy_factor) >= 1.0:
+            raise ValueError(f"PeerCollapse: accuracy_factor must be >= 1 (a multiple of chance), got "
+                             f"{accuracy_factor}.")
+        if not float(spread) >= 0.0:
+            raise ValueError(f"PeerCollapse: spread must be >= 0, got {spread}.")
+        if int(patience) < 1:
+            raise ValueError(f"PeerCollapse: patience must be >= 1, got {patience}.")
+        self.ce_tolerance, self.accuracy_factor = float(ce_tolerance), float(accuracy_factor)
+        self.spread, self.patience = float(spread), int(patience)
+        self.warned = {}
+        self._streak = {}
+
+    def on_train_begin(self, logs=None):
+        self.warned, self._streak = {}, {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        num_classes = getattr(self.model, "num_classes", None)
+        for peer in getattr(self.model, "peer_names", ()):
+            keys = (f"{peer}_ce", f"{peer}_accuracy", f"{peer}_logit_std")
+            if peer in self.warned or num_classes is None or any(key not in logs for key in keys):
+                continue
+            ce, accuracy, spread = (float(logs[key]) for key in keys)
+            kind = collapse_kind(ce, accuracy, spread, num_classes, self.ce_tolerance, self.accuracy_factor,
+                                 self.spread)
+            self._streak[peer] = self._streak.get(peer, 0) + 1 if kind else 0
+            if kind and self._streak[peer] >= self.patience:
+                self.warned[peer] = (epoch + 1, kind)
+                self._warn(self._message(peer, epoch + 1, kind, ce, accuracy, spread, num_classes, logs))
+
+    @staticmethod
+    def _message(peer, epoch, kind, ce, accuracy, spread, num_classes, logs):
+        what = ("uniform predictions (the same probability for every class)" if kind == "uniform" else
+                "constant predictions (confident, but no better than chance: they do not depend on the input)")
+        validation = logs.get(f"val_{peer}_accuracy")
+        shown = f", validation accuracy {100 * float(validation):.2f}%" if validation is not None else ""
+        return (f"keras_okd: peer {peer} has collapsed to {what} at epoch {epoch}: training cross-entropy {ce:.4f} "
+                f"(ln {num_classes} = {math.log(num_classes):.4f}), training accuracy {100 * accuracy:.2f}% (chance "
+                f"{100 / num_classes:.2f}%){shown}, logit spread {spread:.4f}. Training goes on, but this peer no "
+                f"longer learns from the labels and hands its peers meaningless targets. Usual remedies: "
+                f"{COLLAPSE_REMEDIES}.")
+
+    def _warn(self, message):
+        verbose = self.params.get("verbose", 0) if self.params else 0
+        shown = verbose not in (0, False, None)
+        if shown:
+            print(message, flush=True)
+        # with no handler configured, Python's last-resort handler would print it to stderr a second time
+        if not shown or _collapse_logger.hasHandlers():
+            _collapse_logger.warning(message)
+
+    def get_config(self):
+        return {"ce_tolerance": self.ce_tolerance, "accuracy_factor": self.accuracy_factor, "spread": self.spread,
+                "patience": self.patience}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -27,6 +27,12 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset is not available on this machine; the message says what to download and where to put it."""
 
 
+def default_data_dir():
+    """`$KERAS_HOME/datasets` (default `~/.keras/datasets`), where Keras keeps downloaded datasets."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(home, "datasets")
+
+
 def list_images(folder):
     """Sorted paths of the image files (jpg, jpeg, png, bmp, gif; any case) directly inside `folder`."""
     return sorted(

@@ -1,13 +1,15 @@
 """Datasets by name: `get(name, **kwargs) -> (train_ds, test_ds, num_train_samples)`, used by configs and the CLI.
 
-| name           | loader                         | classes | images            |
-|----------------|--------------------------------|---------|-------------------|
-| `digits`       | scikit-learn's bundled digits  | 10      | 8x8x1             |
-| `cifar10`      | tensorflow-datasets            | 10      | 32x32x3           |
-| `cifar100`     | tensorflow-datasets            | 100     | 32x32x3           |
-| `imagenet2012` | tensorflow-datasets, manual    | 1000    | 224x224x3         |
-| `tinyimagenet` | the official archive's folders | 200     | 64x64x3           |
-| `folder`       | any folder of class folders    | folders | any (`image_size`) |
+| name            | loader                                                     | classes | images             |
+|-----------------|------------------------------------------------------------|---------|--------------------|
+| `digits`        | scikit-learn's bundled digits                              | 10      | 8x8x1              |
+| `fashion_mnist` | IDX files: Debian's `dataset-fashion-mnist`, Keras's cache | 10      | 28x28x1            |
+| `mnist`         | IDX files in `data_dir`, or Keras's `mnist.npz` cache      | 10      | 28x28x1            |
+| `cifar10`       | tensorflow-datasets                                        | 10      | 32x32x3            |
+| `cifar100`      | tensorflow-datasets                                        | 100     | 32x32x3            |
+| `imagenet2012`  | tensorflow-datasets, manual                                | 1000    | 224x224x3          |
+| `tinyimagenet`  | the official archive's folders                             | 200     | 64x64x3            |
+| `folder`        | any folder of class folders                                | folders | any (`image_size`) |
 
 The functions registered here have annotated signatures: `keras_okd.experiments.config` checks a config's `dataset`
 section against them. The run's seed is passed as `seed` (shuffling and augmentation); data splits use their own
@@ -26,6 +28,7 @@ from keras_okd.data.digits import digits_arrays
 from keras_okd.data.imagenet import NUM_CLASSES as _IMAGENET_CLASSES
 from keras_okd.data.imagenet import imagenet2012
 from keras_okd.data.indexing import pipeline
+from keras_okd.data.mnist_family import fashion_mnist, mnist
 
 
 def digits_dataset(
@@ -154,6 +157,8 @@ _LOADERS = {
     "digits": digits_dataset,
     "cifar10": cifar10,
     "cifar100": cifar100,
+    "fashion_mnist": fashion_mnist,
+    "mnist": mnist,
     "imagenet2012": imagenet2012_dataset,
     "tinyimagenet": tinyimagenet_dataset,
     "folder": folder_dataset,
@@ -163,6 +168,8 @@ _CLASSES = {
     "digits": lambda **_: 10,
     "cifar10": lambda **_: 10,
     "cifar100": lambda **_: 100,
+    "fashion_mnist": lambda **_: 10,
+    "mnist": lambda **_: 10,
     "imagenet2012": lambda **_: _IMAGENET_CLASSES,
     "tinyimagenet": lambda data_dir=None, **_: len(_tiny.class_ids(data_dir)),
     "folder": lambda data_dir, **_: _folder.num_classes(data_dir),
@@ -227,8 +234,8 @@ def get(name, **kwargs):
     both made by `keras_okd.data.pipeline`.
 
     Args:
-        name: one of `names()`: `"digits"`, `"cifar10"`, `"cifar100"`, `"imagenet2012"`, `"tinyimagenet"`,
-            `"folder"`.
+        name: one of `names()`: `"digits"`, `"fashion_mnist"`, `"mnist"`, `"cifar10"`, `"cifar100"`,
+            `"imagenet2012"`, `"tinyimagenet"`, `"folder"`.
         **kwargs: options of that dataset's loader (`loader(name)`), e.g. `batch_size`, `data_dir`, `augment`,
             `seed`.
 

@@ -22,6 +22,7 @@ from keras_okd.data.images import (
     DatasetNotFoundError,
     ImageTransform,
     augment_options,
+    default_data_dir,
     files_dataset,
     list_images,
     transformed,
@@ -30,12 +31,6 @@ from keras_okd.data.indexing import pipeline
 
 IMAGE_SIZE = (64, 64)
 ARCHIVE_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
-
-
-def default_data_dir():
-    """`$KERAS_HOME/datasets` (default `~/.keras/datasets`), where Keras keeps downloaded datasets."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return os.path.join(home, "datasets")
 
 
 def _not_found(data_dir, detail):

@@ -110,7 +110,7 @@ def test_other_checks(tmp_path):
 
     assert "missing required key 'epochs'" in error("epochs: 5\n", "")
     assert "2 or more students" in error("[simple_cnn, simple_cnn]", "[simple_cnn]")
-    assert "unknown dataset 'mnist'" in error("name: digits", "name: mnist")
+    assert "unknown dataset 'svhn'" in error("name: digits", "name: svhn")
     assert "seeds: is the run's seed" in error("batch_size: 64}", "batch_size: 64, seed: 3}").replace(
         "dataset.seed", "seeds")
     assert "not a Keras optimizer" in error("name: sgd", "name: sgdd")

@@ -1,0 +1,271 @@
+"""An independent minimal implementation of the Fashion-MNIST recipe in plain PyTorch + numpy (no keras_okd, no Keras),
+to check keras-okd's numbers against: independent training, DML and TSB with two small CNNs.
+
+Everything is written here from the papers and the recipe, not from keras-okd's code:
+
+- Data: Fashion-MNIST's IDX files (Debian's /usr/share/datasets/fashion-mnist/, or --data-dir), pixels / 255 in [0, 1].
+  Training subset of --train-size images: the stratified rule documented in keras_okd/data/mnist_family.py
+  (per-class quotas by largest remainder, numpy.random.default_rng(subset_seed).permutation within each class in
+  class order, indices sorted), written again below.
+- Augmentation: zero-pad 2, random 28x28 crop (whole-pixel shifts), random horizontal flip, per image.
+- Network: keras_okd's `simple_cnn` layer for layer: conv3x3(width, no bias) - BN - ReLU - maxpool2 - conv3x3(2 width,
+  no bias) - BN - ReLU - maxpool2 - flatten - linear(10). BN momentum 0.1 (Keras 0.9), epsilon 1e-5 (the zoo's).
+  --init torch keeps PyTorch's default initialisers; --init keras uses Keras's (Glorot-uniform kernels, zero biases).
+- Optimiser: SGD momentum 0.9, PyTorch's own (coupled) weight decay 5e-4 on every parameter, batch 128 (last batch
+  partial), cosine decay of the learning rate to 0, per step (--lr-step step) or per epoch (--lr-step epoch).
+- Losses (per student i, summed over students; KD = tau^2 KL(target || softmax(z_i / tau)), batch mean, targets
+  detached):
+  independent: CE_i.
+  dml: CE_i + mean_{j != i} KL(p_j || p_i) at tau 1 (students updated simultaneously from one forward pass).
+  tsb: CE_i + lambda_ta w(e) sum_{j != i} KD(TA_j || p_i) + lambda_si w(e) KD(mean_j p_j || p_i), tau 4, beta 0.8,
+  lambdas 0.5; TA_j[k] <- beta TA_j[k] + (1 - beta) softmax(z_j(x_k) / tau) on every visit of sample k (folded in,
+  then read), read with the bias correction 1 / (1 - beta^n_k), n_k the visits so far; w(e) = 0 for the first
+  --warmup epochs, then 1 (the bank is updated during the warm-up too).
+- Output: per epoch the training CE, accuracy and logit spread of each student and its test accuracy; at the end the
+  test accuracy of each student and of the ensemble (mean of probabilities), per seed, and one JSON line.
+
+    python benchmarks/minimal_okd_torch.py --method dml --lr 0.01 --epochs 15 --train-size 20000 --seeds 0
+"""
+
+import argparse
+import gzip
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DEBIAN = "/usr/share/datasets/fashion-mnist"
+
+
+# ------------------------------------------------------------------------------------------------------------- data
+def read_idx(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    assert data[:3] == b"\x00\x00\x08", f"{path}: not an unsigned-byte IDX file"
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load(data_dir):
+    def pair(prefix):
+        def find(name):
+            for ext in (".gz", ""):
+                if os.path.isfile(os.path.join(data_dir, name + ext)):
+                    return os.path.join(data_dir, name + ext)
+            raise FileNotFoundError(f"{name}(.gz) not in {data_dir}")
+        return read_idx(find(f"{prefix}-images-idx3-ubyte")), read_idx(find(f"{prefix}-labels-idx1-ubyte"))
+    return pair("train"), pair("t10k")
+
+
+def stratified_subset(labels, size, seed):
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels)
+    share = size * counts / len(labels)
+    quota = np.floor(share).astype(int)
+    quota[np.argsort(-(share - quota), kind="stable")[:size - quota.sum()]] += 1
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:quota[c]] for c in range(len(counts))]
+    return np.sort(np.concatenate(chosen))
+
+
+def augment(images, generator, padding=2, flip=True):
+    """Pad with zeros, crop a random window (whole pixels), flip left-right with probability 1/2: (B, 1, H, W)."""
+    b, _, h, w = images.shape
+    padded = F.pad(images, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator)
+    rows = dy[:, None] + torch.arange(h)[None, :]
+    cols = dx[:, None] + torch.arange(w)[None, :]
+    if flip:
+        flips = torch.randint(0, 2, (b,), generator=generator).bool()
+        cols = torch.where(flips[:, None], cols.flip(1), cols)
+    return padded[torch.arange(b)[:, None, None], 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+
+
+# ------------------------------------------------------------------------------------------------------------- model
+class SimpleCNN(nn.Module):
+    def __init__(self, width=16, num_classes=10, size=28):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width, eps=1e-5, momentum=0.1), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width, eps=1e-5, momentum=0.1),
+            nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+        self.classifier = nn.Linear(2 * width * (size // 4) ** 2, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def keras_init(model):
+    """Keras's defaults: Glorot-uniform kernels (conv and dense), zero biases (BN: gamma 1, beta 0 either way)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+# ------------------------------------------------------------------------------------------------------------- losses
+def kd(target, logits, tau):
+    """tau^2 KL(target || softmax(logits / tau)), batch mean; target detached."""
+    target = target.detach()
+    log_p = F.log_softmax(logits / tau, dim=-1)
+    return tau ** 2 * (target * (torch.log(target.clamp_min(1e-30)) - log_p)).sum(-1).mean()
+
+
+class TemporalBank:
+    def __init__(self, num_samples, peers, classes, beta):
+        self.bank = torch.zeros(num_samples, peers, classes)
+        self.counts = torch.zeros(num_samples, dtype=torch.int64)
+        self.beta = beta
+
+    def fold_in(self, index, probs):
+        """Fold this visit's predictions (B, M, C) in, write back, return the bias-corrected accumulators."""
+        counts = self.counts[index] + 1
+        new = self.beta * self.bank[index] + (1 - self.beta) * probs.detach()
+        self.bank[index], self.counts[index] = new, counts
+        return new / (1 - self.beta ** counts.float())[:, None, None]
+
+
+def total_loss(method, logits, labels, index, epoch, args, bank):
+    """Sum over students of each student's loss; logits is a list of (B, C)."""
+    m = len(logits)
+    loss = sum(F.cross_entropy(z, labels) for z in logits)
+    if method == "dml":
+        probs = [F.softmax(z, -1).detach() for z in logits]
+        loss = loss + sum(sum(kd(probs[j], logits[i], 1.0) for j in range(m) if j != i) / (m - 1) for i in range(m))
+    elif method == "tsb":
+        tau = args.temperature
+        probs = torch.stack([F.softmax(z.detach() / tau, -1) for z in logits], 1)  # (B, M, C)
+        targets = bank.fold_in(index, probs)
+        if epoch >= args.warmup:
+            spatial = probs.mean(1)
+            for i in range(m):
+                loss = loss + args.lambda_ta * sum(kd(targets[:, j], logits[i], tau) for j in range(m) if j != i)
+                loss = loss + args.lambda_si * kd(spatial, logits[i], tau)
+    return loss
+
+
+# ------------------------------------------------------------------------------------------------------------- run
+def evaluate(models, x, y, batch=1000):
+    for model in models:
+        model.eval()
+    correct, ensemble = np.zeros(len(models)), 0
+    with torch.no_grad():
+        for start in range(0, len(x), batch):
+            xb, yb = x[start:start + batch], y[start:start + batch]
+            probs = [F.softmax(model(xb), -1) for model in models]
+            correct += [(p.argmax(-1) == yb).sum().item() for p in probs]
+            ensemble += (torch.stack(probs).mean(0).argmax(-1) == yb).sum().item()
+    return correct / len(x), ensemble / len(x)
+
+
+def run(seed, args, data):
+    (x, y), (xt, yt) = data
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    models = [SimpleCNN(args.width) for _ in range(args.students)]
+    if args.init == "keras":
+        for model in models:
+            keras_init(model)
+    params = [p for model in models for p in model.parameters()]
+    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
+    n = len(x)
+    steps_per_epoch = math.ceil(n / args.batch_size)
+    total = steps_per_epoch * args.epochs
+    bank = TemporalBank(n, args.students, 10, args.beta) if args.method == "tsb" else None
+    step = 0
+    start = time.time()
+    for epoch in range(args.epochs):
+        for model in models:
+            model.train()
+        sums = np.zeros((3, args.students))
+        order = torch.randperm(n, generator=generator)
+        for b in range(steps_per_epoch):
+            index = order[b * args.batch_size:(b + 1) * args.batch_size]
+            when = step if args.lr_step == "step" else epoch * steps_per_epoch
+            for group in optimizer.param_groups:
+                group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * min(when, total) / total))
+            xb = augment(x[index], generator, flip=not args.no_flip) if args.augment else x[index]
+            yb = y[index]
+            logits = [model(xb) for model in models]
+            loss = total_loss(args.method, logits, yb, index, epoch, args, bank)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            with torch.no_grad():
+                for i, z in enumerate(logits):
+                    sums[:, i] += [F.cross_entropy(z, yb).item(), (z.argmax(-1) == yb).float().mean().item(),
+                                   z.std(-1, unbiased=False).mean().item()]
+        accuracy, ensemble = evaluate(models, xt, yt)
+        sums /= steps_per_epoch
+        if args.verbose:
+            cells = [f"s{i}: ce {sums[0, i]:.4f} acc {sums[1, i]:.4f} logit_std {sums[2, i]:.4f} test {accuracy[i]:.4f}"
+                     for i in range(args.students)]
+            print(f"seed {seed} epoch {epoch + 1}: " + " | ".join(cells) + f" | ens {ensemble:.4f}", flush=True)
+    return {"seed": seed, "students": [round(100 * float(a), 2) for a in accuracy],
+            "ensemble": round(100 * ensemble, 2), "seconds": round(time.time() - start, 1)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", default="independent", choices=["independent", "dml", "tsb"])
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--train-size", type=int, default=20_000)
+    parser.add_argument("--subset-seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--students", type=int, default=2)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--init", default="torch", choices=["torch", "keras"])
+    parser.add_argument("--lr-step", default="step", choices=["step", "epoch"])
+    parser.add_argument("--no-augment", dest="augment", action="store_false")
+    parser.add_argument("--no-flip", action="store_true")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--temperature", type=float, default=4.0)
+    parser.add_argument("--beta", type=float, default=0.8)
+    parser.add_argument("--lambda-ta", type=float, default=0.5)
+    parser.add_argument("--lambda-si", type=float, default=0.5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data-dir", default=DEBIAN)
+    parser.add_argument("--quiet", dest="verbose", action="store_false")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    (x, y), (xt, yt) = load(args.data_dir)
+    if args.train_size < len(y):
+        keep = stratified_subset(y, args.train_size, args.subset_seed)
+        x, y = x[keep], y[keep]
+
+    def tensors(images, labels):
+        return (torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1),
+                torch.from_numpy(labels.astype(np.int64)))
+
+    data = (tensors(x, y), tensors(xt, yt))
+    results = []
+    for seed in args.seeds:
+        result = run(seed, args, data)
+        results.append(result)
+        print(f"seed {seed}: {args.method} test accuracy, students {result['students']}, ensemble "
+              f"{result['ensemble']}, {result['seconds']} s", flush=True)
+    mean = float(np.mean([np.mean(r["students"]) for r in results]))
+    summary = {"implementation": "torch", "method": args.method, "lr": args.lr, "epochs": args.epochs,
+               "train_size": args.train_size, "init": args.init, "lr_step": args.lr_step, "augment": args.augment,
+               "width": args.width, "runs": results, "mean_student": round(mean, 2),
+               "params_per_student": sum(p.numel() for p in SimpleCNN(args.width).parameters())}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
