@@ -12,16 +12,18 @@ from keras_okd.data.digits import digits, digits_arrays
 from keras_okd.data.folder import image_folder, load_image_folder
 from keras_okd.data.imagenet import imagenet2012, load_imagenet2012
 from keras_okd.data.images import DatasetNotFoundError, ImageTransform
-from keras_okd.data.indexing import pipeline, with_index
+from keras_okd.data.indexing import DataEpoch, data_epoch, pipeline, with_index
 from keras_okd.data.registry import get, loader, names, num_classes
 from keras_okd.data.tiny_imagenet import load_tinyimagenet, tinyimagenet
 
 __all__ = [
+    "DataEpoch",
     "DatasetNotFoundError",
     "ImageTransform",
     "PadCropFlip",
     "cifar",
     "cifar_augment",
+    "data_epoch",
     "digits",
     "digits_arrays",
     "get",

@@ -18,10 +18,11 @@ A run directory holds:
 Resume: rerunning the same command on the same directory restores the last completed epoch from `backup/`, through
 Keras's BackupAndRestore: the distiller's variables (students, optimizer, the temporal accumulator's bank and visit
 counts, schedule weights) and the epoch counter; the learning-rate and knowledge schedules are functions of the
-epoch, so they continue where they were. What is not restored is the position of the random streams: tf.data's
-shuffling and augmentation, and the Keras seed generators of per-peer views; the resumed epochs see different (equally
-random) data orders and augmentations than an uninterrupted run would, so the numbers differ like those of another
-data order. With `dataset: {shuffle: false}` and no random augmentation a resumed run equals an uninterrupted one (tests/experiments/test_experiment_runner.py checks this). A completed run
+epoch, so they continue where they were. The data need no state: the training pipeline draws epoch e's shuffle order
+and the tf.data augmentation of its step s from (seed, e, s) alone (`keras_okd.data.pipeline`), told e by its
+`keras_okd.data.DataEpoch` callback, so a resumed run sees the same data as an uninterrupted one and ends in the same
+state (tests/experiments/test_experiment_runner.py). Per-peer views made inside the training step resume exactly
+when their random state lives in the model's variables, which BackupAndRestore restores. A completed run
 (`results.json` present) is not trained again.
 """
 
@@ -138,10 +139,16 @@ def peer_views(kind, input_shape):
 
 
 def load_dataset(config, seed):
-    """`(train_ds, test_ds, num_train_samples, num_classes, input_shape)` of a resolved config."""
+    """`(train_ds, test_ds, num_train_samples, num_classes, input_shape, data_epoch)` of a resolved config;
+    `data_epoch` is the training pipeline's `keras_okd.data.DataEpoch` callback (None for a dataset not made by
+    `keras_okd.data.pipeline`)."""
     options = dict(config["dataset"])
     name = options.pop("name")
     train, test, n = keras_okd.data.get(name, seed=seed, **options)
+    try:
+        clock = keras_okd.data.data_epoch(train)
+    except ValueError:
+        clock = None
     classes = keras_okd.data.num_classes(name, **options)
     if keras_okd.backend.jax_process_count() > 1:  # JAX processes split every training batch: full batches only
         default = inspect.signature(keras_okd.data.loader(name)).parameters["batch_size"].default
@@ -153,7 +160,7 @@ def load_dataset(config, seed):
                   "epoch). Test data are evaluated in full.")
     spec = train.element_spec[0]
     spec = spec["inputs"] if isinstance(spec, dict) else spec
-    return train, test, n, classes, tuple(int(d) for d in spec.shape[1:])
+    return train, test, n, classes, tuple(int(d) for d in spec.shape[1:]), clock
 
 
 class _Progress(keras.callbacks.Callback):
@@ -276,12 +283,12 @@ def run_experiment(config, run_dir, seed, callbacks=(), verbose=1):
     dump_config(resolved, os.path.join(run_dir, CONFIG))
 
     keras.utils.set_random_seed(int(seed))
-    train, test, n, classes, input_shape = load_dataset(resolved, seed)
+    train, test, n, classes, input_shape, clock = load_dataset(resolved, seed)
     with keras_okd.distribute.strategy_scope(resolved["strategy"]):
         distiller, models = build_distiller(resolved, n, classes, input_shape)
     history_path = os.path.join(run_dir, HISTORY)
     progress = _Progress(os.path.join(run_dir, "progress.json"))
-    fit_callbacks = keras_okd.callbacks.for_method(distiller) + [
+    fit_callbacks = keras_okd.callbacks.for_method(distiller) + ([clock] if clock is not None else []) + [
         keras.callbacks.CSVLogger(history_path, append=True),
         keras.callbacks.BackupAndRestore(os.path.join(run_dir, BACKUP), delete_checkpoint=False),
         *tensorboard(os.path.join(run_dir, "tensorboard")),
