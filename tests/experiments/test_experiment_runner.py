@@ -148,13 +148,6 @@ def test_report_of_a_real_run(straight, capsys):
     assert [p for p in os.listdir(out) if p.endswith(".png")]
 
 
-def test_a_method_that_does_not_exist_fails_when_training(tmp_path):
-    with pytest.warns(UserWarning, match="not among keras_okd.methods.names"):
-        config = experiments.config_from_dict({**CONFIG, "method": {"name": "no_such_method", "params": {"a": 1}}})
-    with pytest.raises(ValueError, match="Unknown method 'no_such_method'"):
-        run_experiment(config, tmp_path, 0, verbose=0)
-
-
 def test_branch_methods_get_a_multi_branch_student_and_views():
     config = experiments.config_from_dict({
         **CONFIG, "method": {"name": "pcl", "params": {"views": "standard"}},
