@@ -127,12 +127,12 @@ class _Sources:
 
     def where(self, path):
         path = tuple(path)
+        for end in range(len(path), -1, -1):  # an override of the key or of a section above it set the value
+            if path[:end] in self.overrides:
+                return f"--set {self.overrides[path[:end]]}"
         for end in range(len(path), -1, -1):
-            head = path[:end]
-            if head in self.overrides:
-                return f"--set {self.overrides[head]}"
-            if head in self.lines:
-                return f"{self.path}:{self.lines[head]}"
+            if path[:end] in self.lines:
+                return f"{self.path}:{self.lines[path[:end]]}"
         return str(self.path)
 
 

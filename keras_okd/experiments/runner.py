@@ -2,11 +2,13 @@
 
 A run directory holds:
 
-    config.yaml            the resolved config (its `seeds` is this run's seed); rerunning checks it is unchanged
-    history.csv            per-epoch logs (keras.callbacks.CSVLogger, appended across resumed sessions)
+    config.yaml            the resolved config (its `seeds` is this run's seed); rerunning checks it is unchanged.
+                           Written when training starts, after the data and networks were built without error
+    run.lock               the owner: one process trains in a directory at a time (keras_okd.experiments.state)
+    history.csv            per-epoch logs (keras.callbacks.CSVLogger), made consistent with the backup on resume
     tensorboard/           keras.callbacks.TensorBoard logs (when the tensorboard package is installed)
-    backup/                keras.callbacks.BackupAndRestore state while training (removed when the run completes)
-    progress.json          training seconds so far (summed over resumed sessions)
+    backup/                the last two epochs' backups (RunCheckpoint) while training (removed when the run completes)
+    progress.json          epochs done and training seconds of those epochs (summed over resumed sessions)
     student_{i}.keras      each student, a plain Keras model (list students)
     student.keras          the multi-branch student, and branch_{i}.keras each branch alone (multi-branch students)
     teacher_{i}.keras      the mean teacher's peers, for methods that deploy it (PCL, DKEL)
@@ -15,15 +17,19 @@ A run directory holds:
     evaluation.json        written by `keras-okd evaluate`
     .worker{i}/            the same files from process i of a multi-process run (the chief, process 0, writes above)
 
-Resume: rerunning the same command on the same directory restores the last completed epoch from `backup/`, through
-Keras's BackupAndRestore: the distiller's variables (students, optimizer, the temporal accumulator's bank and visit
-counts, schedule weights) and the epoch counter; the learning-rate and knowledge schedules are functions of the
-epoch, so they continue where they were. The data need no state: the training pipeline draws epoch e's shuffle order
-and the tf.data augmentation of its step s from (seed, e, s) alone (`keras_okd.data.pipeline`), told e by its
-`keras_okd.data.DataEpoch` callback, so a resumed run sees the same data as an uninterrupted one and ends in the same
-state (tests/experiments/test_experiment_runner.py). Per-peer views made inside the training step resume exactly
-when their random state lives in the model's variables, which BackupAndRestore restores. A completed run
-(`results.json` present) is not trained again.
+Every file is written aside and renamed into place (`keras_okd.experiments.state.atomic_save`), so a kill at any
+moment leaves each file whole, old or new; the fault-injection test (tests/experiments/test_fault_injection.py)
+kills training processes at those moments and checks that the rerun ends exactly as an uninterrupted run.
+
+Resume: rerunning the same command on the same directory restores the newest intact backup (`RunCheckpoint`, which
+verifies each backup's SHA-256 and falls back to the previous one): the distiller's variables (students, optimizer,
+the temporal accumulator's bank and visit counts, the teacher, schedule weights, per-peer views' random state when
+it lives in variables) and the epoch counter; the learning-rate and knowledge schedules are functions of the epoch,
+so they continue where they were. The data need no state: the training pipeline draws epoch e's shuffle order and
+the tf.data augmentation of its step s from (seed, e, s) alone (`keras_okd.data.pipeline`), told e by its
+`keras_okd.data.DataEpoch` callback, so a resumed run sees the same data as an uninterrupted one and ends in the
+same state, bit for bit on CPU (tests/experiments/test_experiment_runner.py, benchmarks/resume_equality.py). A
+completed run (`results.json` present) is not trained again.
 """
 
 import importlib.util
@@ -389,8 +395,10 @@ def load_checked_dataset(config, seed):
     except keras_okd.data.DatasetNotFoundError:
         raise
     except (ValueError, TypeError) as error:
-        raise ConfigError([f"{where(config, 'dataset')}: dataset: {config['dataset']['name']!r} refused these "
-                           f"options: {error}"]) from None
+        named = [k for k in config["dataset"] if k != "name" and k in str(error)]  # the option the loader names
+        key = ("dataset", named[0]) if named else ("dataset",)
+        raise ConfigError([f"{where(config, *key)}: {'.'.join(key)}: {config['dataset']['name']!r} refused it: "
+                           f"{error}"]) from None
     if n < 1:
         raise ConfigError([f"{where(config, 'dataset')}: dataset: {config['dataset']['name']!r} has no training "
                            f"samples (options {_options(config['dataset'])}); check data_dir and the split options."])

@@ -226,6 +226,7 @@ class RunLock:
         Raises:
             RunLockedError: a live process owns the directory.
         """
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             if fcntl is not None:
@@ -460,6 +461,9 @@ class RunCheckpoint(keras.callbacks.Callback):
     # ------------------------------------------------------------------ restore
     def on_train_begin(self, logs=None):
         self.restored = None
+        for path in (self.history_path, self.progress_path):
+            if path:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         candidates = self.candidates()
         for record in candidates:
             try:
