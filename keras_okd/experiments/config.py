@@ -726,8 +726,10 @@ def _trial_preset(name, params, shape):
     if method_accepts(preset, "num_train_samples"):
         params["num_train_samples"] = 8
     try:
-        students = _tiny_students(kind, count, per_branch_inputs)
-        preset(students, **params)
+        with warnings.catch_warnings():  # the libraries' deprecation notes while building throw-away models
+            warnings.simplefilter("ignore", DeprecationWarning)
+            students = _tiny_students(kind, count, per_branch_inputs)
+            preset(students, **params)
     except (ValueError, TypeError) as error:
         return f"{type(error).__name__}: {' '.join(str(error).split())}"
     return None
