@@ -22,6 +22,7 @@ Experiments from YAML configs (schema: `keras_okd.experiments.config`; the paper
 
 import argparse
 import datetime
+import errno
 import json
 import os
 import sys
@@ -117,6 +118,10 @@ def _check_demo(parser, args):
         parser.error(f"--model {args.model!r} is not a zoo name; known: {', '.join(names())}.")
 
 
+#: Errors of the disk under a run directory (full, over quota, read-only, no permission): reported, not a traceback.
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+
+
 class Interrupted(Exception):
     """Ctrl-C during a command; the message says how to resume."""
 
@@ -176,6 +181,13 @@ def train_config(args):
                 f"{run_dir} keeps every completed epoch (backup/); rerun the same command to resume it from there"
                 + (f" (finished: {', '.join(d for d, _ in results)})" if results else "") + "."
             ) from None
+        except OSError as error:
+            if error.errno not in _DISK_ERRORS:
+                raise
+            print(f"keras-okd train: cannot write {error.filename or run_dir}: {error.strerror}. Every file of the "
+                  f"run is written aside first, so {run_dir} still holds its last complete backup: make room (or "
+                  "fix the permissions) and rerun the same command to resume.", file=sys.stderr)
+            return 1
         results.append((run_dir, result))
         print(f"Wrote {run_dir}")
     print()

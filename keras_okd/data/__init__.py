@@ -3,7 +3,9 @@
 Every loader returns `(train_ds, test_ds, num_train_samples)`: indexed, shuffled, augmented training batches and test
 batches, made by `pipeline`. Datasets: the bundled digits, CIFAR-10/100 and ImageNet 2012 through tensorflow-datasets,
 TinyImageNet from its archive's folders, any folder of class sub-folders. A dataset that is not on disk raises
-`DatasetNotFoundError` saying what to download and where to put it.
+`DatasetNotFoundError` saying what to download and where to put it. Training pipelines are epoch-seeded: epoch e's
+order and augmentation depend on (seed, e, step) only, told e by the `DataEpoch` callback `data_epoch(train_ds)`
+returns, so a resumed `fit` sees the data an uninterrupted one would.
 """
 
 from keras_okd.data.augment import PadCropFlip, cifar_augment, peer_views

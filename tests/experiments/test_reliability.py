@@ -310,6 +310,20 @@ def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path, capsys, monkeypatch):
     assert "Traceback" not in err
 
 
+def test_a_full_disk_says_the_backup_is_intact(tmp_path, capsys, monkeypatch):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "config.yaml"))
+
+    monkeypatch.setattr(runner, "atomic_write", full)
+    path = tmp_path / "c.yaml"
+    dump_config(config_from_dict(GOOD), path)
+    assert cli.main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run"), "--verbose", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "rerun the same command to resume" in err and "Traceback" not in err
+
+
 def test_demo_options_out_of_range_exit_2(capsys):
     for argv, message in ((["--batch-size", "0"], "--batch-size 0: accepted: an integer >= 1"),
                           (["--lr", "-1"], "--lr -1.0: accepted: a finite number > 0"),
