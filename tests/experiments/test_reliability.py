@@ -77,6 +77,76 @@ def test_a_checkpointed_fit_resumes_exactly_and_keeps_two_backups(tmp_path):
     assert json.loads((tmp_path / "b" / "progress.json").read_text())["epochs"] == 4
 
 
+class _KillBetweenWrites(keras.callbacks.Callback):
+    """Stands for a kill after a backup's weights are written and before its epoch record is: the weights writer
+    raises once it has written the weights of the backup after epoch `epoch` (1-based)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def set_model(self, model):
+        super().set_model(model)
+        save, target = model.save_weights, self.epoch
+
+        def save_then_die(*args, **kwargs):
+            save(*args, **kwargs)
+            if self.current == target:
+                raise RuntimeError("killed")
+
+        model.save_weights = save_then_die
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.current = epoch + 1
+
+
+def test_a_kill_between_a_backups_weights_and_its_record(tmp_path, monkeypatch):
+    """Keras's BackupAndRestore (double_checkpoint too) resumes the newer weights under the older epoch and trains
+    that epoch twice; RunCheckpoint ignores weights without their record and resumes exactly."""
+    straight, _ = _fit(tmp_path / "a", 4)
+    for double in (False, True):
+        folder = tmp_path / f"keras_{double}"
+        backup = keras.callbacks.BackupAndRestore(folder, double_checkpoint=double, delete_checkpoint=False)
+        with pytest.raises(RuntimeError, match="killed"):
+            _model().fit(_X, _Y, batch_size=8, epochs=4, shuffle=False, verbose=0,
+                         callbacks=[_KillBetweenWrites(2), backup])
+        resumed = _model()
+        history = resumed.fit(_X, _Y, batch_size=8, epochs=4, shuffle=False, verbose=0, callbacks=[
+            keras.callbacks.BackupAndRestore(folder, double_checkpoint=double)])
+        assert len(history.epoch) == 3  # epochs 2, 3, 4: epoch 2 trained twice
+        assert not all(np.array_equal(u, v) for u, v in zip(straight.get_weights(), resumed.get_weights()))
+    from keras_okd.experiments import state
+
+    write = state.atomic_json
+
+    def record_then_die(path, value):
+        if str(path).endswith("epoch_00002.json"):
+            raise RuntimeError("killed")  # epoch_00002.weights.h5 is in place, its record is not
+        write(path, value)
+
+    monkeypatch.setattr(state, "atomic_json", record_then_die)
+    with pytest.raises(RuntimeError, match="killed"):
+        _fit(tmp_path / "b", 4)
+    assert (tmp_path / "b" / "backup" / "epoch_00002.weights.h5").exists()
+    monkeypatch.setattr(state, "atomic_json", write)
+    resumed, checkpoint = _fit(tmp_path / "b", 4)
+    assert checkpoint.restored["epoch"] == 1
+    for u, v in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_keras_backup_metadata_cut_short_fails_every_rerun_but_not_here(tmp_path):
+    with pytest.raises(RuntimeError, match="stop"):
+        _model().fit(_X, _Y, epochs=4, verbose=0, callbacks=[
+            keras.callbacks.BackupAndRestore(tmp_path / "backup", delete_checkpoint=False), _Stop(2)])
+    meta = tmp_path / "backup" / "training_metadata.json"
+    meta.write_text(meta.read_text()[:5])
+    with pytest.raises(json.JSONDecodeError):
+        _model().fit(_X, _Y, epochs=4, verbose=0, callbacks=[keras.callbacks.BackupAndRestore(tmp_path / "backup")])
+    _, checkpoint = _fit(tmp_path, 2)  # RunCheckpoint reads the same directory: reports it and starts over
+    assert checkpoint.restored is None and "training_metadata.json is damaged" in " ".join(checkpoint.problems)
+
+
 def test_a_damaged_backup_falls_back_to_the_previous_one(tmp_path, capsys):
     with pytest.raises(RuntimeError, match="stop"):
         _fit(tmp_path, 4, [_Stop(2)])
