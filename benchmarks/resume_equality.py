@@ -57,7 +57,7 @@ def main():
     parser.add_argument("configs", nargs="*", default=sorted(glob.glob(os.path.join(ROOT, "configs", "digits", "*.yaml"))))
     parser.add_argument("--set", action="append", default=[], dest="overrides", help="config overrides")
     parser.add_argument("--kill-epoch", type=int, default=None, help="0-based epoch to kill in (default: the middle)")
-    parser.add_argument("--kill-step", type=int, default=3, help="step of that epoch after which to kill")
+    parser.add_argument("--kill-step", type=int, default=3, help="0-based step of that epoch after which to kill")
     args = parser.parse_args()
     from keras_okd.experiments import load_config
 
@@ -78,7 +78,7 @@ def main():
             same_results, same_history, largest, results = compare(os.path.join(tmp, "straight"),
                                                                    os.path.join(tmp, "resumed"))
         accuracy = results.get("ensemble_accuracy")
-        print(f"| {os.path.relpath(path, ROOT)} | {config['epochs']} | step {args.kill_step} of epoch {epoch + 1} | "
+        print(f"| {os.path.relpath(path, ROOT)} | {config['epochs']} | step {args.kill_step + 1} of epoch {epoch + 1} | "
               f"{'yes' if same_results else 'NO'} | {'yes' if same_history else 'NO'} | {largest:.3g} | "
               f"{'–' if accuracy is None else f'{100 * accuracy:.2f}'} |", flush=True)
         print(f"  ({time.time() - start:.0f} s)", file=sys.stderr, flush=True)
