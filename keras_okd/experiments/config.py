@@ -72,6 +72,8 @@ TOP_LEVEL = ("experiment", "paper", "method", "students", "dataset", "optimizer"
 REQUIRED = ("experiment", "method", "students", "dataset", "optimizer", "epochs")
 SCHEDULES = ("step", "constant")
 STRATEGIES = ("none", "mirrored", "multi_worker", "jax_data_parallel")  # keras_okd.distribute.STRATEGIES
+#: The backend each strategy needs (keras_okd.distribute.strategy_scope refuses the others).
+STRATEGY_BACKENDS = {"mirrored": "tensorflow", "multi_worker": "tensorflow", "jax_data_parallel": "jax"}
 #: Values of a preset's `views` param: per-peer augmentation made in the training step (keras_okd.data.peer_views).
 VIEWS = (None, "standard", "crop")
 #: Preset arguments the runner sets itself; a config cannot give them.

@@ -45,6 +45,7 @@ import numpy as np
 
 import keras_okd
 from keras_okd.experiments.config import (
+    STRATEGY_BACKENDS,
     ConfigError,
     config_differences,
     default_run_dir,
@@ -379,10 +380,9 @@ def check_for_backend(config):
     """
     strategy = config.get("strategy", "none")
     backend = keras.backend.backend()
-    needs = {"mirrored": "tensorflow", "multi_worker": "tensorflow", "jax_data_parallel": "jax"}.get(strategy)
+    needs = STRATEGY_BACKENDS.get(strategy)
     if needs and needs != backend:
-        accepted = ["none"] + [s for s, b in (("mirrored", "tensorflow"), ("multi_worker", "tensorflow"),
-                                              ("jax_data_parallel", "jax")) if b == backend]
+        accepted = ["none"] + [name for name, b in STRATEGY_BACKENDS.items() if b == backend]
         raise ConfigError([f"{where(config, 'strategy')}: strategy: {strategy!r} needs KERAS_BACKEND={needs}; this "
                            f"process runs {backend}, which accepts {', '.join(accepted)}."])
 
