@@ -23,8 +23,8 @@ kills training processes at those moments and checks that the rerun ends exactly
 
 Resume: rerunning the same command on the same directory restores the newest intact backup (`RunCheckpoint`, which
 verifies each backup's SHA-256 and falls back to the previous one): the distiller's variables (students, optimizer,
-the temporal accumulator's bank and visit counts, the teacher, schedule weights, per-peer views' random state when
-it lives in variables) and the epoch counter; the learning-rate and knowledge schedules are functions of the epoch,
+the temporal accumulator's bank and visit counts, the teacher, schedule weights; per-peer views' random state when
+it lives in a layer weight, not in a Keras `SeedGenerator`, whose state `save_weights` skips) and the epoch counter; the learning-rate and knowledge schedules are functions of the epoch,
 so they continue where they were. The data need no state: the training pipeline draws epoch e's shuffle order and
 the tf.data augmentation of its step s from (seed, e, s) alone (`keras_okd.data.pipeline`), told e by its
 `keras_okd.data.DataEpoch` callback, so a resumed run sees the same data as an uninterrupted one and ends in the

@@ -370,8 +370,9 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     The two newest backups are kept, so the previous good one stays until the new one is complete. At `fit` start
     the newest backup whose record reads and whose weights match the recorded hash (and load) is restored: every
-    variable (students, optimizer, bank and counts, teacher, schedules, views' random state) and the epoch
-    (`fit` continues with epoch k); a damaged backup is reported and the previous one used. The run's history is
+    variable `save_weights` stores (students, optimizer, bank and counts, teacher, schedules, any layer's
+    `add_weight` state; not the state of Keras's `SeedGenerator`s, which `save_weights` skips) and the epoch (`fit`
+    continues with epoch k); a damaged backup is reported and the previous one used. The run's history is
     rewritten from the backup's rows, so `history.csv` holds exactly epochs 0..k-1 again (a row cut short or a row
     of an epoch that was not backed up is dropped) before `keras.callbacks.CSVLogger` appends to it; list this
     callback before CSVLogger. The Keras BackupAndRestore files of runs made before this (`latest.weights.h5`,
