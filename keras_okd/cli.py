@@ -22,6 +22,7 @@ Experiments from YAML configs (schema: `keras_okd.experiments.config`; the paper
 
 import argparse
 import datetime
+import errno
 import json
 import os
 import sys
@@ -77,14 +78,17 @@ def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "train":
+        if args.seed is not None and not 0 <= args.seed < 2**32:
+            parser.error(f"--seed {args.seed}: accepted: an integer in [0, 2**32 - 1].")
         if args.config is None:
             if args.overrides:
                 parser.error("--set needs --config FILE.")
             if args.strategy:
                 parser.error("--strategy needs --config FILE.")
+            _check_demo(parser, args)
             if args.seed is None:
                 args.seed = 0
-            return train_digits(args)
+            return _guarded(train_digits, args)
         changed = [f"--{name.replace('_', '-')}" for name, default in _DEMO_DEFAULTS.items()
                    if getattr(args, name) != default]
         if changed:
@@ -98,18 +102,47 @@ def main(argv=None):
     return 2  # pragma: no cover - argparse enforces the choices
 
 
+def _check_demo(parser, args):
+    """The demo's options, each with its accepted range (argparse exits with status 2)."""
+    ranges = [("--students", args.students, args.students >= 2, "an integer >= 2"),
+              ("--epochs", args.epochs, args.epochs >= 1, "an integer >= 1"),
+              ("--warmup-epochs", args.warmup_epochs, args.warmup_epochs >= 0, "an integer >= 0"),
+              ("--batch-size", args.batch_size, args.batch_size >= 1, "an integer >= 1"),
+              ("--lr", args.lr, args.lr > 0 and args.lr != float("inf"), "a finite number > 0")]
+    for flag, value, ok, accepted in ranges:
+        if not ok:
+            parser.error(f"{flag} {value}: accepted: {accepted}.")
+    from keras_okd.models import names
+
+    if args.model not in names():
+        parser.error(f"--model {args.model!r} is not a zoo name; known: {', '.join(names())}.")
+
+
+#: Errors of the disk under a run directory (full, over quota, read-only, no permission): reported, not a traceback.
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a command; the message says how to resume."""
+
+
 def _guarded(command, args):
-    """Run a command; config, missing-data and run-directory errors print their message (no traceback) and exit
-    with status 2."""
+    """Run a command. User errors (a config error, missing data, an unusable run directory, no runs to report)
+    print their message without a traceback and exit with status 2; Ctrl-C prints how to resume and exits with 130
+    (128 + SIGINT, the shell's convention)."""
     from keras_okd.data import DatasetNotFoundError
     from keras_okd.experiments import ConfigError
+    from keras_okd.experiments.report import NoRunsError
     from keras_okd.experiments.runner import RunDirectoryError
 
     try:
         return command(args)
-    except (ConfigError, DatasetNotFoundError, RunDirectoryError) as error:
+    except (ConfigError, DatasetNotFoundError, RunDirectoryError, NoRunsError) as error:
         print(f"keras-okd {args.command}: {error}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, Interrupted) as error:
+        print(f"\nkeras-okd {args.command}: interrupted. {error or ''}".rstrip(), file=sys.stderr)
+        return 130
 
 
 def _strategy_before_validation(path, overrides):
@@ -141,7 +174,20 @@ def train_config(args):
     seeds = [args.seed] if args.seed is not None else config["seeds"]
     results = []
     for seed, run_dir in experiments.run_dirs(config, args.run_dir, seeds):
-        result = experiments.run_experiment(config, run_dir, seed, verbose=args.verbose)
+        try:
+            result = experiments.run_experiment(config, run_dir, seed, verbose=args.verbose)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"{run_dir} keeps every completed epoch (backup/); rerun the same command to resume it from there"
+                + (f" (finished: {', '.join(d for d, _ in results)})" if results else "") + "."
+            ) from None
+        except OSError as error:
+            if error.errno not in _DISK_ERRORS:
+                raise
+            print(f"keras-okd train: cannot write {error.filename or run_dir}: {error.strerror}. Every file of the "
+                  f"run is written aside first, so {run_dir} still holds its last complete backup: make room (or "
+                  "fix the permissions) and rerun the same command to resume.", file=sys.stderr)
+            return 1
         results.append((run_dir, result))
         print(f"Wrote {run_dir}")
     print()
@@ -170,23 +216,32 @@ def evaluate_runs(args):
     from keras_okd.experiments import evaluate_run
     from keras_okd.experiments.report import find_runs
 
+    from keras_okd.experiments import ConfigError
+
     runs = find_runs(args.run_dirs)
     if not runs:
         print(f"keras-okd evaluate: no run directories under {', '.join(args.run_dirs)}", file=sys.stderr)
         return 2
     lines = ["| run | model | accuracy (%) | loss |", "|---|---|---:|---:|"]
+    problems = []
     for run_dir in runs:
-        result = evaluate_run(run_dir, batch_size=args.batch_size)
+        try:
+            result = evaluate_run(run_dir, batch_size=args.batch_size)
+        except ConfigError as error:  # this run's config.yaml: say so, evaluate the others
+            problems.append(f"{run_dir}: not evaluated: {error}")
+            continue
         for name, score in result["scores"].items():
             if "accuracy" in score:
                 note = f" ({score['from']})" if "from" in score else ""
                 lines.append(f"| {run_dir} | {name}{note} | {100 * score['accuracy']:.2f} | {score['loss']:.4f} |")
             else:
-                problem = f"{score['file']} does not load ({score['error'][:80]})"
-                lines.append(f"| {run_dir} | {name}: {problem} | – | – |")
+                lines.append(f"| {run_dir} | {name}: {score['file']} {score['error'][:120]} | – | – |")
+        problems += result["problems"]
         print(f"Wrote {os.path.join(run_dir, 'evaluation.json')}")
     print("\n".join(lines))
-    return 0
+    for problem in problems:
+        print(f"keras-okd evaluate: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def report_runs(args):
@@ -198,7 +253,9 @@ def report_runs(args):
     print(f"Wrote the table of {report['runs']} runs to {report['markdown']} (numbers in {report['json']})")
     for path in report["plots"]:
         print(f"Wrote curves {path}")
-    return 0
+    for problem in report["problems"]:
+        print(f"keras-okd report: {problem}", file=sys.stderr)
+    return 1 if report["problems"] else 0
 
 
 def _lr_schedule(base_lr, epochs):
@@ -217,12 +274,16 @@ def _build(method, args, num_train_samples):
     import keras
 
     import keras_okd
+    from keras_okd.experiments import ConfigError
 
     keras.utils.set_random_seed(args.seed)
-    students = [
-        keras_okd.models.get(args.model, num_classes=10, input_shape=(8, 8, 1))
-        for i in range(args.students)
-    ]
+    try:
+        students = [
+            keras_okd.models.get(args.model, num_classes=10, input_shape=(8, 8, 1))
+            for i in range(args.students)
+        ]
+    except ValueError as error:
+        raise ConfigError([f"--model {args.model}: cannot take the 8x8 digits: {' '.join(str(error).split())[:300]}"])
     if method == "tsb":
         distiller = keras_okd.methods.tsb(students, num_train_samples, warmup_epochs=args.warmup_epochs)
     elif method == "dml":

@@ -116,7 +116,7 @@ def test_config_and_bad_arguments():
 
 
 def digits(batch_size=128):
-    train, val, n = keras_okd.data.digits(batch_size=batch_size, seed=0)
+    train, val, n = keras_okd.data.get("digits", batch_size=batch_size, seed=0)
     return train, val, n
 
 

@@ -10,12 +10,14 @@ class PadCropFlip:
     """Zero-pad by `padding`, crop a random `height x width` window, flip left-right with probability 1/2.
 
     Works on a batch `(B, H, W, C)` of tf tensors inside a tf.data pipeline, so every Keras backend gets it; each
-    image draws its own crop offset and flip.
+    image draws its own crop offset and flip. Called with `seed=` (a `[2]` int tensor, as `keras_okd.data.pipeline`
+    passes one per epoch and step) the draws are stateless, a function of that seed alone; otherwise they come from
+    a generator seeded with `seed` (or from tf's global generator).
 
     Args:
         padding: pixels of zero padding on each side (CIFAR: 4).
         flip: apply the random horizontal flip.
-        seed: optional seed for reproducible augmentation.
+        seed: optional seed of the generator used when a call gives no `seed=`.
 
     Example:
 
@@ -29,23 +31,26 @@ class PadCropFlip:
         self.padding, self.flip, self.seed = int(padding), bool(flip), seed
         self._rng = tf.random.Generator.from_seed(seed) if seed is not None else None
 
-    def _uniform(self, shape, maxval):
+    def _uniform(self, shape, maxval, seed=None):
+        if seed is not None:
+            return tf.random.stateless_uniform(shape, seed, maxval=maxval, dtype=tf.int32)
         if self._rng is not None:
             return self._rng.uniform(shape, maxval=maxval, dtype=tf.int32)
         return tf.random.uniform(shape, maxval=maxval, dtype=tf.int32)
 
-    def __call__(self, images):
+    def __call__(self, images, seed=None):
         images = tf.convert_to_tensor(images)
         shape = tf.shape(images)
         batch, height, width = shape[0], shape[1], shape[2]
         p = self.padding
+        seeds = [None] * 3 if seed is None else tf.unstack(tf.random.experimental.stateless_split(seed, 3))
         padded = tf.pad(images, [[0, 0], [p, p], [p, p], [0, 0]])
-        dy = self._uniform((batch,), 2 * p + 1)
-        dx = self._uniform((batch,), 2 * p + 1)
+        dy = self._uniform((batch,), 2 * p + 1, seeds[0])
+        dx = self._uniform((batch,), 2 * p + 1, seeds[1])
         rows = dy[:, None] + tf.range(height)[None, :]  # (B, H)
         cols = dx[:, None] + tf.range(width)[None, :]  # (B, W)
         if self.flip:
-            flip = self._uniform((batch,), 2) > 0
+            flip = self._uniform((batch,), 2, seeds[2]) > 0
             cols = tf.where(flip[:, None], tf.reverse(cols, axis=[1]), cols)
         out = tf.gather(padded, rows, axis=1, batch_dims=1)  # (B, H, W+2p, C)
         return tf.gather(out, cols, axis=2, batch_dims=1)  # (B, H, W, C)

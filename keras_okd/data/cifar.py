@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from keras_okd.data.images import DatasetNotFoundError
 
 MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
 STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
@@ -21,7 +22,8 @@ def load_cifar(name="cifar10", split="train", data_dir=None, download=True):
 
     Raises:
         ValueError: unknown name.
-        RuntimeError: the data is not available and could not be downloaded; the message says where to put it.
+        DatasetNotFoundError: the data is not in `data_dir` and could not be downloaded (no network, or
+            `download=False`); the message says how to get it and where to put it.
 
     Example:
 
@@ -36,11 +38,14 @@ def load_cifar(name="cifar10", split="train", data_dir=None, download=True):
     try:
         ds = tfds.load(name, split=split, as_supervised=True, data_dir=data_dir, download=download,
                        shuffle_files=False)
-    except Exception as error:  # tfds raises several types for missing data / no network
-        raise RuntimeError(
-            f"Could not load {name!r} ({split}) with tensorflow-datasets: {error}. On a machine with a network, "
+    except Exception as error:  # tfds raises several types for missing data / no network / a failed download
+        where = f"in {data_dir}" if data_dir else "in tensorflow-datasets' data directory (~/tensorflow_datasets)"
+        attempt = "could not be downloaded" if download else "download=False"
+        raise DatasetNotFoundError(
+            f"{name} ({split}) is not prepared {where} and {attempt}. On a machine with a network, "
             f"`python -c \"import tensorflow_datasets as tfds; tfds.load('{name}')\"` downloads and prepares it "
-            f"into ~/tensorflow_datasets; copy that folder here and pass data_dir=<its path>."
+            f"into ~/tensorflow_datasets; copy that folder here and pass data_dir=<its path>. "
+            f"(tensorflow-datasets said: {type(error).__name__}: {' '.join(str(error).split())[:300]})"
         ) from error
     mean = tf.constant(MEAN[name], tf.float32)
     std = tf.constant(STD[name], tf.float32)

@@ -4,6 +4,7 @@ import numpy as np
 
 NUM_CLASSES = 10
 INPUT_SHAPE = (8, 8, 1)
+TOTAL = 1797
 
 
 def digits_arrays(validation_size=360, seed=0):
@@ -18,6 +19,9 @@ def digits_arrays(validation_size=360, seed=0):
     Returns:
         `((x_train, y_train), (x_val, y_val))`.
 
+    Raises:
+        ValueError: `validation_size` leaves a class out of one side of the split.
+
     Example:
 
     >>> (x, y), (xv, yv) = digits_arrays()
@@ -27,6 +31,11 @@ def digits_arrays(validation_size=360, seed=0):
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    if isinstance(validation_size, bool) or not isinstance(validation_size, int) or not \
+            NUM_CLASSES <= validation_size <= TOTAL - NUM_CLASSES:
+        raise ValueError(f"digits: validation_size must be an int in [{NUM_CLASSES}, {TOTAL - NUM_CLASSES}] (a "
+                         f"stratified split of the {TOTAL:,} images keeps every class on both sides), got "
+                         f"{validation_size!r}.")
     data = load_digits()
     images = (data.images / 16.0).astype("float32")[..., None]
     labels = data.target.astype("int32")

@@ -104,27 +104,33 @@ class RandomResizedCrop:
         self.mean = None if mean is None else tf.constant(mean, tf.float32)
         self.std = None if std is None else tf.constant(std, tf.float32)
 
-    def _one(self, encoded):
+    def _one(self, encoded, seed=None):
         shape = tf.io.extract_jpeg_shape(encoded)
-        begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
-            shape,
-            bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
-            min_object_covered=0.0,
-            aspect_ratio_range=self.ratio,
-            area_range=self.scale,
-            max_attempts=10,
-            use_image_if_no_bounding_boxes=True,
-            seed=self.seed or 0,
-        )
+        box = dict(bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), min_object_covered=0.0,
+                   aspect_ratio_range=self.ratio, area_range=self.scale, max_attempts=10,
+                   use_image_if_no_bounding_boxes=True)
+        if seed is None:
+            begin, crop_size, _ = tf.image.sample_distorted_bounding_box(shape, seed=self.seed or 0, **box)
+        else:
+            crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+            begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(shape, seed=crop_seed, **box)
         window = tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
         image = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
         image = tf.image.resize(image, (self.size, self.size))
         if self.flip:
-            image = tf.image.random_flip_left_right(image, seed=self.seed)
+            image = (tf.image.random_flip_left_right(image, seed=self.seed) if seed is None
+                     else tf.image.stateless_random_flip_left_right(image, flip_seed))
         return tf.clip_by_value(image, 0.0, 255.0)
 
-    def __call__(self, encoded):
-        images = tf.map_fn(self._one, encoded, fn_output_signature=tf.TensorSpec((self.size, self.size, 3), tf.float32))
+    def __call__(self, encoded, seed=None):
+        """Crop a batch of encoded JPEGs; `seed` (a `[2]` int tensor, from `keras_okd.data.pipeline`) makes every
+        draw stateless, a function of it alone."""
+        spec = tf.TensorSpec((self.size, self.size, 3), tf.float32)
+        if seed is None:
+            images = tf.map_fn(self._one, encoded, fn_output_signature=spec)
+        else:
+            seeds = tf.random.experimental.stateless_split(seed, tf.shape(encoded)[0])
+            images = tf.map_fn(lambda item: self._one(item[0], item[1]), (encoded, seeds), fn_output_signature=spec)
         x = images / 255.0
         if self.mean is not None:
             x = (x - self.mean) / self.std

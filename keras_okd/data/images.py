@@ -84,7 +84,8 @@ class ImageTransform:
         std: per-channel standard deviation, or None.
         padding: pad-and-crop augmentation with this many pixels of (black) padding; 0 for none.
         flip: random horizontal flip.
-        seed: optional seed of the augmentation.
+        seed: optional seed of the augmentation's generator; a call's `seed=` (a `[2]` int tensor, passed by
+            `keras_okd.data.pipeline`) makes it stateless instead (see `PadCropFlip`).
 
     Example:
 
@@ -99,10 +100,10 @@ class ImageTransform:
         self.std = None if std is None else tf.constant(std, tf.float32)
         self.augment = PadCropFlip(padding, flip=flip, seed=seed) if (padding or flip) else None
 
-    def __call__(self, images):
+    def __call__(self, images, seed=None):
         x = tf.cast(images, tf.float32) / 255.0
         if self.augment is not None:
-            x = self.augment(x)
+            x = self.augment(x, seed=seed)
         if self.mean is not None:
             x = (x - self.mean) / self.std
         return x

@@ -4,6 +4,8 @@
 * `run_experiment(config, run_dir, seed)`: train one seed into a run directory, resuming an interrupted run.
 * `evaluate_run(run_dir)`: re-score a run's saved `.keras` models on its test split.
 * `make_report(paths, out_dir)`: the papers' table layout and training curves from run directories.
+* `RunCheckpoint`, `RunLock` (`keras_okd.experiments.state`): the kill-safe backups and the one-owner lock of a run
+  directory, usable with any `fit`.
 
 The `keras-okd` command (`keras_okd.cli`) wraps them: `train --config`, `evaluate`, `report`.
 """
@@ -11,9 +13,14 @@ The `keras-okd` command (`keras_okd.cli`) wraps them: `train --config`, `evaluat
 from keras_okd.experiments.config import ConfigError, config_from_dict, dump_config, load_config
 from keras_okd.experiments.report import make_report
 from keras_okd.experiments.runner import evaluate_run, read_history, run_dirs, run_experiment
+from keras_okd.experiments.state import RunCheckpoint, RunDirectoryError, RunLock, RunLockedError
 
 __all__ = [
     "ConfigError",
+    "RunCheckpoint",
+    "RunDirectoryError",
+    "RunLock",
+    "RunLockedError",
     "config_from_dict",
     "dump_config",
     "evaluate_run",

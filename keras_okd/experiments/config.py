@@ -44,13 +44,21 @@ defaults included), which the runner saves as the run's `config.yaml`.
 
 Numbers: PyYAML alone reads `5e-4` as a string; the loader here reads it as a float like `5.0e-4`.
 
-A method name that is not (yet) among `keras_okd.methods.names()` is accepted with a warning and its params are not
-checked; training such a config fails with the `ValueError` of `keras_okd.methods.get`.
+Values: every number is checked against its accepted range where a range is known (dataset options such as
+`batch_size >= 1` and `validation_split` in (0, 1), optimizer arguments such as `learning_rate > 0` and `momentum` in
+[0, 1), seeds in [0, 2**32 - 1]; no NaN or infinity anywhere), and the method's params are tried on the preset itself
+(a throw-away distiller of tiny students), so that its own checks (`beta` in (0, 1), `temperature > 0`,
+`warmup_epochs >= 0`, `bank_dtype` a float dtype, ...) report here, with the key's line. A method name that is not
+among `keras_okd.methods.names()` is an error. What can only be checked with the data (a dataset option its loader
+refuses, a network too deep for the images, an empty dataset, a strategy this backend lacks) is checked by the
+runner before anything is written, and reported as a `ConfigError` naming the key's line too.
 """
 
 import copy
 import difflib
+import functools
 import inspect
+import math
 import os
 import re
 import types
@@ -64,6 +72,8 @@ TOP_LEVEL = ("experiment", "paper", "method", "students", "dataset", "optimizer"
 REQUIRED = ("experiment", "method", "students", "dataset", "optimizer", "epochs")
 SCHEDULES = ("step", "constant")
 STRATEGIES = ("none", "mirrored", "multi_worker", "jax_data_parallel")  # keras_okd.distribute.STRATEGIES
+#: The backend each strategy needs (keras_okd.distribute.strategy_scope refuses the others).
+STRATEGY_BACKENDS = {"mirrored": "tensorflow", "multi_worker": "tensorflow", "jax_data_parallel": "jax"}
 #: Values of a preset's `views` param: per-peer augmentation made in the training step (keras_okd.data.peer_views).
 VIEWS = (None, "standard", "crop")
 #: Preset arguments the runner sets itself; a config cannot give them.
@@ -119,12 +129,12 @@ class _Sources:
 
     def where(self, path):
         path = tuple(path)
+        for end in range(len(path), -1, -1):  # an override of the key or of a section above it set the value
+            if path[:end] in self.overrides:
+                return f"--set {self.overrides[path[:end]]}"
         for end in range(len(path), -1, -1):
-            head = path[:end]
-            if head in self.overrides:
-                return f"--set {self.overrides[head]}"
-            if head in self.lines:
-                return f"{self.path}:{self.lines[head]}"
+            if path[:end] in self.lines:
+                return f"{self.path}:{self.lines[path[:end]]}"
         return str(self.path)
 
 
@@ -133,20 +143,23 @@ def _key(path):
 
 
 # ---------------------------------------------------------------------------------------------------------- loading
-def load_config(path, overrides=()):
+def load_config(path, overrides=(), check_params=True):
     """Read, override and check an experiment config file.
 
     Args:
         path: a YAML file following the schema in this module's docstring.
         overrides: `"key.sub=value"` strings (the CLI's `--set`), applied in order.
+        check_params: also try the method's params on its preset (builds a throw-away distiller of two tiny
+            students, so that the preset's own range checks speak now, with the key's line); False for configs that
+            were checked when their run was written (`config.yaml` of a run directory).
 
     Returns:
-        The resolved config: a dict with every section and default filled in.
+        The resolved config: a `ResolvedConfig` (a dict with every section and default filled in, that remembers
+        each key's file line: `config.where("method", "params", "beta")`).
 
     Raises:
-        ConfigError: the file is not valid YAML, or the config breaks the schema; every problem is listed with its
-            file and line (or `--set`).
-        FileNotFoundError: no such file.
+        ConfigError: the file does not exist, is a directory or does not read, is not valid YAML, or the config
+            breaks the schema; every problem is listed with its file and line (or `--set`).
 
     Example:
 
@@ -155,8 +168,16 @@ def load_config(path, overrides=()):
     ```
     """
     path = str(path)
-    with open(path) as f:
-        text = f.read()
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such config file."]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a directory, not a config file (configs/ holds the papers' configs, "
+                           "e.g. configs/digits/tsb.yaml)."]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError([f"{path}: cannot be read ({type(error).__name__}: {error})."]) from None
     sources = _Sources(path)
     try:
         node = yaml.compose(text, Loader=_Loader)
@@ -167,15 +188,39 @@ def load_config(path, overrides=()):
         raise ConfigError([f"{path}{line}: not valid YAML: {getattr(error, 'problem', None) or error}"]) from None
     if node is not None:
         sources.read_marks(node)
-    return _resolve(data, sources, overrides)
+    return _resolve(data, sources, overrides, check_params)
 
 
-def config_from_dict(data, overrides=(), source="<dict>"):
+def config_from_dict(data, overrides=(), source="<dict>", check_params=True):
     """Check (and override) a config given as a dict; like `load_config` without a file."""
-    return _resolve(copy.deepcopy(data), _Sources(source), overrides)
+    return _resolve(copy.deepcopy(data), _Sources(source), overrides, check_params)
 
 
-def _resolve(data, sources, overrides):
+class ResolvedConfig(dict):
+    """A checked config: a plain dict (saved as `config.yaml`) that also remembers where each key came from, so that
+    later checks (the runner's: a dataset option its loader refuses, a network too deep for the images) can name the
+    file line."""
+
+    sources = None
+
+    def where(self, *path):
+        """`file:line` (or `--set ...`) of the key at `path`, e.g. `where("dataset", "batch_size")`."""
+        return self.sources.where(path) if self.sources is not None else "<config>"
+
+
+def where(config, *path):
+    """`config.where(*path)` for a `ResolvedConfig`, else `"<config>"`."""
+    return config.where(*path) if isinstance(config, ResolvedConfig) else "<config>"
+
+
+def with_seed(config, seed):
+    """A copy of a resolved config for one run: `seeds: [seed]` (keeps a `ResolvedConfig`'s lines)."""
+    out = ResolvedConfig({**config, "seeds": [int(seed)]})
+    out.sources = getattr(config, "sources", None)
+    return out
+
+
+def _resolve(data, sources, overrides, check_params=True):
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -186,7 +231,9 @@ def _resolve(data, sources, overrides):
         _apply_override(data, expression, sources, errors)
     if errors:
         raise ConfigError(errors)
-    return _Validator(sources).validate(data)
+    resolved = ResolvedConfig(_Validator(sources, check_params).validate(data))
+    resolved.sources = sources
+    return resolved
 
 
 def _apply_override(data, expression, sources, errors):
@@ -298,8 +345,9 @@ def _plain(value):
 
 # ---------------------------------------------------------------------------------------------------------- checks
 class _Validator:
-    def __init__(self, sources):
+    def __init__(self, sources, check_params=True):
         self.sources = sources
+        self.check_params = check_params
         self.errors = []
 
     def error(self, path, message):
@@ -315,7 +363,20 @@ class _Validator:
         if not ok:
             self.error(path, f"expected {_describe(accepted)}, got {type(value).__name__} {value!r}"
                        + _string_number_hint(value))
+        elif isinstance(converted, float) and not math.isfinite(converted):
+            self.error(path, f"must be a finite number, got {converted!r}.")
+            ok = False
         return ok, converted
+
+    def ranged(self, path, values, ranges):
+        """Check the numbers among `values` whose names have an entry in `ranges` (name -> `(test, range text)`)."""
+        for key, value in values.items():
+            if key in ranges and value is not None:
+                test, accepted = ranges[key]
+                numbers = value if isinstance(value, list) else [value]
+                if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers) and not all(
+                        test(v) for v in numbers):
+                    self.error(path + (key,), f"got {value!r}; accepted: {accepted}.")
 
     def mapping(self, path, value):
         if not isinstance(value, dict):
@@ -369,9 +430,32 @@ class _Validator:
         if isinstance(students, dict) and students["per_branch_inputs"] is None:
             # One input per branch exactly when the method gives each branch its own view.
             students["per_branch_inputs"] = bool(method and method["params"].get("views"))
+        if self.check_params and method and not self.errors:
+            self.try_params(method, students)
         if self.errors:
             raise ConfigError(self.errors)
         return {key: resolved[key] for key in TOP_LEVEL if key in resolved}
+
+    def try_params(self, method, students):
+        """Let the preset check the given params (its own range checks) on a throw-away distiller of tiny students;
+        when it refuses them, try each alone to name the key (and line) it refuses."""
+        name, params = method["name"], method["params"]
+        given = [k for k in getattr(self, "given_params", []) if k in params]
+        if not given:
+            return
+        if isinstance(students, dict):
+            shape = ("branches", students["branches"], bool(students["per_branch_inputs"]))
+        else:
+            shape = ("students", len(students) if isinstance(students, list) else 2, False)
+        problem = _trial_preset(name, _frozen({k: params[k] for k in given}), shape)
+        if not problem:
+            return
+        alone = {key: _trial_preset(name, _frozen({key: params[key]}), shape) for key in given}
+        for key, refusal in alone.items():
+            if refusal:
+                self.error(("method", "params", key), f"{params[key]!r} is refused by the {name} preset: {refusal}")
+        if not any(alone.values()):
+            self.error(("method", "params"), f"the {name} preset refuses these params together: {problem}")
 
     # -------------------------------------------------------------------------------------------------- sections
     def method(self, value):
@@ -392,13 +476,12 @@ class _Validator:
         import keras_okd.methods
 
         if name not in keras_okd.methods.names():
-            warnings.warn(
-                f"{self.sources.where(path + ('name',))}: method {name!r} is not among keras_okd.methods.names() "
-                f"({', '.join(keras_okd.methods.names())}); its params are not checked and training will fail unless "
-                "it is added.",
-                stacklevel=4,
-            )
-            return {"name": name, "params": _plain(params)}
+            close = difflib.get_close_matches(name, keras_okd.methods.names(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self.error(path + ("name",), f"unknown method {name!r}{hint}; known: "
+                       f"{', '.join(keras_okd.methods.names())}.")
+            return None
+        self.given_params = [k for k in params if k not in RUNNER_ARGUMENTS]
         preset = keras_okd.methods.get(name)
         resolved = self.arguments(path + ("params",), params, preset, f"method {name!r}", skip_first=True)
         if resolved.get("views") not in VIEWS:
@@ -497,6 +580,7 @@ class _Validator:
             options.pop("seed")
         resolved = self.arguments(path, options, keras_okd.data.loader(name), f"dataset {name!r}",
                                   exclude=("seed",))
+        self.ranged(path, resolved, DATASET_RANGES)
         return {"name": name, **resolved}
 
     def optimizer(self, value):
@@ -523,6 +607,7 @@ class _Validator:
                                   exclude=("name",), fill=False, open_ended=False)
         if "learning_rate" in resolved:
             self.typed(path + ("learning_rate",), resolved["learning_rate"], (float,))
+        self.ranged(path, resolved, OPTIMIZER_RANGES)
         if len(self.errors) == errors_before:
             try:
                 cls(**resolved)
@@ -570,10 +655,105 @@ class _Validator:
         if not value:
             self.error(path, "needs at least one seed.")
         for i, seed in enumerate(value):
-            self.typed(path + (i,), seed, (int,))
+            ok, _ = self.typed(path + (i,), seed, (int,))
+            if ok and not 0 <= seed < 2**32:
+                self.error(path + (i,), f"got {seed}; accepted: an integer in [0, 2**32 - 1] (numpy's seed range).")
         if len(set(map(repr, value))) != len(value):
             self.error(path, f"seeds must be distinct, got {value}.")
         return value
+
+
+def _at_least(low):
+    return (lambda v: v >= low), f"a number >= {low}"
+
+
+def _above(low):
+    return (lambda v: v > low), f"a number > {low}"
+
+
+def _unit(closed_high=False):
+    if closed_high:
+        return (lambda v: 0 <= v <= 1), "a number in [0, 1]"
+    return (lambda v: 0 <= v < 1), "a number in [0, 1)"
+
+
+#: Ranges of dataset options, by name, for every loader that takes them.
+DATASET_RANGES = {
+    "batch_size": _at_least(1),
+    "validation_size": _at_least(1),
+    "shuffle_buffer": _at_least(1),
+    "padding": _at_least(0),
+    "resize": _at_least(1),
+    "image_size": _at_least(1),
+    "split_seed": _at_least(0),
+    "channels": ((lambda v: v in (1, 3)), "1 (grayscale) or 3 (RGB)"),
+    "validation_split": ((lambda v: 0 < v < 1), "a fraction in (0, 1)"),
+}
+#: Ranges of optimizer arguments (Keras checks some of them itself, not these).
+OPTIMIZER_RANGES = {
+    "learning_rate": _above(0),
+    "weight_decay": _at_least(0),
+    "momentum": _unit(),
+    "beta_1": _unit(),
+    "beta_2": _unit(),
+    "rho": _unit(),
+    "epsilon": _above(0),
+    "clipnorm": _above(0),
+    "clipvalue": _above(0),
+    "global_clipnorm": _above(0),
+    "ema_momentum": _unit(closed_high=True),
+}
+
+
+def _frozen(params):
+    import json
+
+    return json.dumps(params, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _trial_preset(name, params, shape):
+    """The preset's refusal (`"ValueError: ..."`) of `params` (JSON) on tiny students of `shape`, or None."""
+    import json
+
+    import keras
+
+    import keras_okd
+
+    params = json.loads(params)
+    kind, count, per_branch_inputs = shape
+    preset = keras_okd.methods.get(name)
+    if isinstance(params.get("views"), str):
+        params["views"] = keras_okd.data.peer_views(8, 8, padding=1, flip=params["views"] == "standard")
+    if method_accepts(preset, "num_train_samples"):
+        params["num_train_samples"] = 8
+    try:
+        with warnings.catch_warnings():  # the libraries' deprecation notes while building throw-away models
+            warnings.simplefilter("ignore", DeprecationWarning)
+            students = _tiny_students(kind, count, per_branch_inputs)
+            preset(students, **params)
+    except (ValueError, TypeError) as error:
+        return f"{type(error).__name__}: {' '.join(str(error).split())}"
+    return None
+
+
+def _tiny_students(kind, count, per_branch_inputs):
+    """The cheapest students a preset accepts: `count` one-layer classifiers of 8x8 images, or one multi-branch
+    model of `count` one-layer branches (the output layout of `keras_okd.models.multi_branch`)."""
+    import keras
+
+    if kind != "branches":
+        students = []
+        for _ in range(count):
+            inputs = keras.Input((8, 8, 1))
+            students.append(keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs))))
+        return students
+    inputs = [keras.Input((8, 8, 1)) for _ in range(count if per_branch_inputs else 1)]
+    flat = [keras.layers.Flatten()(x) for x in inputs]
+    features = [flat[i] if per_branch_inputs else flat[0] for i in range(count)]
+    outputs = {"logits": [keras.layers.Dense(3)(f) for f in features], "features": features,
+               "shared_features": flat[0]}
+    return keras.Model(inputs if per_branch_inputs else inputs[0], outputs)
 
 
 def _takes_one_student(method):

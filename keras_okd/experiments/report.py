@@ -15,7 +15,9 @@ method with its non-default params), columns
 * with several runs of one config (seeds), `mean ± std` (sample standard deviation) over them.
 
 Runs of one config are the run directories whose `config.yaml` agree except for the seed. A run that has not
-finished all its epochs is reported with its last epoch, and its Epochs cell reads `done/total`.
+finished all its epochs is reported with its last epoch, and its Epochs cell reads `done/total`. A damaged run
+directory is reported, not fatal: a run whose `config.yaml` does not read, or with no complete epoch in `history.csv`,
+is left out with a note saying why; a row cut short or a damaged `results.json` is noted and the rest is used.
 
 Curves (PNG, one per dataset and networks): per-epoch test loss (`val_student_{i}_ce`) and test accuracy
 (`val_student_{i}_accuracy`, or the teacher's peer for PCL/DKEL) of every student, one line per method (mean over
@@ -28,23 +30,38 @@ import re
 import statistics
 
 from keras_okd.experiments.config import load_config
-from keras_okd.experiments.runner import CONFIG, HISTORY, metric_keys, read_history
+from keras_okd.experiments.runner import CONFIG, HISTORY, RESULTS, metric_keys, read_history
+from keras_okd.experiments.state import atomic_json, atomic_save, atomic_write, read_json
 
 _SKIP = {"backup", "tensorboard", "report"}
 
 
+class NoRunsError(FileNotFoundError):
+    """Nothing to report: a path is not a directory, or no run under it has a complete epoch."""
+
+
 class Run:
-    """One run directory: its config, history rows and results (if complete)."""
+    """One run directory: its config, history rows and results (if complete).
+
+    `problems` lists what is damaged (rows of `history.csv` that were skipped, a `results.json` that does not read).
+
+    Raises:
+        ConfigError: its `config.yaml` does not read.
+    """
 
     def __init__(self, path):
         self.path = path
-        self.config = load_config(os.path.join(path, CONFIG))
-        self.history = read_history(os.path.join(path, HISTORY))
-        results = os.path.join(path, "results.json")
+        self.problems = []
+        self.config = load_config(os.path.join(path, CONFIG), check_params=False)
+        self.history = read_history(os.path.join(path, HISTORY), self.problems)
         self.results = None
-        if os.path.exists(results):
-            with open(results) as f:
-                self.results = json.load(f)
+        if os.path.exists(os.path.join(path, RESULTS)):
+            results, problem = read_json(os.path.join(path, RESULTS))
+            if problem or not isinstance(results, dict):
+                self.problems.append(f"{problem or os.path.join(path, RESULTS) + ' holds no results'}; "
+                                     "its numbers come from history.csv")
+            else:
+                self.results = results
 
     @property
     def final(self):
@@ -87,7 +104,7 @@ def find_runs(paths):
     for path in paths:
         path = str(path)
         if not os.path.isdir(path):
-            raise FileNotFoundError(f"{path} is not a directory.")
+            raise NoRunsError(f"{path} is not a directory{'' if os.path.exists(path) else ' (it does not exist)'}.")
         for root, dirs, files in os.walk(path):
             dirs[:] = sorted(d for d in dirs if d not in _SKIP and not d.startswith("."))  # .worker{i}: copies
             if CONFIG in files and HISTORY in files:
@@ -282,7 +299,7 @@ def plot_curves(groups, out_dir):
         fig.suptitle(f"{paper + ': ' if paper else ''}{dataset}, {networks}", fontsize=12)
         fig.tight_layout()
         path = os.path.join(out_dir, f"curves_{_slug(paper)}_{_slug(dataset)}_{_slug(networks)}.png")
-        fig.savefig(path, dpi=110)
+        atomic_save(lambda temporary: fig.savefig(temporary, dpi=110, format="png"), path)
         plt.close(fig)
         paths.append(path)
     return paths
@@ -302,27 +319,46 @@ def make_report(paths, out_dir=None):
         out_dir: output directory (default `<common parent of paths>/report`).
 
     Returns:
-        `{"markdown": path, "json": path, "plots": [paths], "runs": number of runs}`.
+        `{"markdown": path, "json": path, "plots": [paths], "runs": number of runs reported, "table": Markdown,
+        "problems": [what was damaged or left out, and why]}`.
 
     Raises:
-        FileNotFoundError: a path does not exist or holds no run.
+        NoRunsError: a path is not a directory, or no run under the paths has a complete epoch (the message lists
+            why each run was left out).
     """
+    from keras_okd.experiments.config import ConfigError
+
     paths = [str(p) for p in paths]
     run_paths = find_runs(paths)
     if not run_paths:
-        raise FileNotFoundError(f"No run directories (with {CONFIG} and {HISTORY}) under {', '.join(paths)}.")
-    runs = [Run(p) for p in run_paths]
-    runs = [r for r in runs if r.history]
+        raise NoRunsError(f"No run directories (with {CONFIG} and {HISTORY}) under {', '.join(paths)}.")
+    runs, problems = [], []
+    for path in run_paths:
+        try:
+            run = Run(path)
+        except ConfigError as error:
+            problems.append(f"{path}: left out, its {CONFIG} does not read: {error}")
+            continue
+        problems += [f"{path}: {p}" for p in run.problems]
+        if run.history:
+            runs.append(run)
+        else:
+            problems.append(f"{path}: left out, {HISTORY} has no complete epoch yet")
+    if not runs:
+        raise NoRunsError(f"No run under {', '.join(paths)} has a complete epoch to report:\n  " +
+                          "\n  ".join(problems))
     groups = build_groups(runs)
     out_dir = out_dir or default_out_dir(paths)
     os.makedirs(out_dir, exist_ok=True)
     plots = plot_curves(groups, out_dir)
     table = markdown_table(groups)
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
-        f.write("# keras-okd report\n\n" + table + "\n")
-        for path in plots:
-            f.write(f"![{os.path.basename(path)}]({os.path.basename(path)})\n\n")
-        f.write("Runs:\n\n" + "".join(f"- {os.path.relpath(r.path, out_dir)}\n" for r in runs))
+    markdown = "# keras-okd report\n\n" + table + "\n"
+    markdown += "".join(f"![{os.path.basename(path)}]({os.path.basename(path)})\n\n" for path in plots)
+    markdown += "Runs:\n\n" + "".join(f"- {os.path.relpath(r.path, out_dir)}\n" for r in runs)
+    if problems:
+        markdown += "\nProblems found (those runs are left out or partly read):\n\n" + "".join(
+            f"- {p}\n" for p in problems)
+    atomic_write(os.path.join(out_dir, "report.md"), markdown)
     summary = [
         {
             "paper": g.paper, "dataset": g.dataset, "networks": list(g.networks), "method": g.label,
@@ -334,7 +370,6 @@ def make_report(paths, out_dir=None):
         }
         for g in groups
     ]
-    with open(os.path.join(out_dir, "report.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    atomic_json(os.path.join(out_dir, "report.json"), summary)
     return {"markdown": os.path.join(out_dir, "report.md"), "json": os.path.join(out_dir, "report.json"),
-            "plots": plots, "runs": len(runs), "table": table}
+            "plots": plots, "runs": len(runs), "table": table, "problems": problems}

@@ -2,11 +2,13 @@
 
 A run directory holds:
 
-    config.yaml            the resolved config (its `seeds` is this run's seed); rerunning checks it is unchanged
-    history.csv            per-epoch logs (keras.callbacks.CSVLogger, appended across resumed sessions)
+    config.yaml            the resolved config (its `seeds` is this run's seed); rerunning checks it is unchanged.
+                           Written when training starts, after the data and networks were built without error
+    run.lock               the owner: one process trains in a directory at a time (keras_okd.experiments.state)
+    history.csv            per-epoch logs (keras.callbacks.CSVLogger), made consistent with the backup on resume
     tensorboard/           keras.callbacks.TensorBoard logs (when the tensorboard package is installed)
-    backup/                keras.callbacks.BackupAndRestore state while training (removed when the run completes)
-    progress.json          training seconds so far (summed over resumed sessions)
+    backup/                the last two epochs' backups (RunCheckpoint) while training (removed when the run completes)
+    progress.json          epochs done and training seconds of those epochs (summed over resumed sessions)
     student_{i}.keras      each student, a plain Keras model (list students)
     student.keras          the multi-branch student, and branch_{i}.keras each branch alone (multi-branch students)
     teacher_{i}.keras      the mean teacher's peers, for methods that deploy it (PCL, DKEL)
@@ -15,44 +17,62 @@ A run directory holds:
     evaluation.json        written by `keras-okd evaluate`
     .worker{i}/            the same files from process i of a multi-process run (the chief, process 0, writes above)
 
-Resume: rerunning the same command on the same directory restores the last completed epoch from `backup/`, through
-Keras's BackupAndRestore: the distiller's variables (students, optimizer, the temporal accumulator's bank and visit
-counts, schedule weights) and the epoch counter; the learning-rate and knowledge schedules are functions of the
-epoch, so they continue where they were. What is not restored is the position of the random streams: tf.data's
-shuffling and augmentation, and the Keras seed generators of per-peer views; the resumed epochs see different (equally
-random) data orders and augmentations than an uninterrupted run would, so the numbers differ like those of another
-data order. With `dataset: {shuffle: false}` and no random augmentation a resumed run equals an uninterrupted one (tests/experiments/test_experiment_runner.py checks this). A completed run
-(`results.json` present) is not trained again.
+Every file is written aside and renamed into place (`keras_okd.experiments.state.atomic_save`), so a kill at any
+moment leaves each file whole, old or new; the fault-injection test (tests/experiments/test_fault_injection.py)
+kills training processes at those moments and checks that the rerun ends exactly as an uninterrupted run.
+
+Resume: rerunning the same command on the same directory restores the newest intact backup (`RunCheckpoint`, which
+verifies each backup's SHA-256 and falls back to the previous one): the distiller's variables (students, optimizer,
+the temporal accumulator's bank and visit counts, the teacher, schedule weights; per-peer views' random state when
+it lives in a layer weight, not in a Keras `SeedGenerator`, whose state `save_weights` skips) and the epoch counter; the learning-rate and knowledge schedules are functions of the epoch,
+so they continue where they were. The data need no state: the training pipeline draws epoch e's shuffle order and
+the tf.data augmentation of its step s from (seed, e, s) alone (`keras_okd.data.pipeline`), told e by its
+`keras_okd.data.DataEpoch` callback, so a resumed run sees the same data as an uninterrupted one and ends in the
+same state, bit for bit on CPU (tests/experiments/test_experiment_runner.py, benchmarks/resume_equality.py). A
+completed run (`results.json` present) is not trained again.
 """
 
-import csv
 import importlib.util
 import inspect
-import json
 import os
 import shutil
+import sys
 import time
+import zipfile
 
 import keras
 import numpy as np
 
 import keras_okd
 from keras_okd.experiments.config import (
+    STRATEGY_BACKENDS,
+    ConfigError,
     config_differences,
     default_run_dir,
     dump_config,
     load_config,
     method_accepts,
+    where,
+    with_seed,
+)
+from keras_okd.experiments.state import (
+    RunCheckpoint,
+    RunDirectoryError,
+    RunLock,
+    RunLockedError,  # noqa: F401 - raised through RunLock; importable from here like RunDirectoryError
+    atomic_json,
+    atomic_save,
+    atomic_write,
+    read_history_rows,
+    read_json,
+    remove_temporaries,
 )
 
 RESULTS = "results.json"
 CONFIG = "config.yaml"
 HISTORY = "history.csv"
+PROGRESS = "progress.json"
 BACKUP = "backup"
-
-
-class RunDirectoryError(ValueError):
-    """The run directory holds a run of another config."""
 
 
 class StepSchedule:
@@ -109,12 +129,18 @@ def build_distiller(config, num_train_samples, num_classes, input_shape):
     """`(distiller, student models)`: the config's students, method preset and optimizer, compiled.
 
     Raises:
-        ValueError: the method is not among `keras_okd.methods.names()` (a config may name a method that is not
-            implemented yet).
+        ConfigError: a student network cannot be built for the dataset's images (too deep for their size), named
+            with the config's `students` line.
     """
     # several TensorFlow replicas train one model: keep batch-norm statistics identical across them
     synchronized = config.get("strategy") in ("mirrored", "multi_worker")
-    students, models = build_students(config["students"], num_classes, input_shape, synchronized)
+    try:
+        students, models = build_students(config["students"], num_classes, input_shape, synchronized)
+    except (ValueError, TypeError) as error:
+        shape = "x".join(str(d) for d in input_shape)
+        raise ConfigError([f"{where(config, 'students')}: students: {config['students']} cannot be built for the "
+                           f"{shape} images of dataset {config['dataset']['name']!r} ({num_classes} classes): "
+                           f"{' '.join(str(error).split())[:400]}"]) from None
     preset = keras_okd.methods.get(config["method"]["name"])
     kwargs = dict(config["method"]["params"])
     if isinstance(kwargs.get("views"), str):
@@ -138,10 +164,16 @@ def peer_views(kind, input_shape):
 
 
 def load_dataset(config, seed):
-    """`(train_ds, test_ds, num_train_samples, num_classes, input_shape)` of a resolved config."""
+    """`(train_ds, test_ds, num_train_samples, num_classes, input_shape, data_epoch)` of a resolved config;
+    `data_epoch` is the training pipeline's `keras_okd.data.DataEpoch` callback (None for a dataset not made by
+    `keras_okd.data.pipeline`)."""
     options = dict(config["dataset"])
     name = options.pop("name")
     train, test, n = keras_okd.data.get(name, seed=seed, **options)
+    try:
+        clock = keras_okd.data.data_epoch(train)
+    except ValueError:
+        clock = None
     classes = keras_okd.data.num_classes(name, **options)
     if keras_okd.backend.jax_process_count() > 1:  # JAX processes split every training batch: full batches only
         default = inspect.signature(keras_okd.data.loader(name)).parameters["batch_size"].default
@@ -153,29 +185,7 @@ def load_dataset(config, seed):
                   "epoch). Test data are evaluated in full.")
     spec = train.element_spec[0]
     spec = spec["inputs"] if isinstance(spec, dict) else spec
-    return train, test, n, classes, tuple(int(d) for d in spec.shape[1:])
-
-
-class _Progress(keras.callbacks.Callback):
-    """Keeps `progress.json`: training seconds summed over sessions, and epochs done."""
-
-    def __init__(self, path):
-        super().__init__()
-        self.path = path
-        self.state = {"seconds": 0.0, "epochs": 0}
-        if os.path.exists(path):
-            with open(path) as f:
-                self.state.update(json.load(f))
-        self.start = time.time()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.state["seconds"] += time.time() - self.start
-        self.state["epochs"] = epoch + 1
-        with open(self.path, "w") as f:
-            json.dump(self.state, f)
+    return train, test, n, classes, tuple(int(d) for d in spec.shape[1:]), clock
 
 
 def tensorboard(log_dir):
@@ -215,34 +225,32 @@ def num_peers(config):
     return students["branches"] if isinstance(students, dict) else len(students)
 
 
-def read_history(path):
-    """Rows of a `history.csv` as dicts of floats (epoch as int), one per epoch (a repeated epoch keeps its last row,
-    as a resumed session rewrites the epoch it was killed in)."""
-    if not os.path.exists(path):
-        return []
-    rows = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            parsed = {}
-            for key, value in row.items():
-                try:
-                    parsed[key] = float(value)
-                except (TypeError, ValueError):
-                    parsed[key] = value
-            if "epoch" in parsed:
-                parsed["epoch"] = int(parsed["epoch"])
-                rows[parsed["epoch"]] = parsed
-    return [rows[e] for e in sorted(rows)]
+def read_history(path, problems=None):
+    """Rows of a `history.csv` as dicts of floats (epoch as int), one per epoch in order. Rows that a kill cut
+    short, a second header and unreadable rows are skipped (a repeated epoch keeps its last row); what was skipped is
+    appended to `problems` when a list is given, else printed as a warning."""
+    rows, found = read_history_rows(str(path))
+    if problems is not None:
+        problems.extend(found)
+    elif found:
+        print("warning: " + "; ".join(found), file=sys.stderr)
+    return rows
 
 
 def run_experiment(config, run_dir, seed, callbacks=(), verbose=1):
     """Train one seed of a config into `run_dir`; resume it if the directory holds an interrupted run.
 
-    Steps: seed everything (`keras.utils.set_random_seed`), load the dataset (`keras_okd.data.get`), build the
-    students from the zoo and the distiller from the method preset (`num_train_samples` passed when the preset takes
-    it), compile with the optimizer, fit with the method's callbacks, BackupAndRestore, CSVLogger, TensorBoard and the
-    learning-rate schedule, then save the students (and each branch of a multi-branch student), the ensemble model and
-    `results.json`. See the module docstring for the directory layout and what resuming restores.
+    Steps: check the config for this backend, take the directory's lock, seed everything
+    (`keras.utils.set_random_seed`), load the dataset (`keras_okd.data.get`), build the students from the zoo and the
+    distiller from the method preset (`num_train_samples` passed when the preset takes it), compile with the
+    optimizer; only then write `config.yaml` and fit with the method's callbacks, the data's `DataEpoch`, the run's
+    `RunCheckpoint` (backups), CSVLogger, TensorBoard and the learning-rate schedule; then save the students (and each
+    branch of a multi-branch student), the ensemble model and `results.json`. Every file is written atomically. See
+    the module docstring for the directory layout and what resuming restores.
+
+    A directory whose config differs is refused, unless no epoch of it completed (a run that failed before its first
+    backup, e.g. on a bad value found once training started): that one is started over with the new config, with a
+    note.
 
     Args:
         config: a resolved config (`load_config`) or the path of a config file.
@@ -255,75 +263,153 @@ def run_experiment(config, run_dir, seed, callbacks=(), verbose=1):
         The results dict (also in `results.json`).
 
     Raises:
-        RunDirectoryError: the directory holds a run of a different config.
-        ValueError: the method is not implemented (`keras_okd.methods.get`).
+        ConfigError: a value the config check could not see before (a dataset option its loader refuses, a network
+            that does not fit the images, a strategy this backend lacks, an empty dataset), named with its file line.
+        RunDirectoryError: the directory holds a run of a different config, is a file, or has a damaged
+            `results.json`; `RunLockedError` (a subclass): another live process trains in it.
         keras_okd.data.DatasetNotFoundError: the dataset is not on disk.
     """
     if not isinstance(config, dict):
         config = load_config(config)
+    check_for_backend(config)
     run_dir = str(run_dir)
     index, _ = keras_okd.distribute.process(config["strategy"])  # first: JAX processes must join before computing
     if index:  # every process trains and saves; the chief's files are the run's, the others' stay out of the way
         run_dir = os.path.join(run_dir, f".worker{index}")
-    os.makedirs(run_dir, exist_ok=True)
-    resolved = {**config, "seeds": [int(seed)]}
-    _check_same_config(run_dir, resolved)
-    results_path = os.path.join(run_dir, RESULTS)
-    if os.path.exists(results_path):
-        print(f"{run_dir}: already complete ({RESULTS} exists); delete the directory to train it again.")
-        with open(results_path) as f:
-            return json.load(f)
-    dump_config(resolved, os.path.join(run_dir, CONFIG))
+    make_run_dir(run_dir)
+    with RunLock(run_dir) as lock:
+        if lock.note:
+            print(lock.note)
+        remove_temporaries(run_dir, os.path.join(run_dir, BACKUP))
+        return _run_owned(config, run_dir, int(seed), callbacks, verbose)
 
-    keras.utils.set_random_seed(int(seed))
-    train, test, n, classes, input_shape = load_dataset(resolved, seed)
+
+def make_run_dir(run_dir):
+    """Create the run directory (and its parents).
+
+    Raises:
+        RunDirectoryError: the path, or a parent of it, is a file, or cannot be created.
+    """
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise RunDirectoryError(f"{run_dir} is a file, not a run directory: pass another --run-dir.")
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as error:
+        raise RunDirectoryError(f"cannot create the run directory {run_dir}: {error.strerror or error} "
+                                f"({error.filename or run_dir}).") from None
+
+
+def _run_owned(config, run_dir, seed, callbacks, verbose):
+    """`run_experiment` once the directory is this process's."""
+    resolved = with_seed(config, seed)
+    results_path = os.path.join(run_dir, RESULTS)
+    checkpoint = RunCheckpoint(os.path.join(run_dir, BACKUP), os.path.join(run_dir, HISTORY),
+                               os.path.join(run_dir, PROGRESS), verbose=verbose)
+    _check_same_config(run_dir, resolved, checkpoint)
+    if os.path.exists(results_path):
+        results, problem = read_json(results_path)
+        if problem is None and isinstance(results, dict):
+            print(f"{run_dir}: already complete ({RESULTS} exists); delete the directory to train it again.")
+            return results
+        raise RunDirectoryError(
+            f"{problem or results_path + ' does not hold results'}: the run finished (its models are saved), but its "
+            f"results cannot be read. `keras-okd evaluate {run_dir}` re-scores the saved models; delete {RESULTS} "
+            "and the models to train it again."
+        )
+
+    keras.utils.set_random_seed(seed)
+    train, test, n, classes, input_shape, clock = load_checked_dataset(resolved, seed)
     with keras_okd.distribute.strategy_scope(resolved["strategy"]):
         distiller, models = build_distiller(resolved, n, classes, input_shape)
+    config_path = os.path.join(run_dir, CONFIG)
+    if not os.path.exists(config_path):  # written once training can start: an error before leaves nothing behind
+        atomic_write(config_path, dump_config(resolved))
     history_path = os.path.join(run_dir, HISTORY)
-    progress = _Progress(os.path.join(run_dir, "progress.json"))
-    fit_callbacks = keras_okd.callbacks.for_method(distiller) + [
+    fit_callbacks = keras_okd.callbacks.for_method(distiller) + ([clock] if clock is not None else []) + [
+        checkpoint,  # before CSVLogger: it restores the history that CSVLogger appends to
         keras.callbacks.CSVLogger(history_path, append=True),
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, BACKUP), delete_checkpoint=False),
         *tensorboard(os.path.join(run_dir, "tensorboard")),
         keras.callbacks.LearningRateScheduler(lr_schedule(resolved)),
-        progress,
         *callbacks,
     ]
-    done = len(read_history(history_path))
-    what = f"{resolved['experiment']} / {resolved['method']['name']} / seed {seed}"
-    print(f"\n== {what}: {n} training samples, {classes} classes, epochs {done + 1}..{resolved['epochs']}"
-          if done else f"\n== {what}: {n} training samples, {classes} classes, {resolved['epochs']} epochs")
+    done, total = checkpoint.latest_epoch(), resolved["epochs"]
+    what = f"{resolved['experiment']} / {resolved['method']['name']} / seed {seed}: {n} training samples, " \
+           f"{classes} classes"
+    if done >= total:
+        print(f"\n== {what}: all {total} epochs are done (backup in {checkpoint.backup_dir}); saving the models")
+    elif done:
+        print(f"\n== {what}: resuming after epoch {done}, epochs {done + 1}..{total}")
+    else:
+        print(f"\n== {what}, {total} epochs")
     start = time.time()
     with keras_okd.distribute.strategy_scope(resolved["strategy"]):
-        distiller.fit(train, validation_data=test, epochs=resolved["epochs"], callbacks=fit_callbacks,
-                      verbose=verbose)
+        distiller.fit(train, validation_data=test, epochs=total, callbacks=fit_callbacks, verbose=verbose)
     session_seconds = time.time() - start
 
     files = save_models(distiller, models, resolved["students"], run_dir)
-    history = read_history(history_path)
+    history = checkpoint.rows
     final = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("val_")}
     keys = metric_keys(final, num_peers(resolved), files["deploy"])
     results = {
         "experiment": resolved["experiment"],
         "paper": resolved["paper"],
         "method": resolved["method"]["name"],
-        "seed": int(seed),
+        "seed": seed,
         "backend": keras.backend.backend(),
         "keras_version": keras.__version__,
         "epochs": len(history),
         "num_train_samples": n,
         "num_classes": classes,
-        "seconds": round(progress.state["seconds"], 1),
+        "seconds": round(checkpoint.seconds, 1),
         "session_seconds": round(session_seconds, 1),
         "net_accuracy": [final.get(k) for k in keys["accuracy"]],
         "ensemble_accuracy": final.get(keys["ensemble"]),
         "final": final,
         **files,
     }
-    with open(results_path, "w") as f:
-        json.dump(results, f, indent=2)
+    atomic_json(results_path, results)  # written last: it marks the run complete
     shutil.rmtree(os.path.join(run_dir, BACKUP), ignore_errors=True)
     return results
+
+
+def check_for_backend(config):
+    """Checks of a config that depend on this process: a strategy the backend lacks.
+
+    Raises:
+        ConfigError: naming the key, its file line, the value and what this backend accepts.
+    """
+    strategy = config.get("strategy", "none")
+    backend = keras.backend.backend()
+    needs = STRATEGY_BACKENDS.get(strategy)
+    if needs and needs != backend:
+        accepted = ["none"] + [name for name, b in STRATEGY_BACKENDS.items() if b == backend]
+        raise ConfigError([f"{where(config, 'strategy')}: strategy: {strategy!r} needs KERAS_BACKEND={needs}; this "
+                           f"process runs {backend}, which accepts {', '.join(accepted)}."])
+
+
+def load_checked_dataset(config, seed):
+    """`load_dataset`, with a loader's refusal of an option and an empty dataset turned into `ConfigError`s that
+    name the config's `dataset` line."""
+    try:
+        train, test, n, classes, input_shape, clock = load_dataset(config, seed)
+    except keras_okd.data.DatasetNotFoundError:
+        raise
+    except (ValueError, TypeError) as error:
+        named = [k for k in config["dataset"] if k != "name" and k in str(error)]  # the option the loader names
+        key = ("dataset", named[0]) if named else ("dataset",)
+        raise ConfigError([f"{where(config, *key)}: {'.'.join(key)}: {config['dataset']['name']!r} refused it: "
+                           f"{error}"]) from None
+    if n < 1:
+        raise ConfigError([f"{where(config, 'dataset')}: dataset: {config['dataset']['name']!r} has no training "
+                           f"samples (options {_options(config['dataset'])}); check data_dir and the split options."])
+    if int(test.cardinality()) == 0:
+        raise ConfigError([f"{where(config, 'dataset')}: dataset: {config['dataset']['name']!r} has no test "
+                           f"samples (options {_options(config['dataset'])})."])
+    return train, test, n, classes, input_shape, clock
+
+
+def _options(section):
+    return ", ".join(f"{k}={v!r}" for k, v in section.items() if k != "name") or "none"
 
 
 def _unsynchronized(config):
@@ -340,7 +426,7 @@ def save_portable(model, path):
 
     Synchronized batch norm (used under multi-replica strategies) only exists on TensorFlow, and Keras refuses to load
     it elsewhere; its weights are those of a plain batch norm, so the model is saved as the same architecture with
-    plain batch norm and the same weights.
+    plain batch norm and the same weights. The file is written aside and renamed into place.
     """
     config = model.get_config()
     plain = _unsynchronized(config)
@@ -348,7 +434,7 @@ def save_portable(model, path):
         rebuilt = model.__class__.from_config(plain)
         rebuilt.set_weights(model.get_weights())
         model = rebuilt
-    model.save(path)
+    atomic_save(model.save, path)  # written aside, then renamed: a kill never leaves half a model
 
 
 def save_models(distiller, models, students, run_dir):
@@ -394,39 +480,75 @@ def deployed(distiller):
     return "teacher" if getattr(distiller, "deploy", "students") == "teacher" else "students"
 
 
-def _check_same_config(run_dir, resolved):
+def _check_same_config(run_dir, resolved, checkpoint):
+    """Refuse a directory that holds a run of another config, unless no epoch of that run completed (no backup, no
+    results): then it is cleared for the new config, with a note."""
     path = os.path.join(run_dir, CONFIG)
     if not os.path.exists(path):
         return
-    saved = load_config(path)
-    differences = config_differences(saved, resolved)
-    if differences:
+    try:
+        saved = load_config(path, check_params=False)
+        differences = config_differences(saved, resolved)
+        problem = f"differences in {', '.join(differences)}"
+    except ConfigError as error:
+        differences, problem = ["config.yaml"], f"its config.yaml does not read: {error}"
+    if not differences:
+        return
+    if os.path.exists(os.path.join(run_dir, RESULTS)) or checkpoint.latest_epoch() > 0:
         raise RunDirectoryError(
-            f"{run_dir} holds a run of a different config (differences in {', '.join(differences)}; saved config: "
-            f"{path}). Pass another --run-dir, or delete the directory to start over."
+            f"{run_dir} holds a run of a different config ({problem}; saved config: {path}). Pass another "
+            "--run-dir, or delete the directory to start over."
         )
+    print(f"note: {run_dir} held a run of another config ({problem}) that never completed an epoch; starting it "
+          "over with this config.")
+    for name in (CONFIG, HISTORY, PROGRESS):
+        if os.path.exists(os.path.join(run_dir, name)):
+            os.remove(os.path.join(run_dir, name))
+    shutil.rmtree(os.path.join(run_dir, BACKUP), ignore_errors=True)
 
 
-def peer_files(run_dir, config):
-    """`[(name, file)]` of a run's saved peer models: branches of a multi-branch student or the students, then the
-    teacher's peers and the ensemble when saved."""
+def peer_files(run_dir, config, results=None):
+    """`[(name, file)]` of a run's saved models: branches of a multi-branch student or the students, then the
+    teacher's peers and the ensemble. With the run's `results` (its `results.json`) the teacher's peers and the
+    ensemble are listed when the run saved them; without, when their files exist."""
     students = config["students"]
     if isinstance(students, dict):
         files = [(f"student_{i}", f"branch_{i}.keras") for i in range(students["branches"])]
     else:
         files = [(f"student_{i}", f"student_{i}.keras") for i in range(len(students))]
     teachers = [(f"teacher_{i}", f"teacher_{i}.keras") for i in range(len(files))]
+    if results is not None:
+        files += [t for t in teachers if t[1] in (results.get("models") or [])]
+        if results.get("ensemble"):
+            files.append(("ensemble", results["ensemble"]))
+        return files
     files += [t for t in teachers if os.path.exists(os.path.join(run_dir, t[1]))]
     if os.path.exists(os.path.join(run_dir, "ensemble.keras")):
         files.append(("ensemble", "ensemble.keras"))
     return files
 
 
+def keras_file_problem(path):
+    """Why a `.keras` file cannot be loaded before trying (missing, or not a complete zip archive), or None."""
+    if not os.path.exists(path):
+        return "is missing"
+    if not zipfile.is_zipfile(path):
+        return f"is damaged (not a .keras zip archive; {os.path.getsize(path)} bytes: cut short?)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError) as error:
+        return f"is damaged ({type(error).__name__}: {error})"
+    return f"is damaged (member {bad} fails its CRC check)" if bad else None
+
+
 def evaluate_run(run_dir, batch_size=None):
-    """Re-score a run's saved students (or branches) and ensemble on its test split.
+    """Re-score a run's saved students (or branches), teacher peers and ensemble on its test split.
 
     Loads the `.keras` files with `keras.saving.load_model` (plain Keras models) and the test split from the saved
-    config; writes `evaluation.json`.
+    config; writes `evaluation.json`. A missing or damaged model file is reported in its score (`"error"`) and in
+    `"problems"`, and the other files are scored. When the ensemble cannot be scored (not saved, missing or
+    damaged), `"peers_mean"` scores the mean of the deployed peers' probabilities instead, saying so.
 
     Args:
         run_dir: a run directory written by `run_experiment`.
@@ -434,9 +556,18 @@ def evaluate_run(run_dir, batch_size=None):
 
     Returns:
         `{"backend", "num_test_samples", "scores": {"student_0": {"accuracy", "loss", "file"}, ..., "teacher_0": ...,
-        "ensemble": ...}}` (accuracy a fraction; loss the mean cross-entropy).
+        "ensemble": ..., "peers_mean": ...}, "problems": [...]}` (accuracy a fraction; loss the mean cross-entropy;
+        a file that could not be scored has `{"file", "error"}` instead).
+
+    Raises:
+        ConfigError: the run's `config.yaml` is missing or does not read (nothing to evaluate against).
     """
-    config = load_config(os.path.join(run_dir, CONFIG))
+    config = load_config(os.path.join(run_dir, CONFIG), check_params=False)
+    problems = []
+    results, problem = read_json(os.path.join(run_dir, RESULTS))
+    if problem:
+        problems.append(f"{problem}; the run may be incomplete: scoring the model files present")
+        results = None
     options = dict(config["dataset"])
     name = options.pop("name")
     if batch_size:
@@ -445,14 +576,17 @@ def evaluate_run(run_dir, batch_size=None):
     labels = np.concatenate([np.asarray(y) for y in test.map(lambda x, y: y).as_numpy_iterator()]).astype("int64")
     images = test.map(lambda x, y: x)
     scores, probabilities = {}, {}
-    for label, file in peer_files(run_dir, config):
+    for label, file in peer_files(run_dir, config, results):
         path = os.path.join(run_dir, file)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} is missing: is the run complete ({RESULTS} present)?")
-        try:
-            model = keras.saving.load_model(path)
-        except Exception as error:  # report a file that does not load, score the others
-            scores[label] = {"file": file, "error": f"{type(error).__name__}: {error}"}
+        problem = keras_file_problem(path)
+        if problem is None:
+            try:
+                model = keras.saving.load_model(path)
+            except Exception as error:  # report a file that does not load, score the others
+                problem = f"does not load ({type(error).__name__}: {' '.join(str(error).split())[:300]})"
+        if problem:
+            scores[label] = {"file": file, "error": problem}
+            problems.append(f"{path} {problem}")
             continue
         outputs = np.asarray(model.predict(images, verbose=0)).astype("float64")
         probabilities[label] = outputs if _are_probabilities(outputs) else _softmax(outputs)
@@ -463,13 +597,11 @@ def evaluate_run(run_dir, batch_size=None):
         mean = np.mean(deployed_peers, axis=0)
         if "ensemble" in probabilities:
             scores["ensemble"]["matches_peers"] = bool(np.allclose(probabilities["ensemble"], mean, atol=1e-4))
-        else:  # no loadable ensemble file: the ensemble is the mean of the deployed peers' probabilities
-            scores["ensemble"] = {**_score(mean, labels), "file": scores.get("ensemble", {}).get("file"),
-                                  "from": "mean of the peers' probabilities",
-                                  **({"error": scores["ensemble"]["error"]} if "ensemble" in scores else {})}
-    result = {"backend": keras.backend.backend(), "num_test_samples": int(len(labels)), "scores": scores}
-    with open(os.path.join(run_dir, "evaluation.json"), "w") as f:
-        json.dump(result, f, indent=2)
+        else:  # no usable ensemble file: score the mean of the deployed peers' probabilities, named as such
+            scores["peers_mean"] = {**_score(mean, labels), "from": "mean of the deployed peers' probabilities"}
+    result = {"backend": keras.backend.backend(), "num_test_samples": int(len(labels)), "scores": scores,
+              "problems": problems}
+    atomic_json(os.path.join(run_dir, "evaluation.json"), result)
     return result
 
 

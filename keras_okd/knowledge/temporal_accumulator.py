@@ -10,6 +10,10 @@ from keras_okd.knowledge.base import KnowledgePart, other_peers
 from keras_okd.losses import soften
 
 
+#: Dtypes a bank may have: floats wide enough for probabilities (float64 gains nothing and JAX truncates it).
+BANK_DTYPES = ("float32", "float16", "bfloat16")
+
+
 @keras.saving.register_keras_serializable(package="keras_okd")
 class TemporalAccumulator(KnowledgePart):
     """Each peer keeps, for every training sample k, the EMA of its own softened predictions on k; peer i learns
@@ -41,7 +45,8 @@ class TemporalAccumulator(KnowledgePart):
         temperature: softening temperature (TSB: 4).
         reduction: `"sum"` (paper) or `"mean"` over the other peers.
         bank_dtype: dtype of the bank, `"float32"` by default; `"float16"` or `"bfloat16"` halve it (on JAX a
-            bfloat16 bank is kept as its uint16 bits, see `keras_okd.backend.bank_storage_dtype`).
+            bfloat16 bank is kept as its uint16 bits, see `keras_okd.backend.bank_storage_dtype`). The bank holds
+            probabilities, so only these float dtypes are accepted (an integer or bool bank would stay zero).
         name: part name (default `"ta"`).
 
     Example:
@@ -73,10 +78,19 @@ class TemporalAccumulator(KnowledgePart):
         if not 0.0 < float(beta) < 1.0:
             raise ValueError(f"TemporalAccumulator: beta must lie in (0, 1), got {beta}.")
         other_peers(2, reduction)
+        try:
+            standard = keras.backend.standardize_dtype(bank_dtype)
+        except (ValueError, TypeError, AttributeError):
+            standard = None
+        if standard not in BANK_DTYPES:
+            raise ValueError(
+                f"TemporalAccumulator: bank_dtype must be one of {', '.join(BANK_DTYPES)} (the bank holds "
+                f"probabilities in [0, 1]; an integer or bool bank would round them to 0), got {bank_dtype!r}."
+            )
         self.num_samples = num_samples
         self.beta = float(beta)
         self.reduction = reduction
-        self.bank_dtype = bank_dtype
+        self.bank_dtype = standard
 
     def build(self, input_shape):
         super().build(input_shape)

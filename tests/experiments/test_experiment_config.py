@@ -151,11 +151,13 @@ def test_parse_value_reads_yaml_scalars():
     assert parse_value("null") is None and parse_value("abc") == "abc" and parse_value("[1, 2]") == [1, 2]
 
 
-def test_a_method_not_yet_implemented_still_loads_with_a_warning(tmp_path):
-    path = write(tmp_path, GOOD.replace("name: tsb", "name: future_method"))
-    with pytest.warns(UserWarning, match=f"{path}:4: method 'future_method' is not among"):
-        config = load_config(path)
-    assert config["method"] == {"name": "future_method", "params": {"beta": 0.8, "warmup_epochs": 1}}
+def test_an_unknown_method_is_an_error_naming_the_known_ones(tmp_path):
+    path = write(tmp_path, GOOD.replace("name: tsb", "name: tsbb"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert f"{path}:4: method.name: unknown method 'tsbb' (did you mean 'tsb'?); known: " in message
+    assert all(name in message for name in keras_okd.methods.names())
 
 
 def test_branch_student_inputs_follow_the_views():

@@ -49,7 +49,7 @@ def test_process_zero_writes_the_run_directory_and_the_others_a_hidden_copy(tmp_
 
     seen = {}
 
-    def stop(run_dir, resolved):
+    def stop(run_dir, *_):
         seen["run_dir"] = run_dir
         raise RuntimeError("stop here")
 

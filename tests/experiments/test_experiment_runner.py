@@ -14,14 +14,14 @@ from keras_okd import cli, experiments
 from keras_okd.experiments import dump_config, load_config, read_history, run_experiment
 from keras_okd.experiments.runner import StepSchedule
 
-# 500 training digits in a fixed order (exact resume), one batch an epoch, and one validation batch: JAX compiles one
-# train step and one test step per run (no partial batches); no KD warm-up, so that the step is not traced again.
+# 500 training digits, shuffled and augmented (random shifts) in tf.data: two full batches an epoch and one validation
+# batch, so JAX compiles one train step and one test step per run; no KD warm-up, so that the step is not traced again.
 CONFIG = {
     "experiment": "unit_digits",
     "paper": "unit test",
     "method": {"name": "tsb", "params": {"warmup_epochs": 0}},
     "students": ["simple_cnn", "simple_cnn"],
-    "dataset": {"name": "digits", "batch_size": 1297, "validation_size": 1297, "shuffle": False},
+    "dataset": {"name": "digits", "batch_size": 250, "validation_size": 1297, "augment": "shift"},
     "optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9, "weight_decay": 5.0e-4},
     "schedule": {"type": "step", "milestones": [2], "factor": 0.1},
     "epochs": 3,
@@ -87,14 +87,16 @@ def test_resumed_run_equals_an_uninterrupted_one(straight):
     ta_a, ta_b = a.knowledge[0], b.knowledge[0]
     np.testing.assert_array_equal(_np(ta_b.counts), _np(ta_a.counts))
     assert int(_np(ta_a.counts).max()) == 3
-    np.testing.assert_allclose(_np(ta_b.bank), _np(ta_a.bank), rtol=1e-5, atol=1e-6)
-    for u, v in zip(a.trainable_variables, b.trainable_variables):
-        np.testing.assert_allclose(_np(v), _np(u), rtol=1e-4, atol=1e-5)
-    assert int(_np(a.optimizer.iterations)) == int(_np(b.optimizer.iterations)) == 3
+    # the same data order and augmentation in the resumed epochs: bit-identical on CPU
+    assert len(a.variables) == len(b.variables)
+    for u, v in zip(a.variables, b.variables):
+        np.testing.assert_array_equal(_np(v), _np(u), err_msg=u.path)
+    assert int(_np(a.optimizer.iterations)) == int(_np(b.optimizer.iterations)) == 6
     assert [row["epoch"] for row in read_history(crashed / "history.csv")] == [0, 1, 2]
     straight_results = json.loads((straight["dir"] / "results.json").read_text())
     assert resumed["epochs"] == straight_results["epochs"] == 3
-    np.testing.assert_allclose(resumed["net_accuracy"], straight_results["net_accuracy"], atol=1e-6)
+    assert resumed["net_accuracy"] == straight_results["net_accuracy"]
+    assert resumed["final"] == straight_results["final"]
     assert not (crashed / "backup").exists()
 
 
@@ -144,13 +146,6 @@ def test_report_of_a_real_run(straight, capsys):
     assert cell in (out / "report.md").read_text() and cell in printed
     assert str(out / "report.md") in printed
     assert [p for p in os.listdir(out) if p.endswith(".png")]
-
-
-def test_a_method_that_does_not_exist_fails_when_training(tmp_path):
-    with pytest.warns(UserWarning, match="not among keras_okd.methods.names"):
-        config = experiments.config_from_dict({**CONFIG, "method": {"name": "no_such_method", "params": {"a": 1}}})
-    with pytest.raises(ValueError, match="Unknown method 'no_such_method'"):
-        run_experiment(config, tmp_path, 0, verbose=0)
 
 
 def test_branch_methods_get_a_multi_branch_student_and_views():

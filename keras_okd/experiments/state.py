@@ -1,0 +1,564 @@
+"""Run-directory state that survives a kill at any moment: atomic writes, the run lock, verified checkpoints.
+
+* `atomic_write`, `atomic_json`, `atomic_save`: every file of a run is written aside (a hidden temporary file in the
+  same directory), flushed to disk, then renamed over its name (`os.replace`, atomic on POSIX and Windows). A reader
+  sees the old file or the new one, never a part of one; a kill leaves at most a `.tmp-*` file, removed by the next
+  process that takes the run's lock.
+* `RunLock`: one process owns a run directory. The lock is an OS file lock (`fcntl.flock`) on `run.lock`, which the
+  kernel drops when its process dies, so a dead process never holds a run; the file names the owner (pid, host,
+  start time, command) for the message that refuses a second process, and for the note when a new owner finds the
+  record of one that died.
+* `RunCheckpoint`: the Keras callback that backs up the training state at the end of every epoch, like
+  `keras.callbacks.BackupAndRestore`, and restores it at the start of `fit`; see its docstring for why it is not
+  BackupAndRestore itself.
+"""
+
+import csv
+import datetime
+import glob
+import hashlib
+import io
+import json
+import os
+import re
+import socket
+import sys
+import time
+
+import keras
+
+try:  # POSIX
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: the pid-based fallback below
+    fcntl = None
+
+TMP_PREFIX = ".tmp-"
+LOCK = "run.lock"
+
+
+# ---------------------------------------------------------------------------------------------------- atomic writes
+def _temporary(path):
+    """A hidden temporary name next to `path` that keeps its file name (and so its extension)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    return os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{name}")
+
+
+def _fsync_file(path):
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(folder):
+    if os.name != "posix":  # pragma: no cover - directories cannot be opened for fsync on Windows
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_save(save, path):
+    """Write `path` through `save(temporary_path)` (any writer: `model.save`, `save_weights`, ...), then flush it to
+    disk and rename it over `path`. A kill at any moment leaves `path` as it was or complete.
+
+    Args:
+        save: a function that writes the whole file to the path it is given (the name keeps `path`'s extension).
+        path: the file to write.
+
+    Example:
+
+    ```python
+    atomic_save(model.save, "run/student_0.keras")
+    ```
+    """
+    temporary = _temporary(path)
+    try:
+        save(temporary)
+        _fsync_file(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def atomic_write(path, data):
+    """Write `data` (str or bytes) to `path` atomically (see `atomic_save`)."""
+    mode = "wb" if isinstance(data, bytes) else "w"
+
+    def save(temporary):
+        with open(temporary, mode) as f:
+            f.write(data)
+
+    atomic_save(save, path)
+
+
+def atomic_json(path, value):
+    """Write `value` as indented JSON to `path` atomically."""
+    atomic_write(path, json.dumps(value, indent=2) + "\n")
+
+
+def remove_temporaries(*folders):
+    """Delete the `.tmp-*` files that killed writers left in `folders` (only while holding the run's lock: another
+    process's temporaries would be in use); returns their names."""
+    removed = []
+    for folder in folders:
+        for path in glob.glob(os.path.join(folder, TMP_PREFIX + "*")):
+            if os.path.isfile(path):
+                os.remove(path)
+                removed.append(os.path.basename(path))
+    return removed
+
+
+def sha256(path, chunk=1 << 22):
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json(path):
+    """`(value, None)` from a JSON file, or `(None, problem)` when it is missing or damaged."""
+    try:
+        with open(path) as f:
+            return json.load(f), None
+    except FileNotFoundError:
+        return None, f"{path} is missing"
+    except (OSError, ValueError) as error:
+        return None, f"{path} is damaged ({type(error).__name__}: {error})"
+
+
+# ---------------------------------------------------------------------------------------------------------- lock
+class RunDirectoryError(ValueError):
+    """The run directory cannot be used as asked (it holds a run of another config, is a file, or its results are
+    damaged); the message says what to do."""
+
+
+class RunLockedError(RunDirectoryError):
+    """Another live process owns the run directory; the message names it."""
+
+
+def _process_start(pid):
+    """The start time of process `pid` in clock ticks since boot (Linux /proc), or None where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _boot_id():
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _alive(owner):
+    """Whether the process an owner record names still runs (same host only; other hosts count as alive)."""
+    if owner.get("host") != socket.gethostname():
+        return True
+    if owner.get("boot_id") and owner.get("boot_id") != _boot_id():
+        return False
+    pid = owner.get("pid")
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    start = owner.get("process_start")
+    return start is None or _process_start(pid) in (None, start)
+
+
+def describe_owner(owner):
+    """`process 123 on host h (started 2025-01-01 10:00:00: keras-okd train ...)`."""
+    command = owner.get("command") or "?"
+    return (f"process {owner.get('pid')} on host {owner.get('host')} (started {owner.get('started')}: "
+            f"{command[:160]})")
+
+
+class RunLock:
+    """Exclusive ownership of a run directory by one process.
+
+    `acquire` takes an OS lock (`fcntl.flock`) on `<run_dir>/run.lock` and writes the owner record into it; the
+    kernel releases the lock when the process ends, however it ends, so a dead process never holds a run. A second
+    process is refused with `RunLockedError` naming the owner. Finding the record of an owner that died without
+    releasing (killed) is fine: the new owner takes over and `acquire` returns a note saying so. Where `fcntl` does not
+    exist, the record alone is the lock: an owner whose process is gone (same host, pid and start time checked) is
+    taken over the same way.
+
+    Args:
+        run_dir: the run directory.
+
+    Example:
+
+    ```python
+    with RunLock("runs/x") as lock:
+        print(lock.note or "mine")
+    ```
+    """
+
+    def __init__(self, run_dir):
+        self.path = os.path.join(str(run_dir), LOCK)
+        self.fd = None
+        self.note = None
+
+    def owner(self):
+        """The owner record in the lock file, or {} when empty or unreadable."""
+        try:
+            with open(self.path) as f:
+                value = json.load(f)
+            return value if isinstance(value, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self):
+        """Take the lock; returns a note when a dead owner's record was taken over, else None.
+
+        Raises:
+            RunLockedError: a live process owns the directory.
+        """
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    raise RunLockedError(self._refusal(self.owner())) from None
+            previous = self.owner()
+            if previous and fcntl is None and _alive(previous):  # pragma: no cover - no OS lock
+                raise RunLockedError(self._refusal(previous))
+            if previous and not previous.get("released"):
+                self.note = (f"note: {os.path.dirname(self.path)} was owned by {describe_owner(previous)}, which "
+                             "ended without releasing it (killed?); this process takes it over.")
+            record = {
+                "pid": os.getpid(), "host": socket.gethostname(), "boot_id": _boot_id(),
+                "process_start": _process_start(os.getpid()),
+                "started": datetime.datetime.now().isoformat(sep=" ", timespec="seconds"),
+                "command": " ".join(sys.argv),
+            }
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        return self.note
+
+    def _refusal(self, owner):
+        who = describe_owner(owner) if owner else "another process (its record is not written yet)"
+        return (f"{os.path.dirname(self.path)} is in use by {who}. Wait for it to finish or stop it; two trainings "
+                "on one run directory would overwrite each other's state. If that process is gone and this message "
+                f"persists, delete {self.path}.")
+
+    def release(self):
+        """Mark the record released and drop the lock."""
+        if self.fd is None:
+            return
+        try:
+            record = self.owner()
+            record["released"] = True
+            data = (json.dumps(record) + "\n").encode()
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, data, 0)
+        except OSError:  # pragma: no cover - a vanished directory: nothing left to mark
+            pass
+        finally:
+            if fcntl is not None:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+# ---------------------------------------------------------------------------------------------------------- history
+def history_text(rows):
+    """`history.csv` text of `rows` (dicts with `epoch` and the logged values), byte for byte what
+    `keras.callbacks.CSVLogger` writes for them: columns `epoch` then the sorted log names."""
+    if not rows:
+        return ""
+    keys = sorted(k for k in rows[0] if k != "epoch")
+    if keys and not any(k.startswith("val_") for k in keys):
+        keys += [f"val_{k}" for k in keys]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["epoch"] + keys, dialect=csv.excel)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({"epoch": row["epoch"], **{k: row.get(k, "NA") for k in keys}})
+    return out.getvalue()
+
+
+def read_history_rows(path):
+    """`(rows, problems)`: the complete rows of a `history.csv` as dicts of floats (epoch as int), one per epoch
+    in order, and a list of what was skipped (a second header, a row cut short, a repeated epoch keeps its last
+    row)."""
+    problems = []
+    if not os.path.exists(path):
+        return [], problems
+    with open(path, newline="") as f:
+        text = f.read()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith(("\n", "\r")):
+        problems.append(f"{path}: its last line is cut short (a write was interrupted); ignored")
+        lines = lines[:-1]
+    reader = csv.reader(lines)
+    header = None
+    rows = {}
+    for number, fields in enumerate(reader, start=1):
+        if not fields:
+            continue
+        if header is None:
+            header = fields
+            if "epoch" not in header:
+                problems.append(f"{path}: line 1 is not a history header; the file is ignored")
+                return [], problems
+            continue
+        if fields == header:
+            problems.append(f"{path}:{number}: a second header (two sessions appended); ignored")
+            continue
+        if len(fields) != len(header):
+            problems.append(f"{path}:{number}: {len(fields)} fields where the header has {len(header)}; ignored")
+            continue
+        parsed = {}
+        for key, value in zip(header, fields):
+            try:
+                parsed[key] = float(value)
+            except ValueError:
+                parsed[key] = value
+        try:
+            parsed["epoch"] = int(parsed["epoch"])
+        except (TypeError, ValueError):
+            problems.append(f"{path}:{number}: epoch {parsed['epoch']!r} is not a number; ignored")
+            continue
+        rows[parsed["epoch"]] = parsed
+    return [rows[e] for e in sorted(rows)], problems
+
+
+# ---------------------------------------------------------------------------------------------------------- checkpoint
+_CHECKPOINT = re.compile(r"^epoch_(\d+)\.json$")
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """Back up the training state after every epoch and restore the newest intact backup when `fit` starts.
+
+    What `keras.callbacks.BackupAndRestore` does, made safe against a kill at any moment. BackupAndRestore
+    (`double_checkpoint=True` included) overwrites `latest.weights.h5` in place and then `training_metadata.json`:
+    killed during the weights write it leaves a damaged file (without the double checkpoint every rerun then fails
+    with `OSError: file signature not found`); killed between the two writes it resumes the newer weights under the
+    older epoch number and trains that epoch twice, silently; killed during the metadata write it fails every rerun
+    with a JSON error. Here each backup is a pair of new files, written aside and renamed into place, weights first:
+
+        backup/epoch_{k}.weights.h5   every variable of the model after k epochs (`save_weights`)
+        backup/epoch_{k}.json         k, the SHA-256 and size of the weights file, the history rows of epochs 0..k-1,
+                                      the training seconds so far; written last: it makes backup k exist
+
+    The two newest backups are kept, so the previous good one stays until the new one is complete. At `fit` start
+    the newest backup whose record reads and whose weights match the recorded hash (and load) is restored: every
+    variable `save_weights` stores (students, optimizer, bank and counts, teacher, schedules, any layer's
+    `add_weight` state; not the state of Keras's `SeedGenerator`s, which `save_weights` skips) and the epoch (`fit`
+    continues with epoch k); a damaged backup is reported and the previous one used. The run's history is
+    rewritten from the backup's rows, so `history.csv` holds exactly epochs 0..k-1 again (a row cut short or a row
+    of an epoch that was not backed up is dropped) before `keras.callbacks.CSVLogger` appends to it; list this
+    callback before CSVLogger. The Keras BackupAndRestore files of runs made before this (`latest.weights.h5`,
+    `training_metadata.json`) are restored too when nothing newer is there.
+
+    Args:
+        backup_dir: where the backups go.
+        history_path: the run's `history.csv` (rewritten on restore), or None.
+        progress_path: a JSON file kept with `{"epochs", "seconds"}` after every backup, or None.
+        keep: how many backups to keep (>= 2 keeps the previous one while the next is written).
+        verbose: print what was restored and what was damaged.
+
+    Example:
+
+    ```python
+    distiller.fit(train, epochs=240, callbacks=[RunCheckpoint("run/backup", "run/history.csv"),
+                                                keras.callbacks.CSVLogger("run/history.csv", append=True)])
+    ```
+    """
+
+    def __init__(self, backup_dir, history_path=None, progress_path=None, keep=2, verbose=1):
+        super().__init__()
+        if int(keep) < 1:
+            raise ValueError(f"RunCheckpoint: keep must be >= 1, got {keep}.")
+        self.backup_dir = str(backup_dir)
+        self.history_path = history_path
+        self.progress_path = progress_path
+        self.keep = int(keep)
+        self.verbose = verbose
+        self.rows = []
+        self.seconds = 0.0
+        self.restored = None
+        self.problems = []
+        self._epoch_start = None
+
+    # ------------------------------------------------------------------ finding backups
+    def _weights_path(self, epoch):
+        return os.path.join(self.backup_dir, f"epoch_{epoch:05d}.weights.h5")
+
+    def _record_path(self, epoch):
+        return os.path.join(self.backup_dir, f"epoch_{epoch:05d}.json")
+
+    def candidates(self):
+        """Intact backups, newest first, as records `{"epoch", "rows", "seconds", "weights": path}`; damaged ones
+        are listed in `self.problems`."""
+        self.problems = []
+        found = []
+        for path in glob.glob(os.path.join(self.backup_dir, "epoch_*.json")):
+            match = _CHECKPOINT.match(os.path.basename(path))
+            if not match:
+                continue
+            record, problem = read_json(path)
+            if problem or not isinstance(record, dict) or record.get("epoch") != int(match.group(1)):
+                self.problems.append(problem or f"{path} does not hold a backup record")
+                continue
+            weights = self._weights_path(record["epoch"])
+            if not os.path.exists(weights):
+                self.problems.append(f"{weights} is missing")
+                continue
+            if os.path.getsize(weights) != record.get("size") or sha256(weights) != record.get("sha256"):
+                self.problems.append(f"{weights} is damaged (its size or SHA-256 differs from {path})")
+                continue
+            found.append({**record, "weights": weights})
+        found.sort(key=lambda r: r["epoch"], reverse=True)
+        found += self._legacy()
+        return found
+
+    def _legacy(self):
+        """The backup of Keras's BackupAndRestore, from runs made before RunCheckpoint (no hash to check)."""
+        weights = os.path.join(self.backup_dir, "latest.weights.h5")
+        meta = os.path.join(self.backup_dir, "training_metadata.json")
+        out = []
+        for w, m in ((weights, meta), (weights + ".bkp", meta + ".bkp")):
+            if os.path.exists(w) and os.path.exists(m):
+                record, problem = read_json(m)
+                if problem or not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                    self.problems.append(problem or f"{m} does not hold an epoch")
+                    continue
+                out.append({"epoch": record["epoch"], "rows": None, "seconds": None, "weights": w, "legacy": True})
+        return out
+
+    def latest_epoch(self):
+        """The epoch count of the newest intact backup (0 when none): what `fit` will continue from."""
+        found = self.candidates()
+        return found[0]["epoch"] if found else 0
+
+    # ------------------------------------------------------------------ restore
+    def on_train_begin(self, logs=None):
+        self.restored = None
+        for path in (self.history_path, self.progress_path):
+            if path:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        candidates = self.candidates()
+        for record in candidates:
+            try:
+                self._load(record["weights"])
+            except Exception as error:  # a file that passed its hash but does not load: try the previous backup
+                self.problems.append(f"{record['weights']} does not load ({type(error).__name__}: {error})")
+                continue
+            self.restored = record
+            break
+        if self.problems and self.verbose:
+            fallback = (f"restored the backup after epoch {self.restored['epoch']}" if self.restored
+                        else "no intact backup is left: training starts again from epoch 1")
+            print("warning: " + "; ".join(self.problems) + f"; {fallback}.", file=sys.stderr)
+        epoch = self.restored["epoch"] if self.restored else 0
+        self.model._initial_epoch = epoch or None
+        existing = []
+        if self.history_path:
+            existing, _ = read_history_rows(self.history_path)
+        if self.restored and self.restored.get("rows") is not None:
+            self.rows = list(self.restored["rows"])
+            self.seconds = float(self.restored.get("seconds") or 0.0)
+        else:  # nothing restored, or a legacy backup without rows: keep the history's rows before the epoch
+            self.rows = [r for r in existing if r["epoch"] < epoch]
+            self.seconds = 0.0
+        if self.history_path and (os.path.exists(self.history_path) or self.rows):
+            text = history_text(self.rows)
+            current = None
+            if os.path.exists(self.history_path):
+                with open(self.history_path, newline="") as f:
+                    current = f.read()
+            if current != text:
+                atomic_write(self.history_path, text)
+        self._write_progress()
+
+    def _load(self, weights):
+        if not self.model.built:
+            raise ValueError("RunCheckpoint: the model must be built before fit (Keras builds it from the data).")
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        self.model.load_weights(weights)
+
+    # ------------------------------------------------------------------ back up
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._epoch_start is not None:
+            self.seconds += time.time() - self._epoch_start
+        row = {"epoch": int(epoch), **{k: _plain_value(v) for k, v in (logs or {}).items()}}
+        self.rows = [r for r in self.rows if r["epoch"] < epoch] + [row]
+        self.save(epoch + 1)
+
+    def save(self, epoch):
+        """Write backup `epoch` (weights, then the record that makes it exist) and drop the older ones."""
+        os.makedirs(self.backup_dir, exist_ok=True)
+        weights = self._weights_path(epoch)
+        atomic_save(lambda path: self.model.save_weights(path), weights)
+        record = {"epoch": int(epoch), "sha256": sha256(weights), "size": os.path.getsize(weights),
+                  "seconds": round(self.seconds, 3), "rows": self.rows, "backend": keras.backend.backend(),
+                  "keras_version": keras.__version__}
+        atomic_json(self._record_path(epoch), record)
+        self._write_progress()
+        self._prune(epoch)
+
+    def _prune(self, newest):
+        kept = sorted((int(m.group(1)) for m in (_CHECKPOINT.match(os.path.basename(p)) for p in
+                                                 glob.glob(os.path.join(self.backup_dir, "epoch_*.json"))) if m),
+                      reverse=True)
+        for epoch in kept[self.keep:]:
+            for path in (self._record_path(epoch), self._weights_path(epoch)):  # the record first: then it is gone
+                if os.path.exists(path):
+                    os.remove(path)
+        for name in ("latest.weights.h5", "training_metadata.json", "latest.weights.h5.bkp",
+                     "training_metadata.json.bkp"):
+            path = os.path.join(self.backup_dir, name)
+            if os.path.exists(path):
+                os.remove(path)
+
+    def _write_progress(self):
+        if self.progress_path:
+            atomic_json(self.progress_path, {"epochs": len(self.rows), "seconds": round(self.seconds, 3)})
+
+
+def _plain_value(value):
+    """A log value as a JSON-able Python value (floats stay exact: CSVLogger writes `str(float)`)."""
+    try:
+        import numpy as np
+
+        if isinstance(value, np.ndarray) and value.ndim == 0:
+            value = value.item()
+        elif isinstance(value, np.generic):
+            value = value.item()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(value, (list, tuple)):
+        return [_plain_value(v) for v in value]
+    return value
