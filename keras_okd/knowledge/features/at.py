@@ -15,7 +15,7 @@ from keras import ops
 from keras_okd.knowledge.features.base import (
     FeatureDistillation,
     average_pool_to,
-    check_rank,
+    check_pooling_pair,
     common_size,
     safe_l2_normalize,
 )
@@ -78,15 +78,13 @@ class AttentionTransfer(FeatureDistillation):
         self.p = float(p)
 
     def check_pair(self, own_shape, target_shape, what):
-        check_rank(own_shape, (4,), what, "attention transfer")
-        check_rank(target_shape, (4,), what, "attention transfer")
-        common_size(own_shape, target_shape, what)
+        check_pooling_pair(own_shape, target_shape, what, "attention transfer")
 
     def represent(self, peer, position, feature, context):
         return attention_map(feature, self.p)
 
     def layer_loss(self, own, target, peer, other, position, context):
-        size = (min(own.shape[1], target.shape[1]), min(own.shape[2], target.shape[2]))
+        size = common_size(own.shape, target.shape, self.name)
         return attention_transfer_loss(average_pool_to(own, size), average_pool_to(target, size))
 
     def get_config(self):

@@ -74,6 +74,13 @@ def common_size(shape_a, shape_b, what):
     )
 
 
+def check_pooling_pair(own_shape, target_shape, what, method):
+    """Refuse anything but two image features whose spatial sizes pool onto each other (AT, NST)."""
+    check_rank(own_shape, (4,), what, method)
+    check_rank(target_shape, (4,), what, method)
+    common_size(own_shape, target_shape, what)
+
+
 def check_rank(shape, ranks, what, method):
     """Refuse a feature whose rank is not in `ranks`."""
     if len(shape) not in ranks:

@@ -15,7 +15,7 @@ from keras import ops
 from keras_okd.knowledge.features.base import (
     FeatureDistillation,
     average_pool_to,
-    check_rank,
+    check_pooling_pair,
     common_size,
     safe_l2_normalize,
 )
@@ -85,15 +85,13 @@ class NeuronSelectivityTransfer(FeatureDistillation):
         self.offset = float(offset)
 
     def check_pair(self, own_shape, target_shape, what):
-        check_rank(own_shape, (4,), what, "NST")
-        check_rank(target_shape, (4,), what, "NST")
-        common_size(own_shape, target_shape, what)
+        check_pooling_pair(own_shape, target_shape, what, "NST")
 
     def represent(self, peer, position, feature, context):
         return neuron_patterns(feature)
 
     def layer_loss(self, own, target, peer, other, position, context):
-        size = (min(own.shape[1], target.shape[1]), min(own.shape[2], target.shape[2]))
+        size = common_size(own.shape, target.shape, self.name)
         # Pooling normalised patterns and normalising again equals normalising the pooled map (each channel is only
         # scaled by a positive number), so the per-peer patterns are reused.
         if tuple(own.shape[1:3]) != size:
