@@ -82,11 +82,16 @@ def check_pooling_pair(own_shape, target_shape, what, method):
 
 
 def check_rank(shape, ranks, what, method):
-    """Refuse a feature whose rank is not in `ranks`."""
+    """Refuse a feature whose rank is not in `ranks`, and image features under a channels-first configuration."""
     if len(shape) not in ranks:
         kinds = {2: "pooled (batch, features)", 4: "image (batch, height, width, channels)"}
         raise ValueError(
             f"{what}: {method} reads {' or '.join(kinds[r] for r in ranks)} features, got shape {shape}."
+        )
+    if len(shape) == 4 and keras.config.image_data_format() != "channels_last":
+        raise ValueError(
+            f"{what}: {method} reads image features channels-last (batch, height, width, channels), but Keras is "
+            "configured channels-first; build the students with keras.config.set_image_data_format('channels_last')."
         )
 
 

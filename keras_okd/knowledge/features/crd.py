@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_okd.backend import bank_storage_dtype, check_state_fits, from_storage, gather_rows, scatter_rows, to_storage
+from keras_okd.backend import bank_storage_dtype, device_memory, from_storage, gather_rows, scatter_rows, to_storage
 from keras_okd.knowledge.features.base import FeatureDistillation, safe_l2_normalize
 from keras_okd.losses import _batch_mean
 
@@ -153,7 +153,14 @@ class ContrastiveRepresentation(FeatureDistillation):
 
     def build(self, input_shape):
         super().build(input_shape)
-        check_state_fits(self.memory_bytes(), f"The CRD memory {self.name!r}")
+        nbytes, (total, where) = self.memory_bytes(), device_memory()
+        if total is not None and nbytes > total:
+            raise MemoryError(
+                f"The CRD memory {self.name!r} ({self.num_samples:,} samples x {self.num_peers} peers x "
+                f"{self.embedding_dim} dims, {self.memory_dtype}) needs {nbytes:,} bytes but {where} holds {total:,}. "
+                "Options: memory_dtype='float16' or 'bfloat16' halves it; a smaller embedding_dim shrinks it; or "
+                "build the distiller on the CPU (inside `with keras.device('cpu:0'):`) when the host has the RAM."
+            )
         bound = 1.0 / math.sqrt(self.embedding_dim / 3.0)
         dtype = self.memory_dtype
 
