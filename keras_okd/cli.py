@@ -238,7 +238,7 @@ def _fit(method, args, run_dir, history_name):
 
     import keras_okd
 
-    train, val, n = keras_okd.data.digits(batch_size=args.batch_size, seed=args.seed)
+    train, val, n = keras_okd.data.get("digits", batch_size=args.batch_size, seed=args.seed)
     distiller = _build(method, args, n)
     print(f"\n== {method}: {args.students} x {args.model} on digits ({n} training images), {args.epochs} epochs")
     callbacks = [_lr_schedule(args.lr, args.epochs), keras.callbacks.CSVLogger(os.path.join(run_dir, history_name))]

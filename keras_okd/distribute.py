@@ -41,12 +41,10 @@ replica from all-reduced weights) and batch-norm statistics (use `synchronized_b
 too. Under JAX's DataParallel one program runs over the global batch with replicated state, so nothing needs gathering.
 """
 
-import contextlib
+from keras_okd import backend
+from keras_okd.backend.generic import STRATEGY_ENGINES
 
-import keras
-import numpy as np
-
-STRATEGIES = ("none", "mirrored", "multi_worker", "jax_data_parallel")
+STRATEGIES = tuple(STRATEGY_ENGINES)
 
 
 def strategy_scope(name="none"):
@@ -54,39 +52,30 @@ def strategy_scope(name="none"):
 
     Args:
         name: one of `STRATEGIES` (see the module docstring).
+
+    Raises:
+        ValueError: an unknown name, or a strategy of another engine than the running one.
+
+    Example:
+
+    ```python
+    with keras_okd.distribute.strategy_scope("mirrored"):
+        distiller = keras_okd.methods.tsb(students, num_train_samples=50_000)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+        distiller.fit(train, epochs=240)
+    ```
     """
-    backend = keras.backend.backend()
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}; choose one of {STRATEGIES}.")
-    if name == "none":
-        return contextlib.nullcontext()
-    needs = {"mirrored": "tensorflow", "multi_worker": "tensorflow", "jax_data_parallel": "jax"}[name]
-    if backend != needs:
-        raise ValueError(
-            f"Strategy {name!r} needs the {needs} backend (KERAS_BACKEND={needs}); this process runs {backend}. "
-            "The torch backend supports only 'none' (one device)."
-        )
-    if name == "jax_data_parallel":
-        initialize_processes()
-        return keras.distribution.DataParallel().scope()
-    return tf_strategy(name).scope()
+    return backend.strategy(name)
 
 
 def initialize_processes():
-    """JAX: join the other processes named by the `KERAS_DISTRIBUTION_*` environment variables, once per process.
-
-    Calls `keras.distribution.initialize()` (which reads `KERAS_DISTRIBUTION_JOB_ADDRESSES`, `..._NUM_PROCESSES`
-    and `..._PROCESS_ID`) when `KERAS_DISTRIBUTION_NUM_PROCESSES` is above 1; nothing otherwise. JAX requires this
-    before its first computation: `strategy_scope("jax_data_parallel")` and the experiment runner call it first.
-    """
-    import os
-
-    if keras.backend.backend() != "jax":
-        return
-    import jax
-
-    if int(os.environ.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "1")) > 1 and not jax.distributed.is_initialized():
-        keras.distribution.initialize()
+    """JAX: join the other processes named by the `KERAS_DISTRIBUTION_*` environment variables, once per process
+    (`keras.distribution.initialize()`, when `KERAS_DISTRIBUTION_NUM_PROCESSES` is above 1); nothing elsewhere. JAX
+    requires it before its first computation: `strategy_scope("jax_data_parallel")` and the experiment runner call it
+    first."""
+    backend.initialize_processes()
 
 
 def process(name="none"):
@@ -96,50 +85,12 @@ def process(name="none"):
     else worker 0, is index 0). `"jax_data_parallel"`: `jax.process_index()`, `jax.process_count()`. Otherwise
     `(0, 1)`.
     """
-    if name == "multi_worker":
-        resolver = tf_strategy(name).cluster_resolver
-        spec = resolver.cluster_spec().as_dict()
-        tasks = [(kind, i) for kind in ("chief", "worker") for i in range(len(spec.get(kind, [])))]
-        if not tasks:
-            return 0, 1
-        return tasks.index((resolver.task_type, int(resolver.task_id))), len(tasks)
-    if name == "jax_data_parallel":
-        import jax
-
-        initialize_processes()
-        return jax.process_index(), jax.process_count()
-    return 0, 1
-
-
-_TF_STRATEGIES = {}
-
-
-def tf_strategy(name):
-    """The process's one `tf.distribute` strategy for `name` ("mirrored" or "multi_worker"), created on first use.
-
-    One per process: collective ops of two strategies over the same devices (synchronized batch norm, the bank's
-    all-gather) would collide.
-    """
-    import tensorflow as tf
-
-    if name not in _TF_STRATEGIES:
-        make = tf.distribute.MirroredStrategy if name == "mirrored" else tf.distribute.MultiWorkerMirroredStrategy
-        _TF_STRATEGIES[name] = make()
-    return _TF_STRATEGIES[name]
+    return backend.process(name)
 
 
 def num_replicas():
     """How many replicas the current strategy or distribution runs (1 without one)."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.distribute.get_strategy().num_replicas_in_sync
-    if backend == "jax":
-        distribution = keras.distribution.distribution()
-        if distribution is not None:
-            return int(np.prod(distribution.device_mesh.shape))
-    return 1
+    return backend.num_replicas()
 
 
 def replica_values(variable):
@@ -148,12 +99,4 @@ def replica_values(variable):
     For checks that replicas agree: a TensorFlow mirrored variable gives one array per device; a JAX array
     replicated over devices gives one per device shard (a sharded, not replicated, array is returned whole).
     """
-    value = variable.value if hasattr(variable, "value") else variable
-    backend = keras.backend.backend()
-    if backend == "tensorflow" and hasattr(value, "values"):
-        return [np.asarray(v.numpy()) for v in value.values]
-    if backend == "jax" and hasattr(value, "addressable_shards"):
-        shards = value.addressable_shards
-        if shards and all(tuple(s.data.shape) == tuple(value.shape) for s in shards):
-            return [np.asarray(s.data) for s in shards]
-    return [np.asarray(keras.ops.convert_to_numpy(value))]
+    return backend.replica_values(variable)

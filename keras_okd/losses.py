@@ -28,15 +28,18 @@ def soften(logits, temperature=1.0):
     return ops.softmax(ops.cast(logits, "float32") / temperature, axis=-1)
 
 
-def pairwise_kd(targets, student_logits, temperature, pair_weights, sample_weight=None):
+def pairwise_kd(targets, student_logits, temperature, pair_weights, sample_weight=None, stop_target_gradient=True):
     """Weighted KD of every peer from every target: `tau^2 * sum_j W[i, j] * KL(t_j || p_i)` per peer.
 
     Args:
-        targets: probabilities `(batch, num_targets, classes)`; treated as constants.
+        targets: probabilities `(batch, num_targets, classes)`; treated as constants unless `stop_target_gradient`
+            is False.
         student_logits: peer logits `(batch, num_peers, classes)`.
         temperature: the KD temperature `tau`.
         pair_weights: `(num_peers, num_targets)`; row i says how much peer i learns from each target.
         sample_weight: optional `(batch,)` weights; the batch mean becomes `mean(w * loss)`.
+        stop_target_gradient: detach the targets (default). False lets the gradient flow into whatever built them,
+            for a method whose paper trains its target builder through this loss (OKDDip's attention weights).
 
     Returns:
         Float32 tensor `(num_peers,)`: each peer's KD loss, averaged over the batch.
@@ -49,7 +52,9 @@ def pairwise_kd(targets, student_logits, temperature, pair_weights, sample_weigh
     >>> float(pairwise_kd(t, z, 4.0, np.ones((2, 1), "float32"))[0])
     0.0
     """
-    targets = ops.stop_gradient(ops.cast(targets, "float32"))
+    targets = ops.cast(targets, "float32")
+    if stop_target_gradient:
+        targets = ops.stop_gradient(targets)
     log_p = ops.log_softmax(ops.cast(student_logits, "float32") / temperature, axis=-1)
     neg_entropy = ops.sum(targets * ops.log(ops.maximum(targets, _TINY)), axis=-1)  # (B, J)
     cross = ops.einsum("bjc,bmc->bmj", targets, log_p)  # (B, M, J)

@@ -65,7 +65,7 @@ def test_dkel_decoupled_initialisation_survives_the_first_update():
     d.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True))
     snap = _Snapshot()
     d.fit(X, Y, batch_size=32, epochs=1, steps_per_epoch=1, verbose=0, callbacks=[snap])
-    assert int(to_numpy(d._teacher_initialized)) == 1
+    assert d.teacher.is_initialized
     # decoupled: the teacher was trained away from the student before the first step
     assert max(np.abs(t - s).max() for t, s in zip(snap.teacher, snap.student)) > 1e-3
     student_after = weights(d.students[0])
@@ -97,10 +97,22 @@ def test_dkel_schedules_omega_and_pcl_rampup():
 
 
 def test_dkel_ablation_switches():
-    assert [p.name for p in keras_okd.methods.dkel(branches(), decoupled=False).knowledge] == ["pe", "ek"]
-    only_dk = keras_okd.methods.dkel(branches(), decaying_ensemble=False)
-    assert [p.name for p in only_dk.knowledge] == ["pe", "dk"] and "dk" not in only_dk.schedules
-    assert keras_okd.methods.dkel(branches(), decoupled=False).teacher_init_steps == 0
+    """Table 3: `decoupled` switches the teacher's initialisation (pm -> dk), `decaying_ensemble` adds omega * ek and
+    weighs the teacher-peer term 1 - omega; nothing else changes."""
+    rows = {(dc, de): keras_okd.methods.dkel(branches(), decoupled=dc, decaying_ensemble=de)
+            for dc in (False, True) for de in (False, True)}
+    assert [p.name for p in rows[False, False].knowledge] == ["pe", "pm"]
+    assert [p.name for p in rows[True, False].knowledge] == ["pe", "dk"]
+    assert [p.name for p in rows[False, True].knowledge] == ["pe", "pm", "ek"]
+    assert [p.name for p in rows[True, True].knowledge] == ["pe", "dk", "ek"]
+    for (dc, de), d in rows.items():
+        assert d.teacher_init_steps == (1 if dc else 0)
+        values = keras_okd.callbacks.KnowledgeSchedule(d.schedules).values(2)
+        teacher_term = "dk" if dc else "pm"
+        assert values == ({teacher_term: pytest.approx(1 - math.exp(-1.0)), "ek": pytest.approx(math.exp(-1.0))}
+                          if de else {})
+        assert {(type(p).__name__, p.temperature, p.weight) for p in d.knowledge if p.name != "ek"} == {
+            ("PeerEnsemble", 3.0, 1.0), ("TeacherPeers", 3.0, 1.0)}
 
 
 def _fit_improves(distiller, epochs=3):

@@ -37,7 +37,7 @@ def test_digits_split_is_fixed_and_stratified():
 
 
 def test_digits_pipeline_visits_each_index_once_per_epoch():
-    train, val, n = keras_okd.data.digits(batch_size=100)
+    train, val, n = keras_okd.data.get("digits", batch_size=100)
     for _ in range(2):
         seen = np.concatenate([inputs["index"].numpy() for inputs, _ in train])
         assert sorted(seen.tolist()) == list(range(n))
@@ -63,7 +63,7 @@ def test_pad_crop_flip_yields_shifted_or_flipped_windows():
 @pytest.mark.parametrize("name, classes", [("cifar10", 10), ("cifar100", 100)])
 def test_cifar_loader_on_mock_data(name, classes):
     with tfds.testing.mock_data(num_examples=12):
-        train, test, n = keras_okd.data.cifar(name, batch_size=5, seed=0)
+        train, test, n = keras_okd.data.get(name, batch_size=5, seed=0)
         assert n == 12
         seen = []
         for inputs, y in train:

@@ -14,7 +14,7 @@ import keras_okd
 
 def test_short_tsb_run_on_digits_reaches_the_measured_accuracy():
     keras.utils.set_random_seed(0)
-    train, val, n = keras_okd.data.digits(batch_size=64, seed=0)
+    train, val, n = keras_okd.data.get("digits", batch_size=64, seed=0)
     students = [keras_okd.models.get("simple_cnn", num_classes=10, width=16) for _ in range(2)]
     distiller = keras_okd.methods.tsb(students, num_train_samples=n, warmup_epochs=2)
     distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), coupled_weight_decay=5e-4)

@@ -65,15 +65,22 @@ def test_compile_refuses_a_loss():
 
 
 # ---------------------------------------------------------------- bad data, refused before any state changes
-def test_missing_index_is_refused_for_arrays_and_datasets():
+def test_missing_index_is_refused_for_datasets():
     d = make_tsb()
     before = state_of(d)
-    with pytest.raises(ValueError, match="with_index"):
-        d.fit(X, Y, epochs=1, verbose=0)
     ds = tf.data.Dataset.from_tensor_slices((X, Y)).batch(32)
     with pytest.raises(ValueError, match="with_index"):
         d.fit(ds, epochs=1, verbose=0)
     assert_state_equal(before, state_of(d))
+
+
+def test_numpy_arrays_use_their_positions_as_indices():
+    d = make_tsb()
+    d.fit(X[:40], Y[:40], epochs=2, batch_size=16, verbose=0)  # shuffled by Keras: positions travel with the rows
+    counts = to_numpy(d.knowledge[0].counts)
+    assert counts[:40].tolist() == [2] * 40 and counts[40:].sum() == 0
+    with pytest.raises(ValueError, match="num_train_samples=200"):
+        make_tsb().fit(np.concatenate([X, X, X])[:200], np.concatenate([Y, Y, Y])[:200], epochs=1, verbose=0)
 
 
 @pytest.mark.parametrize("as_dataset", [False, True])

@@ -120,3 +120,24 @@ def test_bad_arguments():
         knowledge.TeacherEnsemble(average="median")
     with pytest.raises(ValueError, match="mode"):
         knowledge.EnsembleTeacher(mode="max")
+
+
+def test_dkel_ensemble_assembles_the_teacher_peers_logits_by_default():
+    """DKEL Eq. 10 with t the logits (Sec. 3.1): target of peer p = softmax(mean_{j != p} t_j / tau)."""
+    import keras_okd
+
+    student = keras_okd.models.multi_branch("simple_cnn", M, num_classes=C, input_shape=(8, 8, 1), width=2)
+    ek = {p.name: p for p in keras_okd.methods.dkel(student).knowledge}["ek"]
+    assert ek.average == "logits" and knowledge.TeacherEnsemble().average == "logits"
+    s, t = (RNG.normal(size=(2, B, M, C)) * 3).astype("float32")
+    got, _ = kd(ek, s, context(teacher_logits=t))
+    tau, ps = ek.temperature, np_softmax(s.astype("float64"), ek.temperature)
+    logits_mean, probs_mean = [], []
+    for p in range(M):
+        others = [j for j in range(M) if j != p]
+        logits_mean.append(tau**2 * np.mean(np_kl(np_softmax(t[:, others].astype("float64").mean(1), tau), ps[:, p])))
+        probs_mean.append(tau**2 * np.mean(np_kl(np_softmax(t[:, others].astype("float64"), tau).mean(1), ps[:, p])))
+    np.testing.assert_allclose(got, logits_mean, rtol=1e-5)
+    assert np.abs(np.asarray(logits_mean) - np.asarray(probs_mean)).max() > 1e-3  # the two averages differ here
+    old = {p.name: p for p in keras_okd.methods.dkel(student, ensemble_average="probabilities").knowledge}["ek"]
+    np.testing.assert_allclose(kd(old, s, context(teacher_logits=t))[0], probs_mean, rtol=1e-5)

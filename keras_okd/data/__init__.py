@@ -7,22 +7,20 @@ TinyImageNet from its archive's folders, any folder of class sub-folders. A data
 """
 
 from keras_okd.data.augment import PadCropFlip, cifar_augment, peer_views
-from keras_okd.data.cifar import cifar, load_cifar
-from keras_okd.data.digits import digits, digits_arrays
+from keras_okd.data.cifar import load_cifar
+from keras_okd.data.digits import digits_arrays
 from keras_okd.data.folder import image_folder, load_image_folder
 from keras_okd.data.imagenet import imagenet2012, load_imagenet2012
 from keras_okd.data.images import DatasetNotFoundError, ImageTransform
 from keras_okd.data.indexing import pipeline, with_index
-from keras_okd.data.registry import get, loader, names, num_classes
+from keras_okd.data.registry import get, loader, names, num_classes, register
 from keras_okd.data.tiny_imagenet import load_tinyimagenet, tinyimagenet
 
 __all__ = [
     "DatasetNotFoundError",
     "ImageTransform",
     "PadCropFlip",
-    "cifar",
     "cifar_augment",
-    "digits",
     "digits_arrays",
     "get",
     "image_folder",
@@ -36,6 +34,7 @@ __all__ = [
     "num_classes",
     "peer_views",
     "pipeline",
+    "register",
     "tinyimagenet",
     "with_index",
 ]

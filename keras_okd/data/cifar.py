@@ -2,12 +2,9 @@
 
 import tensorflow as tf
 
-from keras_okd.data.augment import cifar_augment
-from keras_okd.data.indexing import pipeline
 
 MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
 STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
-NUM_TRAIN = 50_000
 
 
 def load_cifar(name="cifar10", split="train", data_dir=None, download=True):
@@ -48,31 +45,3 @@ def load_cifar(name="cifar10", split="train", data_dir=None, download=True):
     mean = tf.constant(MEAN[name], tf.float32)
     std = tf.constant(STD[name], tf.float32)
     return ds.map(lambda x, y: ((tf.cast(x, tf.float32) / 255.0 - mean) / std, y), num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def cifar(name="cifar10", batch_size=64, data_dir=None, download=True, seed=None, augment="standard"):
-    """Training and test pipelines of CIFAR-10/100 as the papers use them.
-
-    Args:
-        name: `"cifar10"` or `"cifar100"`.
-        batch_size: batch size (TSB: 64; DKEL: 128).
-        data_dir: tfds data directory holding a prepared copy.
-        download: let tfds download when the data is missing.
-        seed: shuffle and augmentation seed.
-        augment: `"standard"` (pad 4, random crop, flip), None, or any Keras layer / callable on image batches.
-
-    Returns:
-        `(train_ds, test_ds, num_train_samples)`; training elements carry sample indices.
-    """
-    if isinstance(augment, str):
-        if augment != "standard":
-            raise ValueError(f"augment must be 'standard', None or a callable, got {augment!r}.")
-        augment = cifar_augment(seed)
-    train = load_cifar(name, "train", data_dir, download)
-    test = load_cifar(name, "test", data_dir, download)
-    n = int(train.cardinality())
-    return (
-        pipeline(train, batch_size, training=True, augment=augment, seed=seed),
-        pipeline(test, batch_size, training=False),
-        n if n > 0 else NUM_TRAIN,
-    )

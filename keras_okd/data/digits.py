@@ -2,8 +2,6 @@
 
 import numpy as np
 
-from keras_okd.data.indexing import pipeline
-
 NUM_CLASSES = 10
 INPUT_SHAPE = (8, 8, 1)
 
@@ -36,23 +34,3 @@ def digits_arrays(validation_size=360, seed=0):
         images, labels, test_size=validation_size, random_state=seed, stratify=labels
     )
     return (x_train, y_train), (x_val, y_val)
-
-
-def digits(batch_size=64, seed=0, validation_size=360, augment=None):
-    """Indexed, shuffled training batches and validation batches of the digits, as tf.data datasets.
-
-    Args:
-        batch_size: batch size of both datasets.
-        seed: seed of the split and of the shuffling.
-        validation_size: number of validation images.
-        augment: optional augmentation of training batches (any Keras preprocessing layer).
-
-    Returns:
-        `(train_ds, val_ds, num_train_samples)`; training elements are `({"inputs", "index"}, label)`.
-    """
-    import tensorflow as tf
-
-    (x, y), (xv, yv) = digits_arrays(validation_size=validation_size, seed=seed)
-    train = pipeline(tf.data.Dataset.from_tensor_slices((x, y)), batch_size, training=True, augment=augment, seed=seed)
-    val = pipeline(tf.data.Dataset.from_tensor_slices((xv, yv)), batch_size, training=False)
-    return train, val, len(x)

@@ -16,6 +16,8 @@ fixed seeds, so every seed of an experiment is scored on the same test set.
 
 import tensorflow as tf
 
+from keras_okd.registry import Registry
+
 from keras_okd.data import folder as _folder
 from keras_okd.data import tiny_imagenet as _tiny
 from keras_okd.data.augment import PadCropFlip, cifar_augment
@@ -59,14 +61,15 @@ def digits_dataset(
 
 
 def _cifar(name, batch_size, data_dir, download, seed, augment, shuffle):
-    if augment not in ("standard", None):
-        raise ValueError(f"{name}: augment must be 'standard' (pad 4, random crop, flip) or None, got {augment!r}.")
+    if not (augment in ("standard", None) or callable(augment)):
+        raise ValueError(f"{name}: augment must be 'standard' (pad 4, random crop, flip), None, or a Keras layer / "
+                         f"callable on image batches; got {augment!r}.")
     train = load_cifar(name, "train", data_dir, download)
     test = load_cifar(name, "test", data_dir, download)
     n = int(train.cardinality())
     if n < 0:
         n = int(train.reduce(tf.constant(0, tf.int64), lambda c, _: c + 1))
-    transform = cifar_augment(seed) if augment == "standard" else None
+    transform = cifar_augment(seed) if augment == "standard" else augment
     return (
         pipeline(train, batch_size, training=True, augment=transform, seed=seed, shuffle_buffer=None if shuffle else 1),
         pipeline(test, batch_size, training=False),
@@ -166,9 +169,12 @@ _CLASSES = {
 }
 
 
+_DATASETS = Registry("dataset", _LOADERS)
+
+
 def names():
     """The dataset names `get` accepts, sorted."""
-    return sorted(_LOADERS)
+    return _DATASETS.names()
 
 
 def loader(name):
@@ -177,10 +183,41 @@ def loader(name):
     Raises:
         ValueError: unknown name; the message lists the known ones.
     """
-    try:
-        return _LOADERS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"Unknown dataset {name!r}; known datasets: {', '.join(names())}.") from None
+    return _DATASETS.get(name)
+
+
+def register(name, loader_function=None, num_classes=None, overwrite=False):
+    """Register a dataset loader under `name` for `get`, configs (`dataset: {name: ...}`) and the CLI. Usable as a
+    decorator.
+
+    Args:
+        name: the dataset's name.
+        loader_function: `loader(batch_size=..., seed=..., **options) -> (train_ds, test_ds, num_train_samples)`,
+            training batches indexed (`keras_okd.data.pipeline` does it); annotate its options, the config checks
+            them against the signature.
+        num_classes: the number of classes, or a function of the loader's options returning it.
+        overwrite: replace an existing registration.
+
+    Example:
+
+    ```python
+    @keras_okd.data.register("my_data", num_classes=5)
+    def my_data(batch_size: int = 64, seed: int | None = None):
+        (x, y), (xt, yt) = load_my_arrays()
+        train = keras_okd.data.pipeline(tf.data.Dataset.from_tensor_slices((x, y)), batch_size, True, seed=seed)
+        test = keras_okd.data.pipeline(tf.data.Dataset.from_tensor_slices((xt, yt)), batch_size, False)
+        return train, test, len(x)
+    ```
+    """
+    if num_classes is None:
+        raise ValueError(f"register({name!r}): pass num_classes (an int, or a function of the loader's options).")
+
+    def add(function):
+        _DATASETS.register(name, function, overwrite=overwrite)
+        _CLASSES[name] = num_classes if callable(num_classes) else (lambda **_: int(num_classes))
+        return function
+
+    return add if loader_function is None else add(loader_function)
 
 
 def get(name, **kwargs):

@@ -1,6 +1,8 @@
 """Knowledge parts: each turns this step's peer outputs (and its own state) into soft targets for the peers."""
 
 from keras_okd.knowledge.base import KnowledgePart, other_peers
+from keras_okd.knowledge.consensus import PeerConsensus, leave_one_out_targets
+from keras_okd.knowledge.diverse_peers import DiversePeers, okddip_losses, okddip_targets
 from keras_okd.knowledge.ensemble_teacher import EnsembleTeacher, min_logit
 from keras_okd.knowledge.features import (
     AttentionTransfer,
@@ -12,7 +14,7 @@ from keras_okd.knowledge.features import (
     RelationalKD,
     SimilarityPreserving,
 )
-from keras_okd.knowledge.heads import GateEnsemble, PeerEnsemble
+from keras_okd.knowledge.heads import GateEnsemble, GateHead, PeerEnsemble, PeerEnsembleHead
 from keras_okd.knowledge.mean_teacher import TeacherEnsemble, TeacherPeers
 from keras_okd.knowledge.peer_distillation import PeerDistillation
 from keras_okd.knowledge.spatial_integrator import SpatialIntegrator
@@ -21,14 +23,18 @@ from keras_okd.knowledge.temporal_accumulator import TemporalAccumulator
 __all__ = [
     "AttentionTransfer",
     "ContrastiveRepresentation",
+    "DiversePeers",
     "EnsembleTeacher",
     "FeatureDistillation",
     "FitNet",
     "GateEnsemble",
+    "GateHead",
     "KnowledgePart",
     "NeuronSelectivityTransfer",
+    "PeerConsensus",
     "PeerDistillation",
     "PeerEnsemble",
+    "PeerEnsembleHead",
     "ProbabilisticKT",
     "RelationalKD",
     "SimilarityPreserving",
@@ -36,6 +42,9 @@ __all__ = [
     "TeacherEnsemble",
     "TeacherPeers",
     "TemporalAccumulator",
+    "leave_one_out_targets",
     "min_logit",
+    "okddip_losses",
+    "okddip_targets",
     "other_peers",
 ]

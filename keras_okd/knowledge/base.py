@@ -1,18 +1,29 @@
 """The contract every knowledge part follows.
 
-A knowledge part turns this step's peer logits (and, for some parts, state of its own) into soft targets:
+A knowledge part turns this step's peer outputs (and, for some parts, state of its own) into a loss term per peer,
+in one of two ways:
 
-    targets       (batch, J, classes)  probability distributions, J of them per sample
-    pair_weights  (peers, J)           how much peer i learns from target j
+- soft targets (logit-level knowledge):
 
-and the distiller adds `weight * schedule * sum_i sum_j W[i, j] * KD(target_j || peer_i)` to the loss, with the KD
-term of `keras_okd.losses.pairwise_kd` at the part's temperature. A part may also return extra losses of its own
-(a trainable head's cross-entropy, say) and pending state writes, which the distiller commits only after the step's
-loss is known to be finite and only in training.
+      targets       (batch, J, classes)  probability distributions, J of them per sample
+      pair_weights  (peers, J)           how much peer i learns from target j
+
+  and the distiller's term for peer i is `sum_j W[i, j] * KD(target_j || peer_i)`, with the KD term of
+  `keras_okd.losses.pairwise_kd` at the part's temperature;
+- or `peer_losses` `(peers,)`, the part's own term for each peer (feature-level knowledge: FitNet, AT, ...), computed
+  from the intermediate layers the part names in `feature_layers` (the distiller taps them from every peer and hands
+  them over as `context["peer_features"]`).
+
+The distiller adds `weight * schedule * sum_i term_i` to the loss and logs `term_i` as `{peer}_{part name}`. A part may
+also return extra losses of its own (a trainable head's cross-entropy, say), added as they are, and pending state
+writes, which the distiller commits only after the step's loss is known to be finite and only in training.
 """
 
 import keras
+import numpy as np
 from keras import ops
+
+from keras_okd.losses import pairwise_kd
 
 
 class KnowledgePart(keras.layers.Layer):
@@ -23,6 +34,10 @@ class KnowledgePart(keras.layers.Layer):
     Args:
         weight: the constant factor of this part's KD term (the papers' lambda).
         temperature: the temperature of the softened distributions, for targets and students alike.
+        layers: the intermediate layers the part reads (feature-level parts): a sequence of layer names for every
+            peer (e.g. `("stage_3",)` for the zoo's models), or a list with one sequence per peer (students whose
+            layers are named differently). A name may be a path `"sub_model/layer"` into a nested functional model
+            and may contain `{peer}`, replaced by the peer's index (a multi-branch student's `"branch_{peer}/stage_3"`).
         name: the part's name; per-peer logs are named `student_{i}_{name}`.
 
     Attributes:
@@ -32,15 +47,29 @@ class KnowledgePart(keras.layers.Layer):
         needs_teacher: whether the part reads the mean teacher's logits (`context["teacher_logits"]`).
         needs_features: whether the part reads the peers' pooled features (a multi-branch student's
             `context["features"]` and `context["shared_features"]`).
+        needs_inputs: whether the part reads each peer's input batch (`context["inputs"]`, after its view).
         loss_names: names of the extra losses the part returns.
+
+    Example: a part whose target for every peer is the uniform distribution (label smoothing as knowledge):
+
+    ```python
+    class Uniform(keras_okd.knowledge.KnowledgePart):
+        def targets(self, peer_logits, context):
+            batch = keras.ops.shape(peer_logits)[0]
+            uniform = keras.ops.full((batch, 1, self.num_classes), 1.0 / self.num_classes)
+            return {"targets": uniform, "pair_weights": keras.ops.ones((self.num_peers, 1))}
+
+    distiller = keras_okd.OnlineDistiller(students, knowledge=[Uniform(weight=0.1, name="uniform")])
+    ```
     """
 
     needs_index = False
     needs_teacher = False
     needs_features = False
+    needs_inputs = False
     loss_names = ()
 
-    def __init__(self, weight=1.0, temperature=1.0, name=None, **kwargs):
+    def __init__(self, weight=1.0, temperature=1.0, layers=None, name=None, **kwargs):
         super().__init__(name=name, **kwargs)
         weight, temperature = float(weight), float(temperature)
         if not weight >= 0.0:
@@ -49,6 +78,7 @@ class KnowledgePart(keras.layers.Layer):
             raise ValueError(f"{type(self).__name__}: temperature must be > 0, got {temperature}.")
         self.weight = weight
         self.temperature = temperature
+        self.feature_layers = _layer_spec(layers, type(self).__name__)
         self.num_peers = None
         self.num_classes = None
         self.schedule = self.add_weight(
@@ -61,10 +91,18 @@ class KnowledgePart(keras.layers.Layer):
         Args:
             num_peers: M.
             num_classes: C.
-            feature_shapes: for a multi-branch student, `{"features": [shape per peer], "shared_features": shape}`;
-                None for independent students.
+            feature_shapes: what the distiller's `Peers.feature_shapes()` reports: `{"peer_features": [{layer name:
+                shape} per peer]}` and, for a multi-branch student, `"features"` (pooled shape per branch) and
+                `"shared_features"`.
         """
-        if self.needs_features and feature_shapes is None:
+        feature_shapes = feature_shapes or {}
+        spec = self.feature_layers
+        if spec and not isinstance(spec, tuple) and len(spec) != num_peers:
+            raise ValueError(
+                f"Knowledge part {self.name!r}: layers gives {len(spec)} per-peer sequences for {num_peers} peers; "
+                "give one sequence per peer, or one sequence for all."
+            )
+        if self.needs_features and "features" not in feature_shapes:
             raise ValueError(
                 f"Knowledge part {self.name!r} ({type(self).__name__}) works on the branches of one multi-branch "
                 "student (keras_okd.models.multi_branch), not on independent students."
@@ -88,15 +126,45 @@ class KnowledgePart(keras.layers.Layer):
         self.built = True
 
     def targets(self, peer_logits, context):
-        """Return `{"targets": (B, J, C), "pair_weights": (M, J)}`, optionally with `"losses"` and `"state"`.
+        """This step's knowledge: soft targets for the peers, or each peer's own term.
 
         Args:
             peer_logits: `(batch, peers, classes)` logits of this step.
             context: dict with `"index"` (integer `(batch,)` or None), `"labels"` (`(batch,)`), `"training"`
                 (Python bool), `"sample_weight"` (or None), and where the distiller has them `"teacher_logits"`
-                `(batch, peers, classes)`, `"features"` (list of `(batch, F)`) and `"shared_features"`.
+                `(batch, peers, classes)`, `"peer_features"` (a list over peers of `{layer name: tensor}` for the
+                layers in `feature_layers`), `"inputs"` (each peer's input batch, for parts with `needs_inputs`),
+                `"features"` (a multi-branch student's pooled features, list of `(batch, F)`) and `"shared_features"`.
+
+        Returns:
+            A dict with `"targets"` and `"pair_weights"`, or `"peer_losses"` `(peers,)`; optionally `"losses"`
+            (name -> scalar, declared in `loss_names`) and `"state"` (passed to `commit`).
         """
         raise NotImplementedError(f"{type(self).__name__} must implement targets().")
+
+    def state_bytes(self):
+        """Bytes of the part's per-sample state (non-trainable variables that are not scalars), 0 for parts with
+        `needs_index` False."""
+        if not self.needs_index:
+            return 0
+        return sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize
+                   for v in self.non_trainable_weights if len(v.shape))
+
+    def layers_for_peer(self, index):
+        """The names of the layers this part reads from peer `index` (`{peer}` replaced by the index)."""
+        spec = self.feature_layers
+        if not spec:
+            return ()
+        names = spec if isinstance(spec[0], str) else spec[index]
+        return tuple(name.replace("{peer}", str(index)) for name in names)
+
+    def peer_terms(self, knowledge, peer_logits, sample_weight=None):
+        """Each peer's term `(peers,)` from what `targets` returned: its `"peer_losses"`, or the weighted KD from its
+        soft targets."""
+        if "peer_losses" in knowledge:
+            return ops.cast(knowledge["peer_losses"], "float32")
+        return pairwise_kd(knowledge["targets"], peer_logits, self.temperature, knowledge["pair_weights"],
+                           sample_weight)
 
     def commit(self, state, finite):
         """Write the pending `state` returned by `targets`; `finite` is a boolean scalar tensor that is False when
@@ -105,7 +173,45 @@ class KnowledgePart(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"weight": self.weight, "temperature": self.temperature})
+        if self.feature_layers:
+            config["layers"] = [list(n) if not isinstance(n, str) else n for n in self.feature_layers]
         return config
+
+
+def check_parts(parts):
+    """`parts` as a list, refusing anything but `KnowledgePart`s and repeated names (names name the logs)."""
+    parts = list(parts or ())
+    for part in parts:
+        if not isinstance(part, KnowledgePart):
+            raise TypeError(f"knowledge parts must be KnowledgePart instances, got {type(part).__name__}.")
+    names = [part.name for part in parts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Knowledge part names must be distinct (they name the logs); got {names}.")
+    return parts
+
+
+def _layer_spec(layers, owner):
+    """`layers` as a tuple of names (every peer) or a list of per-peer tuples; None stays None. Errors name the part
+    and the fix."""
+    if layers is None:
+        return None
+    if isinstance(layers, str):
+        return (layers,)
+    try:
+        layers = list(layers)
+    except TypeError:
+        raise ValueError(f"{owner}: layers must be a layer name, a sequence of names, or one sequence of names per "
+                         f"peer; got {layers!r}.") from None
+    if not layers:
+        raise ValueError(f"{owner}: layers is empty; name at least one layer (e.g. layers=('stage_3',)).")
+    if all(isinstance(name, str) for name in layers):
+        return tuple(layers)
+    if any(isinstance(item, str) for item in layers):
+        raise ValueError(
+            f"{owner}: layers mixes names and per-peer sequences ({layers!r}); give either names for every peer "
+            "(('stage_2', 'stage_3')) or one sequence per peer ([('stage_3',), ('block_5',)])."
+        )
+    return [_layer_spec(item, owner) for item in layers]
 
 
 def other_peers(num_peers, reduction="mean"):

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_okd.knowledge.base import KnowledgePart, other_peers
+from keras_okd.knowledge.consensus import AVERAGES, leave_one_out_targets
 from keras_okd.losses import soften
 
 
@@ -46,14 +47,17 @@ class TeacherEnsemble(KnowledgePart):
 
         t_bar^p = mean_{j != p} t_j,    L^p = tau^2 KL(softmax-target(t_bar^p) || softmax(s_p / tau))
 
-    With `average="probabilities"` (default) the ensemble is the mean of the other teacher peers' softened
-    probabilities; `average="logits"` averages their logits first, as DKEL's public code does. DKEL weighs this term by
-    omega(e) = exp(-gamma e) and the decoupled term by 1 - omega(e): see `keras_okd.callbacks.Decay`.
+    With `average="logits"` (default) the ensemble averages the other teacher peers' logits, then softens them:
+    target = softmax(mean_{j != p} t_j / tau). This is the paper's definition (Eq. 10 averages t, which Sec. 3.1
+    defines as logits; "the logits of teacher peers are assembled") and what DKEL's public code does.
+    `average="probabilities"` averages the peers' softened probabilities instead, mean_{j != p} softmax(t_j / tau).
+    DKEL weighs this term by omega(e) = exp(-gamma e) and the decoupled term by 1 - omega(e): see
+    `keras_okd.callbacks.Decay`.
 
     Args:
         weight: constant factor.
         temperature: softening temperature.
-        average: `"probabilities"` or `"logits"`.
+        average: `"logits"` (the paper's) or `"probabilities"`.
         name: part name (DKEL: `"ek"`).
 
     Example:
@@ -64,10 +68,10 @@ class TeacherEnsemble(KnowledgePart):
 
     needs_teacher = True
 
-    def __init__(self, weight=1.0, temperature=1.0, average="probabilities", name="teacher_ensemble", **kwargs):
+    def __init__(self, weight=1.0, temperature=1.0, average="logits", name="teacher_ensemble", **kwargs):
         super().__init__(weight=weight, temperature=temperature, name=name, **kwargs)
-        if average not in ("probabilities", "logits"):
-            raise ValueError(f"TeacherEnsemble: average must be 'probabilities' or 'logits', got {average!r}.")
+        if average not in AVERAGES:
+            raise ValueError(f"TeacherEnsemble: average must be 'logits' or 'probabilities', got {average!r}.")
         self.average = average
 
     def build(self, input_shape):
@@ -76,15 +80,10 @@ class TeacherEnsemble(KnowledgePart):
             raise ValueError("TeacherEnsemble needs at least 2 peers (each learns from the others).")
 
     def targets(self, peer_logits, context):
-        teacher = context["teacher_logits"]  # (B, M, C)
-        m = self.num_peers
-        if self.average == "logits":
-            others = (ops.sum(teacher, axis=1, keepdims=True) - teacher) / (m - 1)
-            targets = soften(others, self.temperature)
-        else:
-            probs = soften(teacher, self.temperature)
-            targets = (ops.sum(probs, axis=1, keepdims=True) - probs) / (m - 1)
-        return {"targets": targets, "pair_weights": ops.eye(m, dtype="float32")}
+        return {
+            "targets": leave_one_out_targets(context["teacher_logits"], self.temperature, self.average),
+            "pair_weights": ops.eye(self.num_peers, dtype="float32"),
+        }
 
     def get_config(self):
         return {**super().get_config(), "average": self.average}

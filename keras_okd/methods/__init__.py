@@ -1,22 +1,31 @@
 """Method presets: each returns an `OnlineDistiller` with its paper's parts and defaults.
 
-`get(name)` returns a preset function by name, `names()` lists them (used by configs and the CLI).
+`get(name)` returns a preset function by name, `names()` lists them, `register(name)` adds one (used by configs and
+the CLI; see `keras_okd.registry` for a method in a file of your own).
 """
 
-from keras_okd.methods.dkel import dkel
-from keras_okd.methods.dml import dml
-from keras_okd.methods.independent import independent
-from keras_okd.methods.kdcl import kdcl
-from keras_okd.methods.one import one
-from keras_okd.methods.pcl import pcl
-from keras_okd.methods.tsb import tsb
+from keras_okd.registry import Registry
 
-_PRESETS = {"independent": independent, "dml": dml, "tsb": tsb, "kdcl": kdcl, "one": one, "pcl": pcl, "dkel": dkel}
+from keras_okd.methods.collaborative_learning import cl
+from keras_okd.methods.decoupled_knowledge import dkel
+from keras_okd.methods.diverse_peers import okddip
+from keras_okd.methods.independent_training import independent
+from keras_okd.methods.kd_collaborative_learning import kdcl
+from keras_okd.methods.mutual_learning import dml
+from keras_okd.methods.native_ensemble import one
+from keras_okd.methods.peer_collaborative_learning import pcl
+from keras_okd.methods.temporal_spatial_boosting import tsb
+
+_PRESETS = {"independent": independent, "dml": dml, "tsb": tsb, "kdcl": kdcl, "one": one, "pcl": pcl, "dkel": dkel,
+            "cl": cl, "okddip": okddip}
+
+
+_METHODS = Registry("method", _PRESETS)
 
 
 def names():
     """Sorted names of the method presets."""
-    return sorted(_PRESETS)
+    return _METHODS.names()
 
 
 def get(name):
@@ -25,10 +34,23 @@ def get(name):
     Raises:
         ValueError: unknown name; the message lists the known ones.
     """
-    try:
-        return _PRESETS[name]
-    except KeyError:
-        raise ValueError(f"Unknown method {name!r}; known methods: {', '.join(names())}.") from None
+    return _METHODS.get(name)
 
 
-__all__ = ["dkel", "dml", "get", "independent", "kdcl", "names", "one", "pcl", "tsb"]
+def register(name, preset=None, overwrite=False):
+    """Register a preset (a function `preset(students, **params) -> OnlineDistiller`) as `name`, for configs
+    (`method: {name: ..., params: {...}}`) and the CLI. Usable as a decorator. A preset that takes
+    `num_train_samples` gets the training set's size from the experiment runner.
+
+    Example:
+
+    ```python
+    @keras_okd.methods.register("dml_t4")
+    def dml_t4(students):
+        return keras_okd.methods.dml(students, temperature=4.0, name="dml_t4")
+    ```
+    """
+    return _METHODS.register(name, preset, overwrite=overwrite)
+
+
+__all__ = ["cl", "dkel", "dml", "get", "independent", "kdcl", "names", "okddip", "one", "pcl", "register", "tsb"]

@@ -1,13 +1,11 @@
 """Checks shared by the presets: the kind of student a method trains."""
 
-import keras
+from keras_okd.peers import is_multi_branch
 
 
 def branch_student(student, method, num_branches=None, per_branch_inputs=None):
     """Refuse anything but one multi-branch student (with the expected branch count and inputs)."""
-    from keras_okd.distiller import _is_multi_branch
-
-    if not (isinstance(student, keras.Model) and _is_multi_branch(student)):
+    if not is_multi_branch(student):
         raise ValueError(
             f"{method} trains the branches of ONE multi-branch student; build it with "
             f"keras_okd.models.multi_branch(name, num_branches=3, ...) instead of passing independent students."
@@ -25,9 +23,7 @@ def branch_student(student, method, num_branches=None, per_branch_inputs=None):
 
 def independent_students(students, method):
     """Refuse a multi-branch student where a method trains independent networks."""
-    from keras_okd.distiller import _is_multi_branch
-
-    if isinstance(students, keras.Model) and _is_multi_branch(students):
+    if is_multi_branch(students):
         raise ValueError(
             f"{method} trains independent students (a list of keras.Model); got one multi-branch model. Use "
             "pcl, dkel or one for branches."

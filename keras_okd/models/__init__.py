@@ -8,8 +8,9 @@ so a saved `.keras` file loads without keras_okd. Build by name with `get` (see
 Feature layers: every network names its stage outputs `stage_1`, `stage_2`, ... and its pooled features `pool`, so
 feature-distillation parts read them by name; `feature_layers(model)` lists them with their shapes.
 
-Multi-branch students (ONE, PCL, DKEL): `multi_branch`, `extract_branch`, and the heads
-`PeerEnsembleHead` and `GateHead`.
+Multi-branch students (ONE, CL, OKDDip, PCL, DKEL): `multi_branch`, `extract_branch`, and collaborative learning's
+backpropagation rescaling (`GradientScale`, `scale_trunk_gradients`); the heads that distillation puts on them live
+in `keras_okd.knowledge`.
 
 Example:
 
@@ -23,6 +24,8 @@ from keras_okd.models.branches import (
     extract_branch,
     multi_branch,
     num_branches_of,
+    scale_trunk_gradients,
+    trunk_gradient_scale,
 )
 from keras_okd.models.cifar_resnet import (
     bottleneck_resnet_2x2x2_w512,
@@ -35,7 +38,7 @@ from keras_okd.models.cifar_resnet import (
 )
 from keras_okd.models.densenet import densenet_bc, densenet_bc_40_12
 from keras_okd.models.features import feature_layers
-from keras_okd.models.heads import GateHead, PeerEnsembleHead
+from keras_okd.models.gradient_scale import GradientScale
 from keras_okd.models.imagenet_resnet import (
     imagenet_resnet,
     resnet18,
@@ -48,14 +51,13 @@ from keras_okd.models.mobilenet_v2 import (
     mobilenet_v2_imagenet,
     mobilenet_v2_x0_5,
 )
-from keras_okd.models.registry import get, names
+from keras_okd.models.registry import get, names, register
 from keras_okd.models.simple_cnn import simple_cnn
 from keras_okd.models.vgg import vgg, vgg13, vgg16
 from keras_okd.models.wide_resnet import wide_resnet, wrn_16_2, wrn_16_4, wrn_28_2, wrn_40_2
 
 __all__ = [
-    "GateHead",
-    "PeerEnsembleHead",
+    "GradientScale",
     "bottleneck_resnet_2x2x2_w512",
     "branch_name",
     "cifar_resnet",
@@ -70,6 +72,7 @@ __all__ = [
     "mobilenet_v2_x0_5",
     "multi_branch",
     "names",
+    "register",
     "num_branches_of",
     "resnet110",
     "resnet110_bottleneck",
@@ -80,7 +83,9 @@ __all__ = [
     "resnet34",
     "resnet34_tiny",
     "resnet56",
+    "scale_trunk_gradients",
     "simple_cnn",
+    "trunk_gradient_scale",
     "vgg",
     "vgg13",
     "vgg16",

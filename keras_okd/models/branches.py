@@ -29,9 +29,12 @@ trunk + one branch has exactly the single network's parameters, and
 import keras
 from keras import layers
 
+from keras_okd.models.gradient_scale import GradientScale
 from keras_okd.models.registry import get_parts, lookup
 
 TRUNK_NAME = "trunk"
+SHARED_POOL_NAME = "shared_pool"
+RESCALING_NAME = "backprop_rescaling"
 
 
 def branch_name(index):
@@ -58,6 +61,7 @@ def multi_branch(
     input_shape=None,
     per_branch_inputs=False,
     synchronized_bn=False,
+    gradient_scale=None,
     **kwargs,
 ):
     """A multi-branch student: shared trunk + `num_branches` peer branches of a zoo net.
@@ -74,6 +78,10 @@ def multi_branch(
             view and branch i consumes trunk(view_i). Note that in training mode the
             trunk's BatchNormalization moving statistics are then updated once per view.
         synchronized_bn: use `BatchNormalization(synchronized=True)` (TensorFlow only).
+        gradient_scale: None, or a factor in (0, 1] applied to the gradient flowing from the branches back into
+            the trunk by a weightless `GradientScale` layer named `"backprop_rescaling"` (collaborative learning's
+            backpropagation rescaling uses `1 / num_branches`; see `scale_trunk_gradients`). The model then needs
+            keras_okd to load as a whole; `extract_branch` still gives plain Keras networks.
         **kwargs: passed to the family (e.g. `width` for `simple_cnn`).
 
     Returns:
@@ -113,21 +121,89 @@ def multi_branch(
         logits = parts.classifier(features, prefix)
         branches.append(keras.Model(branch_input, [features, logits], name=branch_name(i)))
 
+    pool = layers.GlobalAveragePooling2D(name=SHARED_POOL_NAME)
+    return _assemble(trunk, branches, pool, shape, per_branch_inputs, gradient_scale,
+                     name=f"{parts.name}_{num_branches}branch")
+
+
+def _assemble(trunk, branches, pool, shape, per_branch_inputs, gradient_scale, name):
+    """The multi-branch functional model from its trunk, branch and pooling layers (new or reused)."""
+    m = len(branches)
     if per_branch_inputs:
-        inputs = [keras.Input(shape=shape, name=f"view_{i}") for i in range(num_branches)]
+        inputs = [keras.Input(shape=shape, name=f"view_{i}") for i in range(m)]
         trunk_outputs = [trunk(view) for view in inputs]
     else:
         inputs = keras.Input(shape=shape, name="image")
-        trunk_outputs = [trunk(inputs)] * num_branches
+        trunk_outputs = [trunk(inputs)] * m
+    branch_inputs = trunk_outputs
+    if gradient_scale is not None:  # one weightless layer, applied to each distinct trunk output
+        rescale = GradientScale(gradient_scale, name=RESCALING_NAME)
+        scaled = {id(t): rescale(t) for t in trunk_outputs}
+        branch_inputs = [scaled[id(t)] for t in trunk_outputs]
 
     all_logits, all_features = [], []
-    for i, branch in enumerate(branches):
-        features, logits = branch(trunk_outputs[i])
+    for branch, branch_input in zip(branches, branch_inputs):
+        features, logits = branch(branch_input)
         all_features.append(features)
         all_logits.append(logits)
-    shared = layers.GlobalAveragePooling2D(name="shared_pool")(trunk_outputs[0])
+    shared = pool(trunk_outputs[0])  # not rescaled: a head on the shared features (ONE's gate) is not a branch
     outputs = {"logits": all_logits, "features": all_features, "shared_features": shared}
-    return keras.Model(inputs, outputs, name=f"{parts.name}_{num_branches}branch")
+    return keras.Model(inputs, outputs, name=name)
+
+
+def scale_trunk_gradients(model, scale=None):
+    """The same multi-branch network, sharing `model`'s layers and weights, whose branches receive the trunk's
+    output through a `GradientScale` layer: collaborative learning's backpropagation rescaling (Song and Chai,
+    NeurIPS 2018), by default `1 / num_branches`.
+
+    Forward outputs are identical to `model`'s; in training, the gradient that flows from the branches back into
+    the trunk is multiplied by `scale`, so the shared layers get the mean of the branches' gradients instead of their
+    sum, while each branch's own layers get its full gradient. `model` itself is unchanged (and still saves as plain
+    Keras); the returned model contains `GradientScale`, so saving it whole needs keras_okd to load.
+    `extract_branch` of either gives the same plain trunk + branch network.
+
+    Args:
+        model: a model returned by `multi_branch` without `gradient_scale`.
+        scale: the gradient factor in (0, 1]; defaults to `1 / num_branches`.
+
+    Returns:
+        A functional `keras.Model` with `model`'s inputs and outputs.
+
+    Raises:
+        ValueError: `model` is not a `multi_branch` model, or already rescales its trunk's gradients.
+
+    Example:
+
+    >>> student = multi_branch("simple_cnn", num_branches=3, input_shape=(8, 8, 1))
+    >>> rescaled = scale_trunk_gradients(student)
+    >>> rescaled.get_layer("backprop_rescaling").scale == 1 / 3
+    True
+    """
+    m = num_branches_of(model)
+    try:
+        trunk, pool = model.get_layer(TRUNK_NAME), model.get_layer(SHARED_POOL_NAME)
+    except ValueError:
+        raise ValueError(f"model {model.name!r} has no '{TRUNK_NAME}' / '{SHARED_POOL_NAME}' layers; "
+                         "was it built by keras_okd.models.multi_branch?") from None
+    if trunk_gradient_scale(model) is not None:
+        raise ValueError(f"model {model.name!r} already rescales its trunk's gradients "
+                         f"(scale {trunk_gradient_scale(model)}); pass it as it is.")
+    scale = 1.0 / m if scale is None else scale
+    branches = [model.get_layer(branch_name(i)) for i in range(m)]
+    shape = tuple(trunk.inputs[0].shape[1:])
+    return _assemble(trunk, branches, pool, shape, len(model.inputs) > 1, scale, name=model.name)
+
+
+def trunk_gradient_scale(model):
+    """The factor by which `model` scales the gradient from its branches into its trunk, or None (no rescaling).
+
+    Example:
+
+    >>> trunk_gradient_scale(multi_branch("simple_cnn", 2, input_shape=(8, 8, 1), gradient_scale=0.5))
+    0.5
+    """
+    found = [layer.scale for layer in model.layers if isinstance(layer, GradientScale)]
+    return found[0] if found else None
 
 
 def num_branches_of(model):

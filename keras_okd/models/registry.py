@@ -1,8 +1,10 @@
-"""Registry of the zoo: `get(name, ...)`, `names()`, and the trunk/branch descriptions
-that `multi_branch` uses."""
+"""Registry of the zoo: `get(name, ...)`, `names()`, `register(...)` for models of your own, and the trunk/branch
+descriptions that `multi_branch` uses."""
 
 import collections
 import functools
+
+from keras_okd.registry import Registry
 
 from keras_okd.models.cifar_resnet import (
     bottleneck_resnet_2x2x2_w512,
@@ -121,6 +123,8 @@ _REGISTRY = {
     ),
 }
 
+_ZOO = Registry("model", _REGISTRY)
+
 # Names the papers use that are not (or not exactly) zoo names.
 _HINTS = {
     "wrn_20_8": "PCL/DKEL's 'WRN-20-8' is 'bottleneck_resnet_2x2x2_w512'",
@@ -145,7 +149,38 @@ def names():
     >>> "resnet32" in names()
     True
     """
-    return sorted(_REGISTRY)
+    return _ZOO.names()
+
+
+def register(name, builder=None, input_shape=None, parts=None, overwrite=False):
+    """Register a model builder under `name`, so that `get(name)`, configs (`students: [name, ...]`) and the CLI can
+    build it. Usable as a decorator.
+
+    Args:
+        name: the model's name (lower case, `_` for separators; `get` normalises names the same way).
+        builder: a function `builder(num_classes=..., input_shape=..., synchronized_bn=..., **kwargs)` returning a
+            `keras.Model` that maps inputs to logits (any Keras model: `keras.applications` ones included).
+        input_shape: its default input shape.
+        parts: optional trunk/branch description (the zoo's private `ModelParts`) for `multi_branch`; without it the
+            model can be a student but not a multi-branch student.
+        overwrite: replace an existing registration.
+
+    Example:
+
+    ```python
+    @keras_okd.models.register("mobilenet_v3_small", input_shape=(32, 32, 3))
+    def mobilenet_v3_small(num_classes=10, input_shape=(32, 32, 3), synchronized_bn=False, **kwargs):
+        return keras.applications.MobileNetV3Small(input_shape=input_shape, weights=None, classes=num_classes,
+                                                   classifier_activation=None, include_preprocessing=False)
+    ```
+    """
+
+    def add(function):
+        _ZOO.register(_normalize(name), _Entry(function, parts, tuple(input_shape) if input_shape else None),
+                      overwrite=overwrite)
+        return function
+
+    return add if builder is None else add(builder)
 
 
 def lookup(name):
@@ -168,12 +203,9 @@ def lookup(name):
     (32, 32, 3)
     """
     key = _normalize(name)
-    if key not in _REGISTRY:
-        hint = f" ({_HINTS[key]})" if key in _HINTS else ""
-        raise ValueError(
-            f"Unknown model name {name!r}{hint}. Known names: {', '.join(names())}."
-        )
-    return _REGISTRY[key]
+    if key in _HINTS and key not in _ZOO:
+        raise ValueError(f"Unknown model name {name!r} ({_HINTS[key]}). Known names: {', '.join(names())}.")
+    return _ZOO.get(key)
 
 
 def get(name, num_classes=10, input_shape=None, synchronized_bn=False, **kwargs):
@@ -204,6 +236,8 @@ def get(name, num_classes=10, input_shape=None, synchronized_bn=False, **kwargs)
     """
     entry = lookup(name)
     shape = tuple(input_shape) if input_shape is not None else entry.input_shape
+    if shape is None:
+        raise ValueError(f"Model {name!r} has no default input shape; pass input_shape=(height, width, channels).")
     return entry.builder(
         num_classes=num_classes, input_shape=shape, synchronized_bn=synchronized_bn, **kwargs
     )
@@ -227,4 +261,8 @@ def get_parts(name, num_classes=10, synchronized_bn=False, **kwargs):
     >>> parts.build().output_shape
     (None, 10)
     """
-    return lookup(name).parts(num_classes=num_classes, synchronized_bn=synchronized_bn, **kwargs)
+    entry = lookup(name)
+    if entry.parts is None:
+        raise ValueError(f"Model {name!r} has no trunk/branch description, so it cannot be a multi-branch student; "
+                         "register it with parts=... or use independent students.")
+    return entry.parts(num_classes=num_classes, synchronized_bn=synchronized_bn, **kwargs)

@@ -130,11 +130,11 @@ def test_teacher_ema_is_computed_in_float32_under_mixed_bfloat16():
     keras.config.set_dtype_policy("mixed_bfloat16")
     network = keras_okd.models.multi_branch("simple_cnn", 2, input_shape=(8, 8, 1), width=4)
     d = keras_okd.methods.dkel(network, teacher_eta=0.001, init_steps=0)
-    pairs = list(d._weight_pairs())
+    pairs = d.teacher.pairs(d.students)
     for s, t in pairs:
         t.assign(keras.ops.zeros(t.shape, t.dtype))
         s.assign(keras.ops.ones(s.shape, s.dtype))
-    d._teacher_pending.assign(1.0)
+    d.teacher.pending.assign(1.0)
     x, y = _digits_like(16)
     d(x["inputs"], training=True)  # applies the pending EMA step inside the forward pass
     for s, t in pairs:

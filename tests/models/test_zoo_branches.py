@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_okd
 from keras_okd import models
 
 
@@ -132,33 +133,33 @@ def test_invalid_num_branches():
 
 
 def test_peer_ensemble_head():
-    head = models.PeerEnsembleHead(7, name="ensemble")
+    head = keras_okd.knowledge.PeerEnsembleHead(7, name="ensemble")
     feats = [_images(shape=(4,), seed=s) for s in range(3)]
     logits = _np(head(feats))
     assert logits.shape == (2, 7)
     kernel, bias = (_np(w) for w in head.dense.weights)
     np.testing.assert_allclose(logits, np.concatenate(feats, -1) @ kernel + bias, rtol=1e-5, atol=1e-5)
-    clone = models.PeerEnsembleHead.from_config(head.get_config())
+    clone = keras_okd.knowledge.PeerEnsembleHead.from_config(head.get_config())
     assert clone.num_classes == 7 and clone.name == "ensemble"
 
 
 def test_gate_head():
-    gate = models.GateHead(3)
+    gate = keras_okd.knowledge.GateHead(3)
     weights = _np(gate(_images(shape=(32,), seed=4), training=False))
     assert weights.shape == (2, 3)
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
     assert np.all(weights >= 0)
     assert len(gate.trainable_weights) == 4  # dense kernel/bias, BN gamma/beta
     assert gate.bn.momentum == pytest.approx(0.9) and gate.bn.epsilon == pytest.approx(1e-5)
-    clone = models.GateHead.from_config(gate.get_config())
+    clone = keras_okd.knowledge.GateHead.from_config(gate.get_config())
     assert clone.num_branches == 3
 
 
 def test_heads_on_a_student_save_and_load(tmp_path):
     student = models.multi_branch("simple_cnn", num_branches=2, num_classes=4, width=4)
     out = student.output
-    ensemble = models.PeerEnsembleHead(4, name="ensemble")(out["features"])
-    gate = models.GateHead(2, name="gate")(out["shared_features"])
+    ensemble = keras_okd.knowledge.PeerEnsembleHead(4, name="ensemble")(out["features"])
+    gate = keras_okd.knowledge.GateHead(2, name="gate")(out["shared_features"])
     model = keras.Model(student.input, {"ensemble": ensemble, "gate": gate})
     x = _images(shape=(8, 8, 1), seed=5)
     before = model(x, training=False)

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_okd
 from keras_okd import models
 
 
@@ -94,12 +95,12 @@ def test_resnet32_three_branches_reference_totals():
         assert [trainable_count(b) for b in branches] == [360_164] * 3
         assert trainable_count(student) == 1_193_084
 
-        ensemble = models.PeerEnsembleHead(100)
+        ensemble = keras_okd.knowledge.PeerEnsembleHead(100)
         ensemble.build([(None, 64)] * 3)
         assert trainable_count(ensemble) == 192 * 100 + 100
         assert trainable_count(student) + trainable_count(ensemble) == 1_212_384
 
-        gate = models.GateHead(3)
+        gate = keras_okd.knowledge.GateHead(3)
         gate.build((None, 32))
         assert trainable_count(gate) == 32 * 3 + 3 + 2 * 3
         assert trainable_count(student) + trainable_count(gate) == 1_193_189

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_okd
 from keras_okd import models
 
 
@@ -137,7 +138,7 @@ def test_synchronized_bn_option():
         model = models.get("simple_cnn", synchronized_bn=True)
         bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
         assert bns and all(bn.synchronized for bn in bns)
-        gate = models.GateHead(3, synchronized_bn=True)
+        gate = keras_okd.knowledge.GateHead(3, synchronized_bn=True)
         assert gate.bn.synchronized
     else:
         # Keras only implements synchronized BN on TensorFlow; elsewhere it is a no-op.

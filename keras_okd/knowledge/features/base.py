@@ -18,30 +18,6 @@ from keras_okd.knowledge.base import KnowledgePart, other_peers
 from keras_okd.losses import _batch_mean
 
 
-def _as_layers(layers, part):
-    """`layers` as a tuple of names (every peer) or a list of per-peer tuples; errors name the part and the fix."""
-    if isinstance(layers, str):
-        return (layers,)
-    try:
-        layers = list(layers)
-    except TypeError:
-        raise ValueError(
-            f"{part}: layers must be a layer name, a sequence of names, or one sequence of names per peer; "
-            f"got {layers!r}."
-        ) from None
-    if not layers:
-        raise ValueError(f"{part}: layers is empty; name at least one layer (e.g. layers=('stage_3',)).")
-    if all(isinstance(name, str) for name in layers):
-        return tuple(layers)
-    if any(isinstance(item, str) for item in layers):
-        raise ValueError(
-            f"{part}: layers mixes names and per-peer sequences ({layers!r}); give either names for every peer "
-            "(('stage_2', 'stage_3')) or one sequence per peer ([('stage_3',), ('block_5',)])."
-        )
-    per_peer = [_as_layers(item, part) for item in layers]
-    return [tuple(item) for item in per_peer]
-
-
 def safe_l2_normalize(x, axis=-1, epsilon=1e-12):
     """`x / max(||x||, epsilon)` along `axis` (torch's `F.normalize`), with a finite gradient at `x = 0`."""
     squared = ops.sum(ops.square(x), axis=axis, keepdims=True)
@@ -147,8 +123,9 @@ class FeatureDistillation(KnowledgePart):
     max_layers = None
 
     def __init__(self, layers, weight=1.0, reduction="mean", name=None, **kwargs):
-        super().__init__(weight=weight, name=name, **kwargs)
-        self.feature_layers = _as_layers(layers, type(self).__name__)
+        super().__init__(weight=weight, layers=layers, name=name, **kwargs)
+        if not self.feature_layers:
+            raise ValueError(f"{type(self).__name__}: name the layers it reads, e.g. layers=('stage_3',).")
         other_peers(2, reduction)  # validates the name
         self.reduction = reduction
         self.peer_feature_shapes = None
@@ -161,18 +138,6 @@ class FeatureDistillation(KnowledgePart):
     def build(self, input_shape):
         super().build(input_shape)
         self.connectors = Connectors(name=f"{self.name}_connectors")
-
-    def layers_for_peer(self, peer):
-        """The layer names peer `peer` contributes, with `{peer}` replaced by its index."""
-        layers = self.feature_layers
-        if isinstance(layers, list):
-            if self.num_peers is not None and len(layers) != self.num_peers:
-                raise ValueError(
-                    f"Knowledge part {self.name!r}: layers gives {len(layers)} per-peer sequences for "
-                    f"{self.num_peers} peers; give one sequence per peer, or one sequence for all."
-                )
-            layers = layers[peer]
-        return tuple(name.replace("{peer}", str(peer)) for name in layers)
 
     # -- build ------------------------------------------------------------------------------------------------------
 

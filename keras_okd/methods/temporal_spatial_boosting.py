@@ -1,4 +1,4 @@
-"""TSB: Online Knowledge Distillation by Temporal-Spatial Boosting (Li, Li, Zhang and Xu, WACV 2022).
+"""TSB: Online Knowledge Distillation by Temporal-Spatial Boosting (Chengcheng Li, Zi Wang and Hairong Qi, WACV 2022).
 
 TSB = DML's peer teaching with two better teachers: a temporal accumulator (per-sample EMA of each student's past
 predictions, bias-corrected) and a spatial integrator (the mean of all students' predictions). The paper's ablation

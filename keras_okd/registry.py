@@ -1,0 +1,136 @@
+"""Named registries of methods, models and datasets, and the plugins that add to them.
+
+`keras_okd.methods`, `keras_okd.models` and `keras_okd.data` each keep a `Registry` and expose its `register`,
+`get`-style lookup and `names`. A new method (or model, or dataset) is one file that registers itself:
+
+```python
+# my_method.py
+import keras_okd
+
+@keras_okd.methods.register("my_method")
+def my_method(students, temperature=2.0):
+    return keras_okd.OnlineDistiller(students, [keras_okd.knowledge.PeerDistillation(temperature=temperature)])
+```
+
+From Python, import the file. From a YAML config, list it under `imports:` (a module name, or a `.py` path relative to
+the config file) and name the method: `method: {name: my_method}`. The `keras-okd` CLI reads the same configs.
+Installed packages can also declare the entry point group `keras_okd.plugins` (`[project.entry-points."keras_okd.plugins"]
+my_method = "my_package.my_method"`): its modules are imported the first time a registry is asked for a name it does
+not know.
+"""
+
+import importlib
+import importlib.util
+import os
+import sys
+
+ENTRY_POINT_GROUP = "keras_okd.plugins"
+_entry_points_loaded = []
+
+
+class Registry:
+    """Names to objects, for one kind of thing ("method", "model", "dataset").
+
+    Args:
+        kind: what the registry holds, for messages.
+        entries: initial `{name: object}`.
+
+    Example:
+
+    >>> shapes = Registry("shape", {"square": 4})
+    >>> shapes.register("triangle", 3)
+    3
+    >>> shapes.get("triangle"), shapes.names()
+    (3, ['square', 'triangle'])
+    """
+
+    def __init__(self, kind, entries=None):
+        self.kind = kind
+        self._entries = dict(entries or {})
+
+    def register(self, name, obj=None, overwrite=False):
+        """Register `obj` as `name`; without `obj`, a decorator. Returns `obj`.
+
+        Raises:
+            ValueError: `name` is taken (pass `overwrite=True` to replace it) or not a non-empty string.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"A {self.kind} name must be a non-empty string, got {name!r}.")
+
+        def add(value):
+            if name in self._entries and self._entries[name] is not value and not overwrite:
+                raise ValueError(
+                    f"A {self.kind} named {name!r} is already registered ({self._entries[name]!r}); choose another "
+                    "name, or pass overwrite=True to replace it."
+                )
+            self._entries[name] = value
+            return value
+
+        return add if obj is None else add(obj)
+
+    def get(self, name):
+        """The object registered as `name`.
+
+        Raises:
+            ValueError: unknown name; the message lists the known ones and how to add one.
+        """
+        if name not in self._entries:
+            load_entry_points()
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise ValueError(
+                f"Unknown {self.kind} {name!r}; known: {', '.join(self.names())}. A new {self.kind} registers itself "
+                f"with keras_okd's register (see keras_okd.registry); a config loads its file with `imports:`."
+            ) from None
+
+    def names(self):
+        """The registered names, sorted."""
+        return sorted(self._entries)
+
+    def __contains__(self, name):
+        return name in self._entries
+
+
+def load_plugin(spec, base_dir=None):
+    """Import a plugin: a module name (`"my_package.my_method"`) or the path of a `.py` file (relative paths are taken
+    from `base_dir`, e.g. the config file's folder). Importing it runs its `register` calls.
+
+    Returns:
+        The imported module.
+
+    Raises:
+        ImportError: the module or file cannot be found or imported (the message names it).
+    """
+    if spec.endswith(".py") or os.sep in spec or "/" in spec:
+        path = spec if os.path.isabs(spec) or base_dir is None else os.path.join(base_dir, spec)
+        path = os.path.abspath(path)
+        if not os.path.isfile(path):
+            raise ImportError(f"Plugin file {spec!r} not found (looked for {path}).")
+        name = "keras_okd_plugin_" + os.path.splitext(os.path.basename(path))[0]
+        if name in sys.modules and getattr(sys.modules[name], "__file__", None) == path:
+            return sys.modules[name]
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception:
+            del sys.modules[name]
+            raise
+        return module
+    try:
+        return importlib.import_module(spec)
+    except ModuleNotFoundError as error:
+        raise ImportError(f"Plugin module {spec!r} cannot be imported: {error}.") from error
+
+
+def load_entry_points():
+    """Import every module of the `keras_okd.plugins` entry point group, once per process."""
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded.append(True)
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        entry.load()
