@@ -153,5 +153,21 @@ class FitNet(FeatureDistillation):
         r = self.connectors[self._index(peer, other, position)]
         return hint_loss(r(own, training=context["training"]), target)
 
+    def _moving_state(self):
+        return [v for r in self.connectors for v in r.non_trainable_variables]
+
+    def targets(self, peer_logits, context):
+        # In training the regressors' batch normalisation moves its statistics; they are put back by `commit` when
+        # the step's loss is not finite, as the distiller does for the students' own.
+        before = [ops.copy(v.value) for v in self._moving_state()] if context.get("training") else []
+        out = super().targets(peer_logits, context)
+        if before:
+            out["state"] = {"moving": before}
+        return out
+
+    def commit(self, state, finite):
+        for variable, old in zip(self._moving_state(), state["moving"]):
+            variable.assign(ops.where(finite, variable.value, old))
+
     def get_config(self):
         return {**super().get_config(), "batch_norm": self.batch_norm, "activation": self.activation}
