@@ -28,14 +28,14 @@ from keras_okd.knowledge.features.pkt import ProbabilisticKT
 from keras_okd.knowledge.features.rkd import RelationalKD
 from keras_okd.knowledge.features.sp import SimilarityPreserving
 
-METHODS = {
+METHODS = {  # in TSB Table 4's order
     "fitnet": FitNet,
     "at": AttentionTransfer,
+    "crd": ContrastiveRepresentation,
+    "nst": NeuronSelectivityTransfer,
     "sp": SimilarityPreserving,
     "rkd": RelationalKD,
     "pkt": ProbabilisticKT,
-    "nst": NeuronSelectivityTransfer,
-    "crd": ContrastiveRepresentation,
 }
 
 

@@ -70,6 +70,7 @@ class AttentionTransfer(FeatureDistillation):
     >>> part.build_for_peers(2, 100, {"peer_features": [shapes, shapes]})
     """
 
+    label = "AT"  # the method's name in TSB Table 4 and the report
     def __init__(self, layers=("stage_1", "stage_2", "stage_3"), weight=1000.0, p=2, reduction="mean", name="at",
                  **kwargs):
         super().__init__(layers=layers, weight=weight, reduction=reduction, name=name, **kwargs)

@@ -117,10 +117,12 @@ class FeatureDistillation(KnowledgePart):
         feature_layers: the normalised `layers`.
         per_sample: whether the loss is a mean over samples (then `sample_weight` weighs it); relational losses
             compare samples with each other and refuse sample weights.
+        label: the method's short name in the papers' tables ("AT", "CRD", ...).
     """
 
     per_sample = True
     max_layers = None
+    label = None
 
     def __init__(self, layers, weight=1.0, reduction="mean", name=None, **kwargs):
         super().__init__(weight=weight, layers=layers, name=name, **kwargs)

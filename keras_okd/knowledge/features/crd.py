@@ -103,6 +103,7 @@ class ContrastiveRepresentation(FeatureDistillation):
     (50000, 2, 128)
     """
 
+    label = "CRD"  # the method's name in TSB Table 4 and the report
     needs_index = True
     max_layers = 1
 

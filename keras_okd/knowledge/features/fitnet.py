@@ -112,6 +112,7 @@ class FitNet(FeatureDistillation):
     [(None, 16, 16, 64), (None, 16, 16, 32)]
     """
 
+    label = "FitNet"  # the method's name in TSB Table 4 and the report
     def __init__(
         self,
         layers=("stage_2",),

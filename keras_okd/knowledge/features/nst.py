@@ -76,6 +76,7 @@ class NeuronSelectivityTransfer(FeatureDistillation):
     >>> part.build_for_peers(2, 100, {"peer_features": [{"stage_3": (None, 8, 8, 64)}, {"stage_3": (None, 8, 8, 128)}]})
     """
 
+    label = "NST"  # the method's name in TSB Table 4 and the report
     def __init__(self, layers=("stage_1", "stage_2", "stage_3"), weight=50.0, degree=2, offset=0.0,
                  reduction="mean", name="nst", **kwargs):
         super().__init__(layers=layers, weight=weight, reduction=reduction, name=name, **kwargs)

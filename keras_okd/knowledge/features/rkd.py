@@ -85,6 +85,7 @@ class RelationalKD(FeatureDistillation):
     >>> part.build_for_peers(2, 100, {"peer_features": [{"pool": (None, 64)}, {"pool": (None, 128)}]})
     """
 
+    label = "RKD"  # the method's name in TSB Table 4 and the report
     per_sample = False
 
     def __init__(self, layers=("pool",), weight=1.0, distance_weight=25.0, angle_weight=50.0, reduction="mean",
