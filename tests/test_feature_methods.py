@@ -135,6 +135,33 @@ def test_dml_features_spec():
         parts({"at": {"layers": ["stage_4"]}})  # a CIFAR ResNet has three stages
 
 
+def test_default_layers_follow_the_students_zoo_names():
+    """Without `layers`, each method reads what CRD's benchmark code reads, found by the zoo's names: AT and NST
+    every stage, SP the last, FitNet the second, RKD/PKT/CRD the pooled features; a multi-branch student's branch
+    layers by path (and the distiller taps them)."""
+    def layers(students, method):
+        part = keras_okd.methods.dml(students, features=method, num_train_samples=N).knowledge[1]
+        return [list(part.layers_for_peer(i)) for i in range(part.num_peers)]
+
+    with keras.StatelessScope(initialize_variables=False):  # shapes only
+        cifar = [keras_okd.models.get("resnet20") for _ in range(2)]
+        assert layers(cifar, "at") == [["stage_1", "stage_2", "stage_3"]] * 2
+        assert layers(cifar, "nst") == [["stage_1", "stage_2", "stage_3"]] * 2
+        assert layers(cifar, "sp") == [["stage_3"]] * 2
+        assert layers(cifar, "fitnet") == [["stage_2"]] * 2
+        assert layers(cifar, "rkd") == layers(cifar, "pkt") == layers(cifar, "crd") == [["pool"]] * 2
+        mixed = [keras_okd.models.get("resnet18_tiny", input_shape=(32, 32, 3)), keras_okd.models.get("resnet20")]
+        assert layers(mixed, "at") == [["stage_1", "stage_2", "stage_3"]] * 2  # the stages both have
+        assert layers([keras_okd.models.get("resnet18_tiny") for _ in range(2)], "sp") == [["stage_4"]] * 2
+        branched = keras_okd.models.multi_branch("resnet20", num_branches=3)
+        assert layers(branched, "at") == [[f"branch_{i}/b{i}_stage_3"] for i in range(3)]
+        assert layers(branched, "pkt") == [[f"branch_{i}/b{i}_pool"] for i in range(3)]
+        # Explicit layers win; plain models keep the part's own defaults (and the distiller names what they offer).
+        assert layers(cifar, {"at": {"layers": ["stage_2"]}}) == [["stage_2"]] * 2
+    with pytest.raises(ValueError, match="no layer named 'stage_1'"):
+        keras_okd.methods.dml(students(), features="at")
+
+
 def test_every_table4_row_builds_on_the_papers_networks():
     """TSB Table 4's networks (ResNet-32 and WRN-16-2 pairs, CIFAR-100) take every method with its defaults."""
     with keras.StatelessScope(initialize_variables=False):

@@ -601,3 +601,23 @@ def test_crd_reduced_precision_memory():
     rows = to_numpy(part.read(ops.convert_to_tensor(index)))
     np.testing.assert_allclose(rows, to_numpy(out["state"]["new"]), rtol=1e-3, atol=1e-3)
     assert part.memory_bytes() == N * M * D * 2
+
+
+def test_fitnet_puts_its_regressors_statistics_back_after_a_non_finite_step():
+    shapes = [{"a": (4, 4, 3)}, {"a": (4, 4, 5)}]
+    part = build(lambda: knowledge.FitNet(layers="a"), shapes, num_peers=2)
+    moving = [v for r in part.connectors for v in r.non_trainable_variables]
+    assert len(moving) == 4  # moving mean and variance of each regressor's batch norm
+    before = [to_numpy(v).copy() for v in moving]
+    out = part.targets(np.zeros((B, 2, 10), "float32"), context(random_features(shapes, seed=8)))
+    moved = [to_numpy(v).copy() for v in moving]
+    assert all(not np.array_equal(a, b) for a, b in zip(before, moved))  # training moved them
+    part.commit(out["state"], np.array(False))
+    for v, old in zip(moving, before):
+        np.testing.assert_array_equal(to_numpy(v), old)
+    out = part.targets(np.zeros((B, 2, 10), "float32"), context(random_features(shapes, seed=8)))
+    part.commit(out["state"], np.array(True))
+    for v, new in zip(moving, moved):
+        np.testing.assert_allclose(to_numpy(v), new, rtol=1e-6)
+    assert "state" not in part.targets(np.zeros((B, 2, 10), "float32"),
+                                       context(random_features(shapes, seed=8), training=False))

@@ -1,9 +1,15 @@
 """DML: Deep Mutual Learning (Zhang, Xiang, Hospedales and Lu, CVPR 2018), and the feature-level online methods
 built on it (TSB Table 4)."""
 
+import re
+
+import keras
+
 from keras_okd.distiller import OnlineDistiller
 from keras_okd.knowledge import FeatureDistillation, PeerDistillation
 from keras_okd.knowledge.features import METHODS, feature_part
+from keras_okd.models import feature_layers
+from keras_okd.peers import is_multi_branch
 
 
 def dml(students, temperature=1.0, weight=1.0, reduction="mean", features=None, num_train_samples=None, name="dml"):
@@ -16,8 +22,11 @@ def dml(students, temperature=1.0, weight=1.0, reduction="mean", features=None, 
 
     `features` gives TSB Table 4's rows: classic feature-KD methods "modified ... into their online versions, built
     upon the scheme of DML" (`features="fitnet"`, `"at"`, `"crd"`, `"nst"`, `"sp"`, `"rkd"`, `"pkt"`), each with its
-    paper's loss and the layers and weights of CRD's benchmark code, which the zoo's stage names (`stage_k`, `pool`)
-    address on any zoo network.
+    paper's loss and the weights of CRD's benchmark code. Unless given `layers`, a method reads the layers that code
+    reads, found by the zoo's names on the students (`keras_okd.models.feature_layers`): AT and NST every stage output,
+    SP the last stage, FitNet the second, RKD, PKT and CRD the pooled features (on CIFAR ResNets: `stage_1..3`,
+    `stage_3`, `stage_2`, `pool`); a multi-branch student's branch layers (the shared trunk's are the same for every
+    branch). Students without the zoo's names need `layers`.
 
     Args:
         students: list of 2 or more `keras.Model`s producing logits over the same classes (or one multi-branch
@@ -49,14 +58,38 @@ def dml(students, temperature=1.0, weight=1.0, reduction="mean", features=None, 
     ```
     """
     parts = [PeerDistillation(weight=weight, temperature=temperature, reduction=reduction)]
-    parts += _feature_parts(features, reduction, num_train_samples)
+    parts += _feature_parts(features, reduction, num_train_samples, students)
     return OnlineDistiller(students, knowledge=parts, name=name)
 
 
-def _feature_parts(features, reduction, num_train_samples):
+def _zoo_layers(students):
+    """`(stages, pool)`: the stage outputs (in order) and pooled features every student has under the zoo's names,
+    as the feature parts name them (paths into a multi-branch student's branches); None without such names."""
+    if is_multi_branch(students):
+        names = [n for n in feature_layers(students) if n.startswith("branch_{peer}/")]
+    elif not isinstance(students, (list, tuple)) or not students or not all(
+            isinstance(s, keras.Model) for s in students):
+        return None  # the distiller refuses these, with its own message
+    else:
+        found = [list(feature_layers(s)) for s in students]
+        names = [n for n in found[0] if all(n in other for other in found[1:])]
+    stages = [n for n in names if re.search(r"stage_\d+$", n)]
+    pools = [n for n in names if n.endswith("pool")]
+    return (stages, pools[0]) if stages and pools else None
+
+
+def _feature_parts(features, reduction, num_train_samples, students):
     """The feature parts that `features` names (see `dml`)."""
     if features is None:
         return []
+    layout = _zoo_layers(students)
+
+    def make(method, params):
+        key = str(method).lower()
+        if layout is not None and "layers" not in params and key in METHODS:
+            params = {**params, "layers": list(METHODS[key].default_layers(*layout))}
+        return feature_part(method, num_train_samples, **{"reduction": reduction, **params})
+
     if isinstance(features, (str, dict, FeatureDistillation)):
         features = [features]
     parts = []
@@ -64,13 +97,13 @@ def _feature_parts(features, reduction, num_train_samples):
         if isinstance(item, FeatureDistillation):
             parts.append(item)
         elif isinstance(item, str):
-            parts.append(feature_part(item, num_train_samples, reduction=reduction))
+            parts.append(make(item, {}))
         elif isinstance(item, dict):
             for method, params in item.items():
                 if params is not None and not isinstance(params, dict):
                     raise ValueError(f"dml: features[{method!r}] must be a dict of the part's parameters, got "
                                      f"{params!r}.")
-                parts.append(feature_part(method, num_train_samples, **{"reduction": reduction, **(params or {})}))
+                parts.append(make(method, params or {}))
         else:
             raise ValueError(
                 f"dml: features must name feature methods ({', '.join(METHODS)}), map them to parameters, or be "

@@ -78,6 +78,10 @@ class AttentionTransfer(FeatureDistillation):
             raise ValueError(f"AttentionTransfer: p must be > 0, got {p}.")
         self.p = float(p)
 
+    @classmethod
+    def default_layers(cls, stages, pool):
+        return tuple(stages)  # every stage output (AT's group outputs)
+
     def check_pair(self, own_shape, target_shape, what):
         check_pooling_pair(own_shape, target_shape, what, "attention transfer")
 

@@ -141,6 +141,13 @@ class FeatureDistillation(KnowledgePart):
         super().build(input_shape)
         self.connectors = Connectors(name=f"{self.name}_connectors")
 
+    @classmethod
+    def default_layers(cls, stages, pool):
+        """The layers this method reads on a network whose stage outputs are `stages` (in order) and whose pooled
+        features are `pool`, by CRD's benchmark code's rule (the default: the pooled features). Presets use it to
+        fit the defaults to the students' zoo names (`keras_okd.models.feature_layers`)."""
+        return (pool,)
+
     # -- build ------------------------------------------------------------------------------------------------------
 
     def build_heads(self, feature_shapes):

@@ -127,6 +127,10 @@ class FitNet(FeatureDistillation):
         self.batch_norm = bool(batch_norm)
         self.activation = activation
 
+    @classmethod
+    def default_layers(cls, stages, pool):
+        return tuple(stages[1:2] or stages[-1:])  # the second stage (CRD's code: hint layer 2)
+
     def _index(self, i, j, k):
         """Position of r_ijk in `connectors`: ordered pairs (i, j != i) in order, then layers."""
         pair = i * (self.num_peers - 1) + (j if j < i else j - 1)

@@ -85,6 +85,10 @@ class NeuronSelectivityTransfer(FeatureDistillation):
         self.degree = int(degree)
         self.offset = float(offset)
 
+    @classmethod
+    def default_layers(cls, stages, pool):
+        return tuple(stages)  # every stage output
+
     def check_pair(self, own_shape, target_shape, what):
         check_pooling_pair(own_shape, target_shape, what, "NST")
 

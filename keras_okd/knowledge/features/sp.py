@@ -50,6 +50,10 @@ class SimilarityPreserving(FeatureDistillation):
     def __init__(self, layers=("stage_3",), weight=3000.0, reduction="mean", name="sp", **kwargs):
         super().__init__(layers=layers, weight=weight, reduction=reduction, name=name, **kwargs)
 
+    @classmethod
+    def default_layers(cls, stages, pool):
+        return tuple(stages[-1:])  # the last stage
+
     def represent(self, peer, position, feature, context):
         return similarity_matrix(feature)
 
