@@ -20,7 +20,7 @@ def students(num_classes, input_shape):
         keras.applications.MobileNetV3Small(input_shape=input_shape, weights=None, classes=num_classes,
                                             classifier_activation=None, include_preprocessing=False),
         keras.applications.EfficientNetB0(input_shape=input_shape, weights=None, classes=num_classes,
-                                          classifier_activation=None, include_preprocessing=False),
+                                          classifier_activation=None),
     ]
 
 

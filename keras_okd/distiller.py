@@ -135,6 +135,8 @@ class OnlineDistiller(keras.Model):
         self.teacher = (MeanTeacher(self.students, teacher_eta, teacher_warmup, name="mean_teacher")
                         if teacher_eta is not None else None)
 
+        for part in knowledge:
+            part.check_layers(self.num_peers)
         peers.tap([sorted({n for part in knowledge for n in part.layers_for_peer(i)}) for i in range(self.num_peers)])
         shapes = peers.feature_shapes()
         for part in knowledge:

@@ -96,12 +96,7 @@ class KnowledgePart(keras.layers.Layer):
                 `"shared_features"`.
         """
         feature_shapes = feature_shapes or {}
-        spec = self.feature_layers
-        if spec and not isinstance(spec, tuple) and len(spec) != num_peers:
-            raise ValueError(
-                f"Knowledge part {self.name!r}: layers gives {len(spec)} per-peer sequences for {num_peers} peers; "
-                "give one sequence per peer, or one sequence for all."
-            )
+        self.check_layers(num_peers)
         if self.needs_features and "features" not in feature_shapes:
             raise ValueError(
                 f"Knowledge part {self.name!r} ({type(self).__name__}) works on the branches of one multi-branch "
@@ -149,6 +144,15 @@ class KnowledgePart(keras.layers.Layer):
             return 0
         return sum(int(np.prod(v.shape)) * np.dtype(keras.backend.standardize_dtype(v.dtype)).itemsize
                    for v in self.non_trainable_weights if len(v.shape))
+
+    def check_layers(self, num_peers):
+        """Refuse per-peer `layers` that do not give one sequence per peer."""
+        spec = self.feature_layers
+        if spec and not isinstance(spec, tuple) and len(spec) != num_peers:
+            raise ValueError(
+                f"Knowledge part {self.name!r}: layers gives {len(spec)} per-peer sequences for {num_peers} peers; "
+                "give one sequence per peer, or one sequence for all."
+            )
 
     def layers_for_peer(self, index):
         """The names of the layers this part reads from peer `index` (`{peer}` replaced by the index)."""
