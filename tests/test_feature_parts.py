@@ -517,6 +517,20 @@ def test_crd_value_and_gradient_match_numpy():
     print(f"\n{BACKEND} crd: value max abs {vd[0]:.2e} rel {vd[1]:.2e}; gradient max abs {gd[0]:.2e} rel {gd[1]:.2e}")
 
 
+def test_crd_evaluation_shares_one_set_of_negatives():
+    part = crd()
+    features = random_features(CRD_SHAPES, seed=25)
+    index = np.array([3, 0, 7, 11, 5], "int32")
+    negatives = np.random.default_rng(4).integers(0, N, size=(1, K)).astype("int32")
+    fix_negatives(part, negatives)
+    memory = to_numpy(part.memory).astype("float64")
+    anchors = [np_crd_embed(part, i, features[i]["p"].astype("float64")) for i in range(M)]
+    want = [np.mean([np_crd_pair(part, anchors[i], memory, index, np.repeat(negatives, B, 0), j)
+                     for j in range(M) if j != i]) for i in range(M)]
+    got = to_numpy(peer_losses(part, features, index=index, training=False))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def test_crd_step_writes_only_its_rows_and_nothing_when_not_finite_or_not_training():
     part = crd()
     features = random_features(CRD_SHAPES, seed=22)
@@ -547,7 +561,9 @@ def test_crd_negatives_are_uniform_indices_and_read_per_batch():
     drawn = to_numpy(part.draw_negatives(B, True))
     assert drawn.shape == (B, 64) and drawn.min() >= 0 and drawn.max() < N
     assert len(np.unique(drawn)) == N  # 320 uniform draws over 12 rows reach every row
-    np.testing.assert_array_equal(to_numpy(part.draw_negatives(B, False)), to_numpy(part.draw_negatives(B, False)))
+    shared = to_numpy(part.draw_negatives(B, False))  # outside training: one set for the batch, from a fixed seed
+    assert shared.shape == (1, 64)
+    np.testing.assert_array_equal(shared, to_numpy(part.draw_negatives(B, False)))
     rows = to_numpy(part.read(ops.convert_to_tensor(np.array([[1, 2], [3, 1]], "int32"))))
     np.testing.assert_array_equal(rows, to_numpy(part.memory)[np.array([[1, 2], [3, 1]])])
 
