@@ -637,3 +637,15 @@ def test_fitnet_puts_its_regressors_statistics_back_after_a_non_finite_step():
         np.testing.assert_allclose(to_numpy(v), new, rtol=1e-6)
     assert "state" not in part.targets(np.zeros((B, 2, 10), "float32"),
                                        context(random_features(shapes, seed=8), training=False))
+
+
+def test_rkd_angle_loss_equals_the_mean_huber_of_the_angle_potentials():
+    """`angle_loss` (one vertex at a time) is Eq. 8 over the full b^3 potentials of Eq. 7 (`angle_potentials`)."""
+    from keras_okd.knowledge.features import rkd
+
+    rng = np.random.default_rng(9)
+    own, target = rng.normal(size=(B, 6)).astype("float32"), rng.normal(size=(B, 2, 2)).astype("float32")
+    potentials = to_numpy(rkd.angle_potentials(own))
+    np.testing.assert_allclose(potentials, np_rkd_potentials(own.astype("float64"))[1], rtol=1e-5, atol=1e-6)
+    want = np_huber(potentials, np_rkd_potentials(target.astype("float64"))[1])
+    np.testing.assert_allclose(to_numpy(rkd.angle_loss(own, target)), want, rtol=1e-5)
