@@ -53,6 +53,16 @@ TSB_TABLE5_VARIANTS = (  # (file suffix, row name, temporal, spatial)
     ("dml", "DML", False, False), ("dml_ta", "DML+TA", True, False), ("dml_si", "DML+SI", False, True),
     ("tsb", "TSB (DML+TA+SI)", True, True))
 TSB_BETAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+TSB_TABLE4_NETS = ("resnet32", "wrn_16_2")
+TSB_TABLE4_ROWS = (  # (file suffix, row name) in the table's order; the middle rows are dml(features=suffix)
+    ("dml", "DML (baseline)"), ("fitnet", "FitNet"), ("at", "AT"), ("crd", "CRD"), ("nst", "NST"), ("sp", "SP"),
+    ("rkd", "RKD"), ("pkt", "PKT"), ("tsb", "Ours (TSB)"))
+TSB_TABLE4_FEATURES = {  # what each online feature method reads and its weight (keras_okd.knowledge.features)
+    "fitnet": "a hint from the other network's stage_2 through a conv-BN-ReLU regressor, weight 100",
+    "at": "attention maps of stage_1..stage_3, weight 1000", "crd": "pooled features, 16384 negatives from a "
+    "per-sample memory, weight 0.8", "nst": "polynomial MMD of stage_1..stage_3, weight 50",
+    "sp": "batch similarity of stage_3, weight 3000", "rkd": "distances (x25) and angles (x50) of the pooled "
+    "features, weight 1", "pkt": "cosine-kernel probabilities of the pooled features, weight 30000"}
 
 
 def tsb_cifar(experiment, paper, title, dataset, students, params=None, note=()):
@@ -108,6 +118,7 @@ def tsb_configs():
                     note=["DML row: TSB's recipe with plain peer distillation in place of the temporal accumulator "
                           "(tsb preset, temporal=false, spatial=false)."] if suffix == "dml" else ())
                 out[f"tsb/table5/{dataset}_{a}_{b}_{suffix}.yaml"] = (config, header)
+    out.update(tsb_table4_configs())
     for net in ("resnet32", "wrn_16_2"):
         for beta in TSB_BETAS:
             config, header = tsb_cifar(f"tsb_fig3_cifar100_{net}_beta{beta}", "TSB Fig. 3 (beta sweep)",
@@ -145,6 +156,31 @@ def tsb_configs():
                     if net != "resnet18" else []),
                   *tsb_columns((net, net))]
         out[f"tsb/table3/imagenet2012_{net}.yaml"] = (config, header)
+    return out
+
+
+def tsb_table4_configs():
+    """TSB Table 4: classic feature-KD methods made online on top of DML, ResNet-32 and WRN-16-2 pairs, CIFAR-100,
+    with DML (the baseline) and TSB in the same table. One experiment per row, so that every row has its own run
+    directory; they share `paper`, so `keras-okd report runs/` shows them as one table."""
+    out = {}
+    for net in TSB_TABLE4_NETS:
+        for suffix, row in TSB_TABLE4_ROWS:
+            config, header = tsb_cifar(f"tsb_table4_cifar100_{net}_{suffix}", "TSB Table 4",
+                                       f"Table 4, row {row}: CIFAR-100, two {NET_NAME[net]}", "cifar100", (net, net))
+            if suffix == "dml":
+                config["method"] = {"name": "dml", "params": {}}
+                header.append("DML with its defaults (tau 1, weight 1), as Table 1's DML column: the baseline the "
+                              "feature methods are built on.")
+            elif suffix != "tsb":
+                config["method"] = {"name": "dml", "params": {"features": suffix}}
+                header += [f"{row} made online on DML (dml preset, features={suffix}): each network also learns "
+                           f"from the other's {TSB_TABLE4_FEATURES[suffix]}.",
+                           "Layers and weights are those of CRD's benchmark code (RepDistiller), which implements the "
+                           "seven methods; the paper states neither."]
+            header.append("Ind column: --set 'method={name: independent}'.  All rows of the table: "
+                          "keras-okd report runs/ (rows share paper: TSB Table 4).")
+            out[f"tsb/table4/cifar100_{net}_{suffix}.yaml"] = (config, header)
     return out
 
 

@@ -517,6 +517,20 @@ def test_crd_value_and_gradient_match_numpy():
     print(f"\n{BACKEND} crd: value max abs {vd[0]:.2e} rel {vd[1]:.2e}; gradient max abs {gd[0]:.2e} rel {gd[1]:.2e}")
 
 
+def test_crd_evaluation_shares_one_set_of_negatives():
+    part = crd()
+    features = random_features(CRD_SHAPES, seed=25)
+    index = np.array([3, 0, 7, 11, 5], "int32")
+    negatives = np.random.default_rng(4).integers(0, N, size=(1, K)).astype("int32")
+    fix_negatives(part, negatives)
+    memory = to_numpy(part.memory).astype("float64")
+    anchors = [np_crd_embed(part, i, features[i]["p"].astype("float64")) for i in range(M)]
+    want = [np.mean([np_crd_pair(part, anchors[i], memory, index, np.repeat(negatives, B, 0), j)
+                     for j in range(M) if j != i]) for i in range(M)]
+    got = to_numpy(peer_losses(part, features, index=index, training=False))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def test_crd_step_writes_only_its_rows_and_nothing_when_not_finite_or_not_training():
     part = crd()
     features = random_features(CRD_SHAPES, seed=22)
@@ -547,7 +561,9 @@ def test_crd_negatives_are_uniform_indices_and_read_per_batch():
     drawn = to_numpy(part.draw_negatives(B, True))
     assert drawn.shape == (B, 64) and drawn.min() >= 0 and drawn.max() < N
     assert len(np.unique(drawn)) == N  # 320 uniform draws over 12 rows reach every row
-    np.testing.assert_array_equal(to_numpy(part.draw_negatives(B, False)), to_numpy(part.draw_negatives(B, False)))
+    shared = to_numpy(part.draw_negatives(B, False))  # outside training: one set for the batch, from a fixed seed
+    assert shared.shape == (1, 64)
+    np.testing.assert_array_equal(shared, to_numpy(part.draw_negatives(B, False)))
     rows = to_numpy(part.read(ops.convert_to_tensor(np.array([[1, 2], [3, 1]], "int32"))))
     np.testing.assert_array_equal(rows, to_numpy(part.memory)[np.array([[1, 2], [3, 1]])])
 
@@ -601,3 +617,35 @@ def test_crd_reduced_precision_memory():
     rows = to_numpy(part.read(ops.convert_to_tensor(index)))
     np.testing.assert_allclose(rows, to_numpy(out["state"]["new"]), rtol=1e-3, atol=1e-3)
     assert part.memory_bytes() == N * M * D * 2
+
+
+def test_fitnet_puts_its_regressors_statistics_back_after_a_non_finite_step():
+    shapes = [{"a": (4, 4, 3)}, {"a": (4, 4, 5)}]
+    part = build(lambda: knowledge.FitNet(layers="a"), shapes, num_peers=2)
+    moving = [v for r in part.connectors for v in r.non_trainable_variables]
+    assert len(moving) == 4  # moving mean and variance of each regressor's batch norm
+    before = [to_numpy(v).copy() for v in moving]
+    out = part.targets(np.zeros((B, 2, 10), "float32"), context(random_features(shapes, seed=8)))
+    moved = [to_numpy(v).copy() for v in moving]
+    assert all(not np.array_equal(a, b) for a, b in zip(before, moved))  # training moved them
+    part.commit(out["state"], np.array(False))
+    for v, old in zip(moving, before):
+        np.testing.assert_array_equal(to_numpy(v), old)
+    out = part.targets(np.zeros((B, 2, 10), "float32"), context(random_features(shapes, seed=8)))
+    part.commit(out["state"], np.array(True))
+    for v, new in zip(moving, moved):
+        np.testing.assert_allclose(to_numpy(v), new, rtol=1e-6)
+    assert "state" not in part.targets(np.zeros((B, 2, 10), "float32"),
+                                       context(random_features(shapes, seed=8), training=False))
+
+
+def test_rkd_angle_loss_equals_the_mean_huber_of_the_angle_potentials():
+    """`angle_loss` (one vertex at a time) is Eq. 8 over the full b^3 potentials of Eq. 7 (`angle_potentials`)."""
+    from keras_okd.knowledge.features import rkd
+
+    rng = np.random.default_rng(9)
+    own, target = rng.normal(size=(B, 6)).astype("float32"), rng.normal(size=(B, 2, 2)).astype("float32")
+    potentials = to_numpy(rkd.angle_potentials(own))
+    np.testing.assert_allclose(potentials, np_rkd_potentials(own.astype("float64"))[1], rtol=1e-5, atol=1e-6)
+    want = np_huber(potentials, np_rkd_potentials(target.astype("float64"))[1])
+    np.testing.assert_allclose(to_numpy(rkd.angle_loss(own, target)), want, rtol=1e-5)

@@ -32,6 +32,9 @@ import statistics
 from keras_okd.experiments.config import load_config
 from keras_okd.experiments.runner import CONFIG, HISTORY, RESULTS, metric_keys, read_history
 from keras_okd.experiments.state import atomic_json, atomic_save, atomic_write, read_json
+from keras_okd.knowledge.features import METHODS
+
+METHOD_LABELS = {name: part.label for name, part in METHODS.items()}  # "at" -> "AT", in TSB Table 4's order
 
 _SKIP = {"backup", "tensorboard", "report"}
 
@@ -117,7 +120,8 @@ def _group_key(config):
 
 
 def method_label(config):
-    """The method name with the params that differ from the preset's defaults, e.g. `tsb (spatial=False)`."""
+    """The method name with the params that differ from the preset's defaults, e.g. `tsb (spatial=False)`; DML with
+    feature-level knowledge reads as TSB Table 4 names its rows, e.g. `AT (on DML)`."""
     import inspect
 
     import keras_okd.methods
@@ -127,8 +131,35 @@ def method_label(config):
         defaults = {k: p.default for k, p in inspect.signature(keras_okd.methods.get(name)).parameters.items()}
     except ValueError:
         defaults = {}
+    features = feature_methods(config)
+    if features:
+        params = {k: v for k, v in params.items() if k != "features"}
     changed = [f"{k}={v}" for k, v in params.items() if k not in defaults or defaults[k] != v]
+    if features:
+        return f"{' + '.join(METHOD_LABELS.get(f, f) for f in features)} (on DML{''.join(', ' + c for c in changed)})"
     return f"{name} ({', '.join(changed)})" if changed else name
+
+
+def feature_methods(config):
+    """The feature methods a `dml` config adds (`params.features`: a name, `{name: params}`, or a list), lower-case."""
+    features = config["method"]["params"].get("features") if config["method"]["name"] == "dml" else None
+    if not features:
+        return []
+    names = []
+    for item in features if isinstance(features, list) else [features]:
+        names += [str(k).lower() for k in item] if isinstance(item, dict) else [str(item).lower()]
+    return names
+
+
+def _method_rank(group):
+    """Rows of a table: independent, DML, DML with feature methods (in TSB Table 4's order), then the rest."""
+    if group.method == "independent":
+        return 0, 0
+    if group.method != "dml":
+        return 2, 0
+    order = list(METHOD_LABELS)
+    ranks = [order.index(f) + 1 for f in feature_methods(group.config) if f in order]
+    return 1, min(ranks, default=0)
 
 
 def networks_label(run):
@@ -212,10 +243,8 @@ def build_groups(runs):
     by_key = {}
     for run in runs:
         by_key.setdefault(_group_key(run.config), []).append(run)
-    order = {"independent": 0}
     groups = [Group(rs) for rs in by_key.values()]
-    groups.sort(key=lambda g: (g.paper, g.dataset, g.networks_label, order.get(g.method, 1), g.label,
-                               g.config["epochs"]))
+    groups.sort(key=lambda g: (g.paper, g.dataset, g.networks_label, _method_rank(g), g.label, g.config["epochs"]))
     return groups
 
 

@@ -133,7 +133,8 @@ def test_overrides(tmp_path):
     assert config["students"] == ["simple_cnn", "resnet20"] and config["seeds"] == [3]
     assert config["dataset"]["augment"] == "shift" and config["optimizer"]["nesterov"] is True
     replaced = load_config(path, ["method={name: dml}", "students={model: simple_cnn, branches: 2}"])
-    assert replaced["method"] == {"name": "dml", "params": {"temperature": 1.0, "weight": 1.0, "reduction": "mean"}}
+    assert replaced["method"] == {"name": "dml", "params": {"temperature": 1.0, "weight": 1.0, "reduction": "mean",
+                                                           "features": None}}
     assert replaced["students"] == {"model": "simple_cnn", "branches": 2, "per_branch_inputs": False}
 
 

@@ -105,3 +105,17 @@ def test_report_errors(tmp_path, capsys):
         make_report([tmp_path])
     with pytest.raises(FileNotFoundError, match="not a directory"):
         make_report([tmp_path / "missing"])
+
+
+def test_table4_rows_read_as_the_paper_names_them(tmp_path):
+    """DML with feature-level knowledge is labelled as TSB Table 4's rows, in the table's order after DML."""
+    root = tmp_path / "runs"
+    rows = [("tsb", {}), ("dml", {"features": "pkt"}), ("dml", {"features": "at"}), ("dml", {}),
+            ("dml", {"features": [{"crd": {"num_negatives": 64}}], "temperature": 4.0}), ("dml", {"features": "fitnet"}),
+            ("independent", {})]
+    for k, (method, params) in enumerate(rows):
+        fake_run(root / f"row{k}" / "seed_0", method, 0, [0.5 + k / 100, 0.5], 0.6, params=params)
+    text = open(make_report([root], tmp_path / "out")["markdown"]).read()
+    labels = [line.split(" | ")[2] for line in text.splitlines() if line.startswith("| digits")]
+    assert labels == ["independent", "dml", "FitNet (on DML)", "AT (on DML)", "CRD (on DML, temperature=4.0)",
+                      "PKT (on DML)", "tsb"]

@@ -16,7 +16,7 @@ equation, then the part.
 | `ContrastiveRepresentation` | Tian et al., ICLR 2020 | `pool`, embedding heads + per-sample memory | 0.8 |
 
 The layers and weights left open by the papers are those of CRD's benchmark code (RepDistiller), which implements
-all seven methods for CIFAR-100.
+all seven methods for CIFAR-100. `feature_part(name, ...)` builds one by its short name (`METHODS`).
 """
 
 from keras_okd.knowledge.features.at import AttentionTransfer
@@ -28,7 +28,47 @@ from keras_okd.knowledge.features.pkt import ProbabilisticKT
 from keras_okd.knowledge.features.rkd import RelationalKD
 from keras_okd.knowledge.features.sp import SimilarityPreserving
 
+METHODS = {  # in TSB Table 4's order
+    "fitnet": FitNet,
+    "at": AttentionTransfer,
+    "crd": ContrastiveRepresentation,
+    "nst": NeuronSelectivityTransfer,
+    "sp": SimilarityPreserving,
+    "rkd": RelationalKD,
+    "pkt": ProbabilisticKT,
+}
+
+
+def feature_part(name, num_train_samples=None, **params):
+    """The feature part called `name` (a key of `METHODS`: "fitnet", "at", "sp", "rkd", "pkt", "nst", "crd") with
+    its defaults, overridden by `params`.
+
+    Args:
+        name: the method's short name (case-insensitive).
+        num_train_samples: the training set's size; CRD's memory needs it (ignored by the others).
+        **params: the part's own arguments (`layers`, `weight`, ...).
+
+    Example:
+
+    >>> feature_part("at", weight=500.0).weight
+    500.0
+    """
+    key = str(name).lower()
+    if key not in METHODS:
+        raise ValueError(f"Unknown feature-distillation method {name!r}; known: {', '.join(METHODS)}.")
+    cls = METHODS[key]
+    if cls is ContrastiveRepresentation and "num_samples" not in params:
+        if num_train_samples is None:
+            raise ValueError(
+                "The CRD part keeps a memory of every training sample's embedding: give the training set's size, "
+                "num_train_samples=... (the experiment runner passes it to presets that take it)."
+            )
+        params["num_samples"] = int(num_train_samples)
+    return cls(**params)
+
+
 __all__ = [
+    "METHODS",
     "AttentionTransfer",
     "ContrastiveRepresentation",
     "FeatureDistillation",
@@ -37,4 +77,5 @@ __all__ = [
     "ProbabilisticKT",
     "RelationalKD",
     "SimilarityPreserving",
+    "feature_part",
 ]

@@ -15,7 +15,7 @@ from keras import ops
 from keras_okd.knowledge.features.base import (
     FeatureDistillation,
     average_pool_to,
-    check_rank,
+    check_pooling_pair,
     common_size,
     safe_l2_normalize,
 )
@@ -70,6 +70,7 @@ class AttentionTransfer(FeatureDistillation):
     >>> part.build_for_peers(2, 100, {"peer_features": [shapes, shapes]})
     """
 
+    label = "AT"  # the method's name in TSB Table 4 and the report
     def __init__(self, layers=("stage_1", "stage_2", "stage_3"), weight=1000.0, p=2, reduction="mean", name="at",
                  **kwargs):
         super().__init__(layers=layers, weight=weight, reduction=reduction, name=name, **kwargs)
@@ -77,16 +78,18 @@ class AttentionTransfer(FeatureDistillation):
             raise ValueError(f"AttentionTransfer: p must be > 0, got {p}.")
         self.p = float(p)
 
+    @classmethod
+    def default_layers(cls, stages, pool):
+        return tuple(stages)  # every stage output (AT's group outputs)
+
     def check_pair(self, own_shape, target_shape, what):
-        check_rank(own_shape, (4,), what, "attention transfer")
-        check_rank(target_shape, (4,), what, "attention transfer")
-        common_size(own_shape, target_shape, what)
+        check_pooling_pair(own_shape, target_shape, what, "attention transfer")
 
     def represent(self, peer, position, feature, context):
         return attention_map(feature, self.p)
 
     def layer_loss(self, own, target, peer, other, position, context):
-        size = (min(own.shape[1], target.shape[1]), min(own.shape[2], target.shape[2]))
+        size = common_size(own.shape, target.shape, self.name)
         return attention_transfer_loss(average_pool_to(own, size), average_pool_to(target, size))
 
     def get_config(self):

@@ -50,12 +50,24 @@ def common_size(shape_a, shape_b, what):
     )
 
 
+def check_pooling_pair(own_shape, target_shape, what, method):
+    """Refuse anything but two image features whose spatial sizes pool onto each other (AT, NST)."""
+    check_rank(own_shape, (4,), what, method)
+    check_rank(target_shape, (4,), what, method)
+    common_size(own_shape, target_shape, what)
+
+
 def check_rank(shape, ranks, what, method):
-    """Refuse a feature whose rank is not in `ranks`."""
+    """Refuse a feature whose rank is not in `ranks`, and image features under a channels-first configuration."""
     if len(shape) not in ranks:
         kinds = {2: "pooled (batch, features)", 4: "image (batch, height, width, channels)"}
         raise ValueError(
             f"{what}: {method} reads {' or '.join(kinds[r] for r in ranks)} features, got shape {shape}."
+        )
+    if len(shape) == 4 and keras.config.image_data_format() != "channels_last":
+        raise ValueError(
+            f"{what}: {method} reads image features channels-last (batch, height, width, channels), but Keras is "
+            "configured channels-first; build the students with keras.config.set_image_data_format('channels_last')."
         )
 
 
@@ -105,10 +117,12 @@ class FeatureDistillation(KnowledgePart):
         feature_layers: the normalised `layers`.
         per_sample: whether the loss is a mean over samples (then `sample_weight` weighs it); relational losses
             compare samples with each other and refuse sample weights.
+        label: the method's short name in the papers' tables ("AT", "CRD", ...).
     """
 
     per_sample = True
     max_layers = None
+    label = None
 
     def __init__(self, layers, weight=1.0, reduction="mean", name=None, **kwargs):
         super().__init__(weight=weight, layers=layers, name=name, **kwargs)
@@ -126,6 +140,13 @@ class FeatureDistillation(KnowledgePart):
     def build(self, input_shape):
         super().build(input_shape)
         self.connectors = Connectors(name=f"{self.name}_connectors")
+
+    @classmethod
+    def default_layers(cls, stages, pool):
+        """The layers this method reads on a network whose stage outputs are `stages` (in order) and whose pooled
+        features are `pool`, by CRD's benchmark code's rule (the default: the pooled features). Presets use it to
+        fit the defaults to the students' zoo names (`keras_okd.models.feature_layers`)."""
+        return (pool,)
 
     # -- build ------------------------------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_okd.backend import bank_storage_dtype, check_state_fits, from_storage, gather_rows, scatter_rows, to_storage
+from keras_okd.backend import bank_storage_dtype, device_memory, from_storage, gather_rows, scatter_rows, to_storage
 from keras_okd.knowledge.features.base import FeatureDistillation, safe_l2_normalize
 from keras_okd.losses import _batch_mean
 
@@ -35,24 +35,26 @@ def normalizer(num_samples, dim, temperature):
     return float(num_samples) * math.exp(1.0 / (2.0 * dim * temperature * temperature))
 
 
-def nce_loss(scores, num_samples, z=1.0, epsilon=EPSILON):
-    """Eq. 18 per sample: `-log h(s_0) - sum_{k >= 1} log(1 - h(s_k))` for scores `s = exp(v^T u / tau)`.
+def nce_loss(positive, negatives, num_samples, z=1.0, epsilon=EPSILON):
+    """Eq. 18 per sample: `-log h(s_+) - sum_k log(1 - h(s_k))` for scores `s = exp(v^T u / tau)`.
 
-    `h(s) = (s / z) / (s / z + K / M)`, K = scores.shape[-1] - 1 negatives, M = `num_samples`; `1 - h` is written
+    `h(s) = (s / z) / (s / z + K / M)`, K = negatives.shape[-1] negatives, M = `num_samples`; `1 - h` is written
     `(K / M) / (s / z + K / M)`, and `epsilon` (1e-7, the authors' code) keeps both denominators positive.
 
     Args:
-        scores: `(..., K + 1)`, the positive first.
+        positive: `(...)` the positive's score.
+        negatives: `(..., K)` the negatives' scores.
         num_samples: M, the training set's size.
         z: the normaliser Z.
 
     Returns:
-        `scores.shape[:-1]` float32.
+        `positive.shape` float32.
     """
-    p = ops.cast(scores, "float32") / z
-    noise = (p.shape[-1] - 1) / float(num_samples)
-    log_positive = ops.log(p[..., 0] / (p[..., 0] + noise + epsilon))
-    log_negatives = ops.sum(ops.log(noise / (p[..., 1:] + noise + epsilon)), axis=-1)
+    p_positive = ops.cast(positive, "float32") / z
+    p_negatives = ops.cast(negatives, "float32") / z
+    noise = negatives.shape[-1] / float(num_samples)
+    log_positive = ops.log(p_positive / (p_positive + noise + epsilon))
+    log_negatives = ops.sum(ops.log(noise / (p_negatives + noise + epsilon)), axis=-1)
     return -(log_positive + log_negatives)
 
 
@@ -78,8 +80,10 @@ class ContrastiveRepresentation(FeatureDistillation):
     Negatives are drawn uniformly over all training samples (the paper's instance-level negatives; the authors'
     CIFAR-100 code instead draws them from other classes, its `mode="exact"`). They are drawn with
     `keras.random` from the part's seed generator in training (its state is saved with the weights, so a resumed run
-    draws the ones an uninterrupted run would), and from a fixed seed in evaluation, which therefore changes no state
-    and is reproducible.
+    draws the ones an uninterrupted run would). Outside training (the logged evaluation loss) one set of negatives,
+    from a fixed seed, serves the whole batch: the same loss in expectation, nothing changed, reproducible, and a read
+    of O(num_negatives) rows, so that evaluation's larger batches fit (per-anchor negatives at batch 1000 would read
+    16 GB).
 
     Args:
         num_samples: M, the training set's size (indices in `[0, M)`, from `keras_okd.data.with_index`).
@@ -103,6 +107,7 @@ class ContrastiveRepresentation(FeatureDistillation):
     (50000, 2, 128)
     """
 
+    label = "CRD"  # the method's name in TSB Table 4 and the report
     needs_index = True
     max_layers = 1
 
@@ -153,7 +158,14 @@ class ContrastiveRepresentation(FeatureDistillation):
 
     def build(self, input_shape):
         super().build(input_shape)
-        check_state_fits(self.memory_bytes(), f"The CRD memory {self.name!r}")
+        nbytes, (total, where) = self.memory_bytes(), device_memory()
+        if total is not None and nbytes > total:
+            raise MemoryError(
+                f"The CRD memory {self.name!r} ({self.num_samples:,} samples x {self.num_peers} peers x "
+                f"{self.embedding_dim} dims, {self.memory_dtype}) needs {nbytes:,} bytes but {where} holds {total:,}. "
+                "Options: memory_dtype='float16' or 'bfloat16' halves it; a smaller embedding_dim shrinks it; or "
+                "build the distiller on the CPU (inside `with keras.device('cpu:0'):`) when the host has the RAM."
+            )
         bound = 1.0 / math.sqrt(self.embedding_dim / 3.0)
         dtype = self.memory_dtype
 
@@ -183,10 +195,14 @@ class ContrastiveRepresentation(FeatureDistillation):
         return safe_l2_normalize(self.connectors[peer](flat))
 
     def draw_negatives(self, batch_size, training):
-        """`(batch_size, num_negatives)` uniform sample indices: from the seed generator in training, from a fixed
-        seed otherwise."""
-        seed = self.seed_generator if training else 1234 if self.seed is None else int(self.seed)
-        return keras.random.randint((batch_size, self.num_negatives), 0, self.num_samples, seed=seed, dtype="int32")
+        """Uniform sample indices of the negatives: `(batch_size, num_negatives)` in training, from the seed
+        generator (each anchor its own, as the paper and its code); otherwise `(1, num_negatives)` from a fixed seed,
+        one set shared by the batch's anchors."""
+        if training:
+            shape, seed = (batch_size, self.num_negatives), self.seed_generator
+        else:
+            shape, seed = (1, self.num_negatives), 1234 if self.seed is None else int(self.seed)
+        return keras.random.randint(shape, 0, self.num_samples, seed=seed, dtype="int32")
 
     def read(self, index):
         """Memory rows `index` (any integer shape) as float32 `(*index.shape, peers, dim)`."""
@@ -205,10 +221,15 @@ class ContrastiveRepresentation(FeatureDistillation):
         else:
             index = ops.reshape(ops.cast(index, "int32"), (-1,))
             positives = self.read(index)  # (B, M, d)
-        negatives = self.read(self.draw_negatives(batch, training))  # (B, K, M, d)
-        keys = ops.concatenate([ops.expand_dims(positives, 1), negatives], axis=1)  # (B, K + 1, M, d)
-        scores = ops.exp(ops.einsum("bid,bkjd->bijk", anchors, keys) / self.temperature)  # anchor i, memory j
-        per_sample = nce_loss(scores, self.num_samples, self.z)  # (B, M, M)
+        negatives = self.read(self.draw_negatives(batch, training))  # (B, K, M, d); (1, K, M, d) outside training
+        # Scores of anchor i against memory j; positives and negatives apart, so no (B, K + 1, M, d) copy is made.
+        positive = ops.exp(ops.einsum("bid,bjd->bij", anchors, positives) / self.temperature)  # (B, M, M)
+        if training:
+            negative = ops.einsum("bid,bkjd->bijk", anchors, negatives)
+        else:
+            negative = ops.einsum("bid,kjd->bijk", anchors, negatives[0])
+        negative = ops.exp(negative / self.temperature)  # (B, M, M, K)
+        per_sample = nce_loss(positive, negative, self.num_samples, self.z)  # (B, M, M)
         sample_weight = context.get("sample_weight")
         out = {"peer_losses": self.aggregate(lambda i, j: _batch_mean(per_sample[:, i, j], sample_weight))}
         if index is not None and training:

@@ -112,6 +112,7 @@ class FitNet(FeatureDistillation):
     [(None, 16, 16, 64), (None, 16, 16, 32)]
     """
 
+    label = "FitNet"  # the method's name in TSB Table 4 and the report
     def __init__(
         self,
         layers=("stage_2",),
@@ -125,6 +126,10 @@ class FitNet(FeatureDistillation):
         super().__init__(layers=layers, weight=weight, reduction=reduction, name=name, **kwargs)
         self.batch_norm = bool(batch_norm)
         self.activation = activation
+
+    @classmethod
+    def default_layers(cls, stages, pool):
+        return tuple(stages[1:2] or stages[-1:])  # the second stage (CRD's code: hint layer 2)
 
     def _index(self, i, j, k):
         """Position of r_ijk in `connectors`: ordered pairs (i, j != i) in order, then layers."""
@@ -152,6 +157,22 @@ class FitNet(FeatureDistillation):
     def layer_loss(self, own, target, peer, other, position, context):
         r = self.connectors[self._index(peer, other, position)]
         return hint_loss(r(own, training=context["training"]), target)
+
+    def _moving_state(self):
+        return [v for r in self.connectors for v in r.non_trainable_variables]
+
+    def targets(self, peer_logits, context):
+        # In training the regressors' batch normalisation moves its statistics; they are put back by `commit` when
+        # the step's loss is not finite, as the distiller does for the students' own.
+        before = [ops.copy(v.value) for v in self._moving_state()] if context.get("training") else []
+        out = super().targets(peer_logits, context)
+        if before:
+            out["state"] = {"moving": before}
+        return out
+
+    def commit(self, state, finite):
+        for variable, old in zip(self._moving_state(), state["moving"]):
+            variable.assign(ops.where(finite, variable.value, old))
 
     def get_config(self):
         return {**super().get_config(), "batch_norm": self.batch_norm, "activation": self.activation}

@@ -15,7 +15,7 @@ from keras import ops
 from keras_okd.knowledge.features.base import (
     FeatureDistillation,
     average_pool_to,
-    check_rank,
+    check_pooling_pair,
     common_size,
     safe_l2_normalize,
 )
@@ -76,6 +76,7 @@ class NeuronSelectivityTransfer(FeatureDistillation):
     >>> part.build_for_peers(2, 100, {"peer_features": [{"stage_3": (None, 8, 8, 64)}, {"stage_3": (None, 8, 8, 128)}]})
     """
 
+    label = "NST"  # the method's name in TSB Table 4 and the report
     def __init__(self, layers=("stage_1", "stage_2", "stage_3"), weight=50.0, degree=2, offset=0.0,
                  reduction="mean", name="nst", **kwargs):
         super().__init__(layers=layers, weight=weight, reduction=reduction, name=name, **kwargs)
@@ -84,16 +85,18 @@ class NeuronSelectivityTransfer(FeatureDistillation):
         self.degree = int(degree)
         self.offset = float(offset)
 
+    @classmethod
+    def default_layers(cls, stages, pool):
+        return tuple(stages)  # every stage output
+
     def check_pair(self, own_shape, target_shape, what):
-        check_rank(own_shape, (4,), what, "NST")
-        check_rank(target_shape, (4,), what, "NST")
-        common_size(own_shape, target_shape, what)
+        check_pooling_pair(own_shape, target_shape, what, "NST")
 
     def represent(self, peer, position, feature, context):
         return neuron_patterns(feature)
 
     def layer_loss(self, own, target, peer, other, position, context):
-        size = (min(own.shape[1], target.shape[1]), min(own.shape[2], target.shape[2]))
+        size = common_size(own.shape, target.shape, self.name)
         # Pooling normalised patterns and normalising again equals normalising the pooled map (each channel is only
         # scaled by a positive number), so the per-peer patterns are reused.
         if tuple(own.shape[1:3]) != size:

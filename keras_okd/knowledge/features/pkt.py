@@ -61,6 +61,7 @@ class ProbabilisticKT(FeatureDistillation):
     >>> part.build_for_peers(2, 100, {"peer_features": [{"pool": (None, 64)}, {"pool": (None, 128)}]})
     """
 
+    label = "PKT"  # the method's name in TSB Table 4 and the report
     per_sample = False
 
     def __init__(self, layers=("pool",), weight=30000.0, reduction="mean", name="pkt", **kwargs):

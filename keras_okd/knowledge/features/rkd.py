@@ -33,33 +33,56 @@ def distance_potentials(features, epsilon=1e-12):
 
 def angle_potentials(features):
     """Eq. 7: `<e_ij, e_kj>` for all i, j, k with `e_ij = normalize(x_i - x_j)`: `(b, ...) -> (b, b, b)` indexed
-    `[j, i, k]` (zero where i = j or k = j)."""
+    `[j, i, k]` (zero where i = j or k = j). Holds b^3 values (and b^2 x features on the way); `angle_loss` computes
+    the loss without them."""
     x = _flat(features)
     e = safe_l2_normalize(ops.expand_dims(x, 0) - ops.expand_dims(x, 1), axis=2)  # e[j, i] = normalize(x_i - x_j)
     return ops.matmul(e, ops.transpose(e, (0, 2, 1)))
 
 
 def huber(a, b, delta=1.0):
-    """Mean Huber (smooth L1) loss between two tensors: `0.5 d^2 / delta` where |d| < delta, else `|d| - delta/2`."""
+    """Elementwise Huber (smooth L1) loss: `0.5 d^2 / delta` where |d| < delta, else `|d| - delta/2`."""
     d = ops.abs(a - b)
-    return ops.mean(ops.where(d < delta, 0.5 * ops.square(d) / delta, d - 0.5 * delta))
+    return ops.where(d < delta, 0.5 * ops.square(d) / delta, d - 0.5 * delta)
 
 
-def rkd_loss(own_potentials, target_potentials, distance_weight=25.0, angle_weight=50.0):
-    """`lambda_D * Huber(psi_D^S, psi_D^T) + lambda_A * Huber(psi_A^S, psi_A^T)` (a scalar).
+def distance_loss(own_distances, target_distances):
+    """Eq. 6 averaged over the b^2 pairs: the mean Huber loss between two peers' distance potentials."""
+    return ops.mean(huber(own_distances, target_distances))
+
+
+def angle_loss(own, target):
+    """Eq. 8 averaged over the b^3 triplets: the mean Huber loss between the angle potentials of `own` and `target`
+    features (`(b, ...)` each, any widths), one vertex j at a time (`keras.ops.map`), so that no more than b^2
+    potentials and b x features differences are held at once: evaluation batches of 1,000 would otherwise need
+    10^9 potentials and 10^6 x features differences."""
+    own, target = _flat(own), _flat(target)
+
+    def at_vertex(rows):
+        own_j, target_j = rows
+        e_own = safe_l2_normalize(own - own_j)  # e_own[i] = normalize(x_i - x_j)
+        e_target = safe_l2_normalize(target - target_j)
+        return ops.sum(huber(ops.matmul(e_own, ops.transpose(e_own)), ops.matmul(e_target, ops.transpose(e_target))))
+
+    b = ops.cast(ops.shape(own)[0], "float32")
+    return ops.sum(ops.map(at_vertex, (own, target))) / (b * b * b)
+
+
+def rkd_loss(own, target, distance_weight=25.0, angle_weight=50.0):
+    """`lambda_D * L_D + lambda_A * L_A` between two peers' features (a scalar; see `distance_loss`, `angle_loss`).
 
     Args:
-        own_potentials: `{"distance": distance_potentials(x), "angle": angle_potentials(x)}` of the learning peer
-            (a term whose weight is 0 may be absent).
-        target_potentials: the same of the peer learnt from.
+        own: `{"distance": distance_potentials(x), "features": x}` of the learning peer (a term whose weight is 0
+            may be absent).
+        target: the same of the peer learnt from.
         distance_weight: lambda_D (paper: 25).
         angle_weight: lambda_A (paper: 50).
     """
     loss = 0.0
     if distance_weight:
-        loss = loss + distance_weight * huber(own_potentials["distance"], target_potentials["distance"])
+        loss = loss + distance_weight * distance_loss(own["distance"], target["distance"])
     if angle_weight:
-        loss = loss + angle_weight * huber(own_potentials["angle"], target_potentials["angle"])
+        loss = loss + angle_weight * angle_loss(own["features"], target["features"])
     return loss
 
 
@@ -68,8 +91,8 @@ class RelationalKD(FeatureDistillation):
     """Online RKD: peer i matches the distance and angle structure of its batch embeddings to each other peer's.
 
     Any shapes pair (the potentials compare samples with each other, whatever the width), so heterogeneous peers work;
-    image features are flattened per sample. Per-sample weights are refused. The angle term holds `b^3` values per
-    layer (262,144 at batch 64).
+    image features are flattened per sample. Per-sample weights are refused. The angle term costs O(b^2 (b +
+    features)) per pair and holds O(b (b + features)) values at a time (`angle_loss`).
 
     Args:
         layers: the embeddings compared (the paper and CRD's benchmark: the pooled features, `("pool",)`).
@@ -85,6 +108,7 @@ class RelationalKD(FeatureDistillation):
     >>> part.build_for_peers(2, 100, {"peer_features": [{"pool": (None, 64)}, {"pool": (None, 128)}]})
     """
 
+    label = "RKD"  # the method's name in TSB Table 4 and the report
     per_sample = False
 
     def __init__(self, layers=("pool",), weight=1.0, distance_weight=25.0, angle_weight=50.0, reduction="mean",
@@ -103,7 +127,7 @@ class RelationalKD(FeatureDistillation):
         if self.distance_weight:
             potentials["distance"] = distance_potentials(feature)
         if self.angle_weight:
-            potentials["angle"] = angle_potentials(feature)
+            potentials["features"] = _flat(feature)
         return potentials
 
     def layer_loss(self, own, target, peer, other, position, context):

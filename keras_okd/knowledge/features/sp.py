@@ -44,10 +44,15 @@ class SimilarityPreserving(FeatureDistillation):
     >>> part.build_for_peers(2, 100, {"peer_features": [{"stage_3": (None, 8, 8, 64)}, {"stage_3": (None, 8, 8, 128)}]})
     """
 
+    label = "SP"  # the method's name in TSB Table 4 and the report
     per_sample = False
 
     def __init__(self, layers=("stage_3",), weight=3000.0, reduction="mean", name="sp", **kwargs):
         super().__init__(layers=layers, weight=weight, reduction=reduction, name=name, **kwargs)
+
+    @classmethod
+    def default_layers(cls, stages, pool):
+        return tuple(stages[-1:])  # the last stage
 
     def represent(self, peer, position, feature, context):
         return similarity_matrix(feature)
