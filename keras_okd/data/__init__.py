@@ -6,7 +6,7 @@ TinyImageNet from its archive's folders, any folder of class sub-folders. A data
 `DatasetNotFoundError` saying what to download and where to put it.
 """
 
-from keras_okd.data.augment import PadCropFlip, cifar_augment, peer_views
+from keras_okd.data.augment import PadCropFlip, RandomShiftFlip, cifar_augment, peer_views, shift_flip
 from keras_okd.data.cifar import cifar, load_cifar
 from keras_okd.data.digits import digits, digits_arrays
 from keras_okd.data.folder import image_folder, load_image_folder
@@ -20,6 +20,7 @@ __all__ = [
     "DatasetNotFoundError",
     "ImageTransform",
     "PadCropFlip",
+    "RandomShiftFlip",
     "cifar",
     "cifar_augment",
     "digits",
@@ -36,6 +37,7 @@ __all__ = [
     "num_classes",
     "peer_views",
     "pipeline",
+    "shift_flip",
     "tinyimagenet",
     "with_index",
 ]
