@@ -1,0 +1,196 @@
+"""What each of keras-okd's own step overheads costs, per backend (set KERAS_BACKEND), and what a cut saves.
+
+`step` mode: variants of the DKEL step of bench_dkel_official.py (3-branch ResNet-32, mean teacher, per-branch
+views, batch 128), each built in this process and timed by `fit` in interleaved rounds; per round, each variant's
+images/s is divided by the unchanged step's, and the median ratio is printed (> 1: faster than the step as it is).
+
+    as_is            the step as keras-okd runs it
+    fused_ema        the teacher's EMA by keras_okd.engines.ema_update (one fused kernel per dtype under torch)
+    no_ema           no EMA at all (its whole cost)
+    no_trackers      the distiller's metric trackers not updated (the most a cheaper tracking can save)
+    no_loss_scale    the plain optimizer instead of LossScaleOptimizer(scale 1) (the wrapper's cost; no guard)
+    no_decay         coupled_weight_decay=0 (the cost of the decay term in the loss)
+    keras_views      core RandomTranslation + RandomFlip as views (the layers used before RandomShiftFlip)
+    no_views         every branch sees the same batch (the views' whole cost)
+
+`micro` mode (any backend, eager): the parts alone on ResNet-32-sized variable lists, repeated: the EMA as one
+assign per variable (the distiller's loop) vs `keras_okd.engines.ema_update`; 25 `keras.metrics.Mean` updates vs
+two `keras_okd.metrics.MeanGroup` updates; `LossScaleOptimizer(scale 1).apply` vs the plain optimizer's `apply`.
+
+    KERAS_BACKEND=torch python benchmarks/bench_step_parts.py micro --repeats 20
+    KERAS_BACKEND=jax python benchmarks/bench_step_parts.py step --variants as_is,fused_ema,no_ema --rounds 3 --steps 3
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+import bench_dkel_official as bench  # noqa: E402
+import keras_okd  # noqa: E402
+from keras_okd.engines import ema_update  # noqa: E402
+from keras_okd.metrics import MeanGroup  # noqa: E402
+
+VARIANTS = ("as_is", "fused_ema", "no_ema", "no_trackers", "no_loss_scale", "no_decay", "keras_views", "no_views")
+
+
+def _keras_views():
+    height, width, _ = bench.SHAPE
+    return keras.Sequential([
+        keras.layers.RandomTranslation(4 / height, 4 / width, fill_mode="constant", interpolation="nearest"),
+        keras.layers.RandomFlip("horizontal"),
+    ])
+
+
+def _trackers(distiller):
+    found, stack = [], [getattr(distiller, a, []) for a in ("_ce_trackers", "_spread_trackers", "_accuracy_trackers",
+                                                           "_ensemble_trackers", "_kd_trackers", "_part_loss_trackers")]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        else:
+            found.append(item)
+    return found
+
+
+def build_variant(name):
+    keras.utils.set_random_seed(0)
+    views = {"keras_views": _keras_views(), "no_views": None}.get(name, keras_okd.data.peer_views(*bench.SHAPE[:2]))
+    student = keras_okd.models.multi_branch("resnet32", bench.BRANCHES, num_classes=bench.CLASSES,
+                                            input_shape=bench.SHAPE, per_branch_inputs=views is not None)
+    distiller = keras_okd.methods.dkel(student, views=views, init_steps=0)
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)
+    decay = 0.0 if name == "no_decay" else 5e-4
+    if name == "no_loss_scale":
+        distiller.coupled_weight_decay = decay
+        keras.Model.compile(distiller, optimizer=optimizer)
+    else:
+        distiller.compile(optimizer=optimizer, coupled_weight_decay=decay)
+    if name in ("fused_ema", "no_ema"):
+        pairs = list(distiller._weight_pairs())
+        teachers, students = [t for _, t in pairs], [s for s, _ in pairs]
+        distiller._ema_step = (lambda amount: None) if name == "no_ema" else (
+            lambda amount: ema_update(teachers, students, amount))
+    if name == "no_trackers":
+        for tracker in _trackers(distiller):
+            tracker.update_state = lambda *args, **kwargs: None
+    return distiller
+
+
+def step_mode(args):
+    names = args.variants.split(",")
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown or "as_is" not in names:
+        raise SystemExit(f"--variants: unknown {unknown} or as_is missing; choose among {', '.join(VARIANTS)}.")
+    ds = bench.random_batches(args.batch)
+    timers = {}
+    for name in names:  # build and warm up one at a time
+        timers[name] = bench.fit_timer(build_variant(name), ds)
+        timers[name](args.steps)
+    speeds = {n: [] for n in names}
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            speeds[name].append(args.steps * args.batch / timers[name](args.steps))
+    print(f"backend {keras.backend.backend()}: DKEL step variants, batch {args.batch}, {args.rounds} interleaved "
+          f"rounds of {args.steps} steps")
+    print("| variant | img/s (median) | vs as_is: median (min-max) |\n|---|---:|---|")
+    for name in names:
+        ratios = [s / a for s, a in zip(speeds[name], speeds["as_is"])]
+        print(f"| {name} | {statistics.median(speeds[name]):.1f} | "
+              f"{statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}) |")
+
+
+def _ms(fn, sync):
+    """Milliseconds of one call of `fn`, `sync()` (reading a result) included: JAX's eager ops run asynchronously."""
+    start = time.perf_counter()
+    fn()
+    sync()
+    return 1000 * (time.perf_counter() - start)
+
+
+def micro_mode(args):
+    keras.utils.set_random_seed(0)
+    network = keras_okd.models.multi_branch("resnet32", 3, num_classes=100, input_shape=bench.SHAPE,
+                                            per_branch_inputs=True)
+    teacher = keras.models.clone_model(network)
+    pairs = [(s, t) for s, t in zip(network.weights, teacher.weights) if "float" in str(t.dtype)]
+    students, teachers = [s for s, _ in pairs], [t for _, t in pairs]
+    amount = ops.convert_to_tensor(0.001, "float32")
+
+    def loop_ema():  # the distiller's _ema_step body
+        for s, t in pairs:
+            t.assign(t + ops.cast(amount, t.dtype) * (ops.stop_gradient(ops.cast(s, t.dtype)) - t))
+
+    def fused_ema():
+        ema_update(teachers, students, amount)
+
+    names = [f"value_{i}" for i in range(25)]
+    means = [keras.metrics.Mean(name=n) for n in names]
+    group_steps, group_samples = MeanGroup(names[:13], name="steps"), MeanGroup(names[13:], name="samples")
+    scalars = [ops.convert_to_tensor(float(i), "float32") for i in range(13)]
+    rows = ops.convert_to_tensor(np.random.default_rng(0).uniform(size=(128, 12)).astype("float32"))
+
+    def separate_means():  # 13 per-step scalars (losses, spreads) and 12 per-sample values (accuracies)
+        for m, v in zip(means[:13], scalars):
+            m.update_state(v)
+        for i, m in enumerate(means[13:]):
+            m.update_state(rows[:, i])
+
+    def grouped_means():
+        group_steps.update_state(ops.stack(scalars))
+        group_samples.update_state(rows)
+
+    variables = [s for s in network.trainable_variables]
+    grads = [ops.ones_like(v) * 1e-6 for v in variables]
+    plain = keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)
+    wrapped = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True),
+                                                  initial_scale=1.0, dynamic_growth_steps=2**30)
+    plain.build(variables)
+    wrapped.build(variables)
+
+    print(f"backend {keras.backend.backend()} (eager), {len(pairs)} teacher/student float variable pairs, "
+          f"{len(variables)} trainable variables; median ms per call over {args.repeats} calls")
+    print("| part | as keras-okd does it | alternative | ms | alternative ms |\n|---|---|---|---:|---:|")
+    def read(variable):
+        return lambda: ops.convert_to_numpy(variable)
+
+    for part, a, b, fa, fb, sync in (
+        ("teacher EMA", "one assign per variable", "engines.ema_update", loop_ema, fused_ema, read(teachers[-1])),
+        ("metric trackers", "25 Mean.update_state", "2 MeanGroup.update_state", separate_means, grouped_means,
+         read(means[-1].count)),
+        ("optimizer apply", "LossScaleOptimizer(scale 1)", "plain SGD (no guard)",
+         lambda: wrapped.apply(grads, variables), lambda: plain.apply(grads, variables), read(variables[-1])),
+    ):
+        fa(), fb()  # first calls build what they build
+        ta, tb = [], []
+        for _ in range(args.repeats):  # interleaved
+            ta.append(_ms(fa, sync))
+            tb.append(_ms(fb, sync))
+        print(f"| {part} | {a} | {b} | {statistics.median(ta):.2f} | {statistics.median(tb):.2f} |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=("step", "micro"))
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    step_mode(args) if args.mode == "step" else micro_mode(args)
+
+
+if __name__ == "__main__":
+    main()
