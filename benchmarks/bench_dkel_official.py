@@ -18,10 +18,17 @@ warmed up first (compilation, one full-length run), then timed in interleaved ro
 `--steps` steps in turn while the others wait idle on a pipe, the order rotating from round to round. An arm's time
 is from the end of its first step to the end of its last (keras-okd: batch-end callbacks, which also synchronise
 like the official loop's `loss.item()`), so `fit`'s per-call setup is not counted. tf.data autotuning is off. Each
-round gives a ratio keras-okd / official per backend; the median over rounds is printed with its range.
+round gives a ratio keras-okd / official per backend; the median over rounds is printed with its range, for images
+per wall-clock second and per CPU second of the arm's process. On a machine other jobs load, `--threads 1` (every
+engine on one thread) and the CPU-second figures are the steadier comparison: PyTorch's OpenMP threads suffer most
+when the cores are oversubscribed.
 
     python benchmarks/bench_dkel_official.py --official /path/to/checkout --rounds 3 --steps 5
     python benchmarks/bench_dkel_official.py --official PATH --arms official,jax   # a subset of arms
+    python benchmarks/bench_dkel_official.py --official PATH --arms official,jax,jax@/tmp/old --threads 1
+
+An arm `BACKEND@TREE` runs keras-okd imported from the directory TREE (e.g. an older commit's `git archive`), so a
+change is measured before and after in the same interleaved rounds.
 """
 
 import argparse
@@ -85,11 +92,12 @@ class OfficialDKEL:
         self.global_step += 1
 
     def timed(self, steps):
+        """Wall and CPU seconds (all of this process's threads) of `steps` steps, after one untimed step."""
         self.step()
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         for _ in range(steps):
             self.step()
-        return time.perf_counter() - start
+        return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def keras_okd_dkel(seed=0):
@@ -120,48 +128,69 @@ def random_batches(batch, seed=0):
     return ds.cache().repeat().with_options(options)
 
 
-def fit_timer(distiller, ds):
+def fit_timer(distiller, ds, cpu=False):
     """A function running `steps + 1` steps with `fit` and returning the seconds from the first step's end to the
-    last's (fit's per-call setup and the first step are not counted)."""
+    last's (fit's per-call setup and the first step are not counted); with `cpu=True`, the pair (wall seconds, CPU
+    seconds of all of this process's threads)."""
     import keras
 
     class Clock(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            self.ends.append(time.perf_counter())
+            self.ends.append((time.perf_counter(), time.process_time()))
 
     clock = Clock()
 
     def timed(steps):
         clock.ends = []
         distiller.fit(ds, epochs=1, steps_per_epoch=steps + 1, verbose=0, callbacks=[clock])
-        return clock.ends[-1] - clock.ends[0]
+        (wall0, cpu0), (wall1, cpu1) = clock.ends[0], clock.ends[-1]
+        return (wall1 - wall0, cpu1 - cpu0) if cpu else wall1 - wall0
 
     return timed
 
 
+def thread_environment(threads):
+    """Environment variables that cap every engine's CPU threads (torch/MKL/OpenMP, TensorFlow, XLA for JAX)."""
+    if not threads:
+        return {}
+    n = str(threads)
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": n,
+            "XLA_FLAGS": f"--xla_cpu_multi_thread_eigen={'false' if threads == 1 else 'true'} "
+                         f"intra_op_parallelism_threads={n}"}
+
+
 def worker(args):
     """Build the arm, warm it up, then answer `run N` with the seconds N steps took (one JSON line each)."""
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.worker == "official":
         timed = OfficialDKEL(args.official, args.batch).timed
     else:
-        timed = fit_timer(keras_okd_dkel(), random_batches(args.batch))
+        timed = fit_timer(keras_okd_dkel(), random_batches(args.batch), cpu=True)
     timed(args.steps)  # warm-up: compilation and one full-length run
     print(json.dumps({"ready": args.worker}), flush=True)
     for line in sys.stdin:
         command = line.split()
         if command[0] == "quit":
             return
-        print(json.dumps({"seconds": timed(int(command[1]))}), flush=True)
+        wall, cpu = timed(int(command[1]))
+        print(json.dumps({"wall": wall, "cpu": cpu}), flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- coordinator
 class Arm:
     def __init__(self, name, args):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-        if name != "official":
-            env["KERAS_BACKEND"] = name
-        command = [sys.executable, os.path.abspath(__file__), "--worker", name, "--batch", str(args.batch),
-                   "--steps", str(args.steps)] + (["--official", args.official] if args.official else [])
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **thread_environment(args.threads))
+        backend, _, tree = name.partition("@")
+        if backend != "official":
+            env["KERAS_BACKEND"] = backend
+        if tree:
+            env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(tree)] + [p for p in [env.get("PYTHONPATH")] if p])
+        command = [sys.executable, os.path.abspath(__file__), "--worker", backend, "--batch", str(args.batch),
+                   "--steps", str(args.steps), "--threads", str(args.threads)]
+        command += ["--official", args.official] if args.official else []
         self.name = name
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
 
@@ -178,7 +207,8 @@ class Arm:
     def run(self, steps):
         self.process.stdin.write(f"run {steps}\n")
         self.process.stdin.flush()
-        return self._reply()["seconds"]
+        reply = self._reply()
+        return reply["wall"], reply["cpu"]
 
     def close(self):
         if self.process.poll() is None:
@@ -194,12 +224,18 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per arm and round")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="cap every arm's CPU threads (0: the engines' defaults, one per core)")
     parser.add_argument("--worker", choices=ARMS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    unknown = sorted(set(arms) - set(ARMS))
+    unknown = sorted({a.partition("@")[0] for a in arms} - set(ARMS))
+    trees = [a.partition("@")[2] for a in arms if "@" in a]
+    missing = [t for t in trees if not os.path.isdir(os.path.join(t, "keras_okd"))]
+    if missing:
+        parser.error(f"--arms: {missing} hold no keras_okd package (BACKEND@TREE needs TREE/keras_okd).")
     if unknown or not arms:
         parser.error(f"--arms: unknown {unknown}; choose among {', '.join(ARMS)}.")
     if "official" in arms and not (args.official and os.path.isfile(os.path.join(args.official, "src", "controller.py"))):
@@ -211,25 +247,36 @@ def main():
         for name in arms:  # built and warmed up one at a time
             workers.append(Arm(name, args))
             workers[-1].wait_ready()
-        speeds = {a.name: [] for a in workers}
+        speeds = {a.name: [] for a in workers}  # (images per wall second, images per CPU second)
         for r in range(args.rounds):
             order = workers[r % len(workers):] + workers[:r % len(workers)]
             for arm in order:
-                speeds[arm.name].append(args.steps * args.batch / arm.run(args.steps))
+                wall, cpu = arm.run(args.steps)
+                speeds[arm.name].append((args.steps * args.batch / wall, args.steps * args.batch / cpu))
     finally:
         for arm in workers:
             arm.close()
 
+    threads = f"threads capped at {args.threads}" if args.threads else "engines' default threads"
     print(f"DKEL step, 3-branch ResNet-32 with its mean teacher, {CLASSES} classes, batch {args.batch}; "
-          f"{args.rounds} interleaved rounds of {args.steps} steps per arm, one process per arm")
-    print("| implementation | img/s (median) | keras-okd / official: median (min-max) |\n|---|---:|---|")
+          f"{args.rounds} interleaved rounds of {args.steps} steps per arm, one process per arm, {threads}")
+    print("img/s: images per wall-clock second; img/CPU-s: images per CPU second of the arm's process (all its "
+          "threads), which other jobs on the machine disturb less")
+    print("| implementation | img/s (median) | keras-okd / official (min-max) | img/CPU-s (median) | "
+          "keras-okd / official (min-max) |\n|---|---:|---|---:|---|")
+
+    def ratio(name, k):
+        if name == "official" or "official" not in speeds:
+            return ""
+        ratios = [s[k] / o[k] for s, o in zip(speeds[name], speeds["official"])]
+        return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+
     for name in arms:
-        line = f"| {'DKEL official PyTorch code' if name == 'official' else 'keras-okd, ' + name} | "
-        line += f"{statistics.median(speeds[name]):.1f} | "
-        if name != "official" and "official" in speeds:
-            ratios = [s / o for s, o in zip(speeds[name], speeds["official"])]
-            line += f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
-        print(line + " |")
+        backend, _, tree = name.partition("@")
+        label = "DKEL official PyTorch code" if name == "official" else f"keras-okd, {backend}"
+        label += f" (keras_okd from {tree})" if tree else ""
+        wall, cpu = (statistics.median(s[k] for s in speeds[name]) for k in (0, 1))
+        print(f"| {label} | {wall:.1f} | {ratio(name, 0)} | {cpu:.1f} | {ratio(name, 1)} |")
 
 
 if __name__ == "__main__":

@@ -170,8 +170,11 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
     parser.add_argument("--cprofile", type=int, default=0, help="print the N costliest functions instead")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; keras {keras.__version__}")
     clocks = Clocks()
     distiller, ds = bench.keras_okd_dkel(), bench.random_batches(args.batch)
