@@ -5,7 +5,8 @@ views, batch 128), each built in this process and timed by `fit` in interleaved 
 images/s is divided by the unchanged step's, and the median ratio is printed (> 1: faster than the step as it is).
 
     as_is            the step as keras-okd runs it
-    fused_ema        the teacher's EMA by keras_okd.engines.ema_update (one fused kernel per dtype under torch)
+    fused_ema        (trees whose distiller has `_ema_step`, one assign per variable) the EMA as one fused update
+                     (`fused_lerp` below)
     no_ema           no EMA at all (its whole cost)
     no_trackers      the distiller's metric trackers not updated (the most a cheaper tracking can save)
     no_loss_scale    the plain optimizer instead of LossScaleOptimizer(scale 1) (the wrapper's cost; no guard)
@@ -14,7 +15,7 @@ images/s is divided by the unchanged step's, and the median ratio is printed (> 
     no_views         every branch sees the same batch (the views' whole cost)
 
 `micro` mode (any backend, eager): the parts alone on ResNet-32-sized variable lists, repeated: the EMA as one
-assign per variable (the distiller's loop) vs `keras_okd.engines.ema_update`; 25 `keras.metrics.Mean` updates vs
+assign per variable (the loop of `keras_okd.backend`'s generic `lerp_variables`) vs `fused_lerp`; 25 `keras.metrics.Mean` updates vs
 two `keras_okd.metrics.MeanGroup` updates; `LossScaleOptimizer(scale 1).apply` vs the plain optimizer's `apply`.
 
     KERAS_BACKEND=torch python benchmarks/bench_step_parts.py micro --repeats 20
@@ -35,8 +36,28 @@ from keras import ops  # noqa: E402
 
 import bench_dkel_official as bench  # noqa: E402
 import keras_okd  # noqa: E402
-from keras_okd.engines import ema_update  # noqa: E402
 from keras_okd.metrics import MeanGroup  # noqa: E402
+
+
+def loop_lerp(targets, sources, amount):
+    """The EMA as one assign per variable (what the distiller did before the fused update)."""
+    for t, s in zip(targets, sources):
+        t.assign(t + ops.cast(amount, t.dtype) * (ops.stop_gradient(ops.cast(s, t.dtype)) - t))
+
+
+def fused_lerp(targets, sources, amount):
+    """The EMA as one fused update: `keras_okd.backend.lerp_variables` where the tree has it; else under torch one
+    `torch._foreach_lerp_` (as keras_okd/backend/torch.py does), elsewhere the loop (compiled steps fuse it)."""
+    lerp = getattr(keras_okd.backend, "lerp_variables", None)
+    if lerp is not None:
+        return lerp(targets, sources, amount)
+    if keras.backend.backend() != "torch":
+        return loop_lerp(targets, sources, amount)
+    import torch
+
+    with torch.no_grad():
+        torch._foreach_lerp_([t.value for t in targets], [s.value for s in sources],
+                             ops.convert_to_tensor(amount, "float32"))
 
 VARIANTS = ("as_is", "fused_ema", "no_ema", "no_trackers", "no_loss_scale", "no_decay", "keras_views", "no_views")
 
@@ -50,17 +71,8 @@ def _keras_views():
 
 
 def _trackers(distiller):
-    found, stack = [], [getattr(distiller, a, []) for a in ("_ce_trackers", "_spread_trackers", "_accuracy_trackers",
-                                                           "_ensemble_trackers", "_kd_trackers", "_part_loss_trackers")]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-        else:
-            found.append(item)
-    return found
+    """keras-okd's own metric trackers (every metric of the model but Keras's loss tracker)."""
+    return [m for m in distiller.metrics if m is not distiller._loss_tracker]
 
 
 def build_variant(name):
@@ -76,11 +88,17 @@ def build_variant(name):
         keras.Model.compile(distiller, optimizer=optimizer)
     else:
         distiller.compile(optimizer=optimizer, coupled_weight_decay=decay)
-    if name in ("fused_ema", "no_ema"):
+    if name == "fused_ema":
+        if not hasattr(distiller, "_weight_pairs"):
+            raise SystemExit("fused_ema: this tree's distiller has no per-variable _ema_step to replace.")
         pairs = list(distiller._weight_pairs())
         teachers, students = [t for _, t in pairs], [s for s, _ in pairs]
-        distiller._ema_step = (lambda amount: None) if name == "no_ema" else (
-            lambda amount: ema_update(teachers, students, amount))
+        distiller._ema_step = lambda amount: fused_lerp(teachers, students, amount)
+    if name == "no_ema":
+        if hasattr(distiller, "_ema_step"):
+            distiller._ema_step = lambda amount: None
+        else:  # a MeanTeacher object
+            distiller.teacher.update = lambda students, amount=None: None
     if name == "no_trackers":
         for tracker in _trackers(distiller):
             tracker.update_state = lambda *args, **kwargs: None
@@ -128,12 +146,11 @@ def micro_mode(args):
     students, teachers = [s for s, _ in pairs], [t for _, t in pairs]
     amount = ops.convert_to_tensor(0.001, "float32")
 
-    def loop_ema():  # the distiller's _ema_step body
-        for s, t in pairs:
-            t.assign(t + ops.cast(amount, t.dtype) * (ops.stop_gradient(ops.cast(s, t.dtype)) - t))
+    def loop_ema():
+        loop_lerp(teachers, students, amount)
 
     def fused_ema():
-        ema_update(teachers, students, amount)
+        fused_lerp(teachers, students, amount)
 
     names = [f"value_{i}" for i in range(25)]
     means = [keras.metrics.Mean(name=n) for n in names]
@@ -166,7 +183,7 @@ def micro_mode(args):
         return lambda: ops.convert_to_numpy(variable)
 
     for part, a, b, fa, fb, sync in (
-        ("teacher EMA", "one assign per variable", "engines.ema_update", loop_ema, fused_ema, read(teachers[-1])),
+        ("teacher EMA", "one assign per variable", "fused_lerp", loop_ema, fused_ema, read(teachers[-1])),
         ("metric trackers", "25 Mean.update_state", "2 MeanGroup.update_state", separate_means, grouped_means,
          read(means[-1].count)),
         ("optimizer apply", "LossScaleOptimizer(scale 1)", "plain SGD (no guard)",

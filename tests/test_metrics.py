@@ -1,68 +1,11 @@
-"""Fast paths of step operations: `keras_okd.engines.ema_update` and `keras_okd.metrics.MeanGroup`, against numpy and
-against the plain Keras way they replace."""
+"""`keras_okd.metrics.MeanGroup` against separate `keras.metrics.Mean` trackers, and through `fit`."""
 
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, to_numpy
+from conftest import to_numpy
 
-from keras_okd.engines import ema_update
 from keras_okd.metrics import MeanGroup
-
-
-def _pairs(rng):
-    shapes = [(3, 3, 2, 4), (4,), (7, 5), ()]
-    teachers = [keras.Variable(rng.normal(size=s).astype("float32")) for s in shapes]
-    students = [keras.Variable(rng.normal(size=s).astype("float32")) for s in shapes]
-    return teachers, students
-
-
-@pytest.mark.parametrize("amount", [0.001, 0.7, "tensor"])
-def test_ema_update_matches_numpy(amount):
-    rng = np.random.default_rng(0)
-    teachers, students = _pairs(rng)
-    t0, s0 = [to_numpy(t).copy() for t in teachers], [to_numpy(s).copy() for s in students]
-    eta = 0.3 if amount == "tensor" else amount
-    value = keras.ops.convert_to_tensor(eta, "float32") if amount == "tensor" else amount
-    for _ in range(2):
-        ema_update(teachers, students, value)
-        t0 = [t + eta * (s - t) for t, s in zip(t0, s0)]
-    for got, want, s, before in zip(teachers, t0, students, s0):
-        np.testing.assert_allclose(to_numpy(got), want, rtol=1e-6, atol=1e-7)
-        np.testing.assert_array_equal(to_numpy(s), before)  # the sources are untouched
-
-
-def test_ema_update_inside_a_compiled_function():
-    rng = np.random.default_rng(1)
-    teachers, students = _pairs(rng)
-    want = [to_numpy(t) + 0.5 * (to_numpy(s) - to_numpy(t)) for t, s in zip(teachers, students)]
-    if BACKEND == "jax":
-        import jax
-
-        def step(t_values, s_values):
-            with keras.StatelessScope(state_mapping=list(zip(teachers + students, t_values + s_values))) as scope:
-                ema_update(teachers, students, 0.5)
-            return [scope.get_current_value(t) for t in teachers]
-
-        got = jax.jit(step)([t.value for t in teachers], [s.value for s in students])
-    elif BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        tf.function(lambda: ema_update(teachers, students, 0.5), jit_compile=True)()
-        got = teachers
-    else:
-        ema_update(teachers, students, 0.5)
-        got = teachers
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(to_numpy(g), w, rtol=1e-6, atol=1e-7)
-
-
-def test_ema_update_refuses_unpaired_lists():
-    teachers, students = _pairs(np.random.default_rng(2))
-    with pytest.raises(ValueError, match="3 targets but 4 sources"):
-        ema_update(teachers[:3], students, 0.1)
-    with pytest.raises(ValueError, match="has shape"):
-        ema_update(teachers[:2], students[1:3], 0.1)
 
 
 def test_mean_group_equals_separate_means():
