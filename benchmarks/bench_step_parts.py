@@ -16,7 +16,10 @@ images/s is divided by the unchanged step's, and the median ratio is printed (> 
 
 `micro` mode (any backend, eager): the parts alone on ResNet-32-sized variable lists, repeated: the EMA as one
 assign per variable (the loop of `keras_okd.backend`'s generic `lerp_variables`) vs `fused_lerp`; 25 `keras.metrics.Mean` updates vs
-two `keras_okd.metrics.MeanGroup` updates; `LossScaleOptimizer(scale 1).apply` vs the plain optimizer's `apply`.
+two `keras_okd.metrics.MeanGroup` updates; `LossScaleOptimizer(scale 1).apply` vs the plain optimizer's `apply`;
+the teacher's inference forward on three views as the multi-branch model runs it (the trunk once per view) vs the
+trunk once on the three views concatenated along the batch, then branch i on its part (the same logits in inference
+mode, checked before timing).
 
     KERAS_BACKEND=torch python benchmarks/bench_step_parts.py micro --repeats 20
     KERAS_BACKEND=jax python benchmarks/bench_step_parts.py step --variants as_is,fused_ema,no_ema --rounds 3 --steps 3
@@ -176,6 +179,27 @@ def micro_mode(args):
     plain.build(variables)
     wrapped.build(variables)
 
+    views = [ops.convert_to_tensor(np.random.default_rng(i).normal(size=(128, *bench.SHAPE)).astype("float32"))
+             for i in range(3)]
+    trunk = teacher.get_layer("trunk")
+    branches = [teacher.get_layer(f"branch_{i}") for i in range(3)]
+
+    def teacher_per_view():
+        return teacher(views, training=False)["logits"]
+
+    def teacher_batched():
+        features = ops.split(trunk(ops.concatenate(views, axis=0), training=False), 3, axis=0)
+        return [branch(f, training=False)[1] for branch, f in zip(branches, features)]
+
+    for a, b in zip(teacher_per_view(), teacher_batched()):
+        np.testing.assert_allclose(ops.convert_to_numpy(a), ops.convert_to_numpy(b), rtol=1e-4, atol=1e-4)
+    last = {}
+
+    def keep(fn):
+        def run():
+            last["out"] = fn()
+        return run
+
     print(f"backend {keras.backend.backend()} (eager), {len(pairs)} teacher/student float variable pairs, "
           f"{len(variables)} trainable variables; median ms per call over {args.repeats} calls")
     print("| part | as keras-okd does it | alternative | ms | alternative ms |\n|---|---|---|---:|---:|")
@@ -188,6 +212,8 @@ def micro_mode(args):
          read(means[-1].count)),
         ("optimizer apply", "LossScaleOptimizer(scale 1)", "plain SGD (no guard)",
          lambda: wrapped.apply(grads, variables), lambda: plain.apply(grads, variables), read(variables[-1])),
+        ("teacher forward, 3 views x 128", "trunk once per view", "trunk once on the concatenated views",
+         keep(teacher_per_view), keep(teacher_batched), lambda: ops.convert_to_numpy(last["out"][-1])),
     ):
         fa(), fb()  # first calls build what they build
         ta, tb = [], []
