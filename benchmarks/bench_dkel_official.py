@@ -199,22 +199,29 @@ class Arm:
             line = line.strip()
             if line.startswith("{"):
                 return json.loads(line)
-        raise RuntimeError(f"the {self.name} worker exited (status {self.process.wait()}); see its messages above.")
+        raise RuntimeError(f"the {self.name} worker exited (status {self.process.wait()}; -9 is often the kernel's "
+                           "out-of-memory killer: run fewer arms at once); see its messages above.")
 
     def wait_ready(self):
         return self._reply()
 
     def run(self, steps):
-        self.process.stdin.write(f"run {steps}\n")
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(f"run {steps}\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # the worker is gone: _reply says so
         reply = self._reply()
         return reply["wall"], reply["cpu"]
 
     def close(self):
         if self.process.poll() is None:
-            self.process.stdin.write("quit\n")
-            self.process.stdin.flush()
-            self.process.wait(timeout=60)
+            try:
+                self.process.stdin.write("quit\n")
+                self.process.stdin.flush()
+                self.process.wait(timeout=60)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.process.kill()
 
 
 def main():
