@@ -114,10 +114,12 @@ def step_mode(args):
     if unknown or "as_is" not in names:
         raise SystemExit(f"--variants: unknown {unknown} or as_is missing; choose among {', '.join(VARIANTS)}.")
     ds = bench.random_batches(args.batch)
-    timers = {}
+    timers, compiled = {}, {}
     for name in names:  # build and warm up one at a time
-        timers[name] = bench.fit_timer(build_variant(name), ds)
+        distiller = build_variant(name)
+        timers[name] = bench.fit_timer(distiller, ds)
         timers[name](args.steps)
+        compiled[name] = distiller.jit_compile
     speeds = {n: [] for n in names}
     for r in range(args.rounds):
         order = names[r % len(names):] + names[:r % len(names)]
@@ -125,10 +127,10 @@ def step_mode(args):
             speeds[name].append(args.steps * args.batch / timers[name](args.steps))
     print(f"backend {keras.backend.backend()}: DKEL step variants, batch {args.batch}, {args.rounds} interleaved "
           f"rounds of {args.steps} steps")
-    print("| variant | img/s (median) | vs as_is: median (min-max) |\n|---|---:|---|")
+    print("| variant | jit_compile | img/s (median) | vs as_is: median (min-max) |\n|---|---|---:|---|")
     for name in names:
         ratios = [s / a for s, a in zip(speeds[name], speeds["as_is"])]
-        print(f"| {name} | {statistics.median(speeds[name]):.1f} | "
+        print(f"| {name} | {compiled[name]} | {statistics.median(speeds[name]):.1f} | "
               f"{statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}) |")
 
 
