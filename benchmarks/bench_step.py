@@ -7,21 +7,28 @@
 Both arms are built in one process on the current backend (set KERAS_BACKEND) and timed in interleaved rounds
 (order alternating) on the same in-memory random data, after a full warm-up; the ratio of images/second is taken per
 round and the median over rounds is reported, because on a 2-core CPU single timings are noisy (REFERENCE.md).
-tf.data autotuning is switched off for the same reason.
+tf.data autotuning is switched off for the same reason. A round's time runs from the end of the first step of a
+`fit` call to the end of its last (`fit`'s per-call setup is not counted; bench_dkel_official.fit_timer).
+The DKEL arm's views are `keras_okd.data.peer_views` (compiled on JAX; see bench_dkel_official.py for the official
+code's step).
 
     KERAS_BACKEND=jax python benchmarks/bench_step.py --method tsb --rounds 7 --steps 10
     KERAS_BACKEND=torch python benchmarks/bench_step.py --method dkel --rounds 5 --steps 5
 """
 
 import argparse
+import os
 import statistics
-import time
+import sys
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 import keras_okd
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_dkel_official import fit_timer  # noqa: E402
 
 
 def dataset(n, shape, classes, batch, seed=0):
@@ -50,10 +57,8 @@ def build(arm, args):
     return d
 
 
-def images_per_second(distiller, ds, steps, batch):
-    start = time.perf_counter()
-    distiller.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
-    return steps * batch / (time.perf_counter() - start)
+def images_per_second(timer, steps, batch):
+    return steps * batch / timer(steps)
 
 
 def main():
@@ -72,14 +77,14 @@ def main():
     args.shape = (8, 8, 1) if args.model == "simple_cnn" else (32, 32, 3)
 
     ds = dataset(args.batch * args.steps, args.shape, args.classes, args.batch)
-    arms = {m: build(m, args) for m in (args.method, "independent")}
-    for d in arms.values():  # warm-up: compile, then one full timed-length run
-        images_per_second(d, ds, args.steps, args.batch)
+    arms = {m: fit_timer(build(m, args), ds) for m in (args.method, "independent")}
+    for timer in arms.values():  # warm-up: compile, then one full timed-length run
+        images_per_second(timer, args.steps, args.batch)
     speeds = {m: [] for m in arms}
     ratios = []
     for r in range(args.rounds):
         order = list(arms) if r % 2 == 0 else list(arms)[::-1]
-        got = {m: images_per_second(arms[m], ds, args.steps, args.batch) for m in order}
+        got = {m: images_per_second(arms[m], args.steps, args.batch) for m in order}
         for m in arms:
             speeds[m].append(got[m])
         ratios.append(got[args.method] / got["independent"])

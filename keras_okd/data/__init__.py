@@ -9,7 +9,7 @@ order and augmentation depend on (seed, e, step) only, told e by the `DataEpoch`
 returns, so a resumed `fit` sees the data an uninterrupted one would.
 """
 
-from keras_okd.data.augment import PadCropFlip, cifar_augment, peer_views
+from keras_okd.data.augment import PadCropFlip, RandomShiftFlip, cifar_augment, peer_views, shift_flip
 from keras_okd.data.cifar import load_cifar
 from keras_okd.data.digits import digits_arrays
 from keras_okd.data.folder import image_folder, load_image_folder
@@ -27,6 +27,7 @@ __all__ = [
     "IDXFormatError",
     "ImageTransform",
     "PadCropFlip",
+    "RandomShiftFlip",
     "cifar_augment",
     "data_epoch",
     "digits_arrays",
@@ -48,6 +49,7 @@ __all__ = [
     "pipeline",
     "read_idx",
     "register",
+    "shift_flip",
     "stratified_subset",
     "tinyimagenet",
     "with_index",

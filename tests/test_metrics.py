@@ -1,0 +1,62 @@
+"""`keras_okd.metrics.MeanGroup` against separate `keras.metrics.Mean` trackers, and through `fit`."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import to_numpy
+
+from keras_okd.metrics import MeanGroup
+
+
+def test_mean_group_equals_separate_means():
+    rng = np.random.default_rng(3)
+    names = ["a", "b", "c"]
+    group, means = MeanGroup(names), [keras.metrics.Mean() for _ in names]
+    per_sample = MeanGroup(["x", "y"], name="samples")
+    sample_means = [keras.metrics.Mean() for _ in range(2)]
+    for step in range(3):
+        values = rng.normal(size=3).astype("float32")
+        group.update_state(values)
+        for m, v in zip(means, values):
+            m.update_state(v)
+        rows = rng.normal(size=(5, 2)).astype("float32")
+        weight = rng.uniform(size=5).astype("float32") if step else None
+        per_sample.update_state(rows, sample_weight=weight)
+        for i, m in enumerate(sample_means):
+            m.update_state(rows[:, i], sample_weight=weight)
+    result = group.result()
+    assert list(result) == names
+    for n, m in zip(names, means):
+        np.testing.assert_allclose(to_numpy(result[n]), to_numpy(m.result()), rtol=1e-6)
+    for n, m in zip(["x", "y"], sample_means):
+        np.testing.assert_allclose(to_numpy(per_sample.result()[n]), to_numpy(m.result()), rtol=1e-6)
+    group.reset_state()
+    assert all(float(to_numpy(v)) == 0.0 for v in group.result().values())
+
+
+def test_mean_group_logs_each_name_through_fit_and_refuses_bad_shapes():
+    class Model(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(2)
+            self.group = MeanGroup(["first", "second"], name="group")
+
+        def call(self, x):
+            return self.dense(x)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            self.group.update_state(keras.ops.stack([keras.ops.mean(y_pred[:, 0]) * 0 + 1.0,
+                                                     keras.ops.mean(y_pred[:, 1]) * 0 + 3.0]))
+            return keras.ops.mean(keras.ops.square(y_pred - y))
+
+    model = Model()
+    model.compile(optimizer="sgd")
+    x, y = np.ones((8, 3), "float32"), np.zeros((8, 2), "float32")
+    logs = model.fit(x, y, batch_size=4, epochs=1, verbose=0).history
+    assert logs["first"] == [1.0] and logs["second"] == [3.0]
+    with pytest.raises(ValueError, match=r"values must have shape \(2,\) or \(batch, 2\)"):
+        MeanGroup(["a", "b"]).update_state(np.zeros(3, "float32"))
+    with pytest.raises(ValueError, match="distinct names"):
+        MeanGroup(["a", "a"])
+    clone = MeanGroup.from_config(MeanGroup(["a", "b"], name="g").get_config())
+    assert clone.names == ["a", "b"] and clone.name == "g"
