@@ -101,7 +101,7 @@ def test_every_problem_is_listed_at_once(tmp_path):
     errors = errors_of(write(tmp_path, text))
     assert any("epochs: must be >= 1" in e for e in errors)
     assert any("method.extra: unknown key" in e for e in errors)
-    assert any("students.1: Unknown model name 'no_such_net'" in e for e in errors)
+    assert any("students.1: Unknown model 'no_such_net'" in e for e in errors)
 
 
 def test_other_checks(tmp_path):
