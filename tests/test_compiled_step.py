@@ -31,6 +31,9 @@ PRESETS = {
     "one": lambda: keras_okd.methods.one(branches(False)),
     "pcl": lambda: keras_okd.methods.pcl(branches(True), views=views()),
     "dkel": lambda: keras_okd.methods.dkel(branches(True), views=views(), init_steps=0),  # init: its own model
+    "cl": lambda: keras_okd.methods.cl(branches(False)),
+    "okddip": lambda: keras_okd.methods.okddip(branches(False)),
+    "kd": lambda: keras_okd.methods.kd([tiny_student(name=f"s{i}") for i in range(2)], teacher=tiny_student(name="t")),
 }
 
 

@@ -727,6 +727,10 @@ def _trial_preset(name, params, shape):
         params["views"] = keras_okd.data.peer_views(8, 8, padding=1, flip=params["views"] == "standard")
     if method_accepts(preset, "num_train_samples"):
         params["num_train_samples"] = 8
+    if method_accepts(preset, "teacher") and params.get("teacher") is None:
+        # a pretrained teacher is given at training time (--set method.params.teacher=PATH); the build refuses
+        # a missing one then, before any file is written. Here the other parameters are tried with a stand-in.
+        params["teacher"] = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(3)])
     try:
         with warnings.catch_warnings():  # the libraries' deprecation notes while building throw-away models
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -738,16 +742,14 @@ def _trial_preset(name, params, shape):
 
 
 def _tiny_students(kind, count, per_branch_inputs):
-    """The cheapest students a preset accepts: `count` one-layer classifiers of 8x8 images, or one multi-branch
+    """The cheapest students a preset accepts: `count` zoo simple CNNs of width 1 on 8x8 images, or one multi-branch
     model of `count` one-layer branches (the output layout of `keras_okd.models.multi_branch`)."""
     import keras
 
-    if kind != "branches":
-        students = []
-        for _ in range(count):
-            inputs = keras.Input((8, 8, 1))
-            students.append(keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs))))
-        return students
+    import keras_okd
+
+    if kind != "branches":  # the zoo's layer names (stage_1, stage_2, pool), which feature knowledge reads
+        return [keras_okd.models.get("simple_cnn", num_classes=3, input_shape=(8, 8, 1), width=1) for _ in range(count)]
     inputs = [keras.Input((8, 8, 1)) for _ in range(count if per_branch_inputs else 1)]
     flat = [keras.layers.Flatten()(x) for x in inputs]
     features = [flat[i] if per_branch_inputs else flat[0] for i in range(count)]

@@ -147,7 +147,11 @@ def build_distiller(config, num_train_samples, num_classes, input_shape):
         kwargs["views"] = peer_views(kwargs["views"], input_shape)
     if method_accepts(preset, "num_train_samples"):
         kwargs["num_train_samples"] = num_train_samples
-    distiller = preset(students, **kwargs)
+    try:
+        distiller = preset(students, **kwargs)
+    except (ValueError, TypeError) as error:  # e.g. kd without its pretrained teacher
+        raise ConfigError([f"{where(config, 'method')}: method {config['method']['name']!r} refused its "
+                           f"parameters for these students: {' '.join(str(error).split())[:600]}"]) from None
     options = dict(config["optimizer"])
     # The papers' weight decay is PyTorch's (added to the gradient before momentum): the distiller's coupled decay.
     weight_decay = options.pop("weight_decay", None) or 0.0
