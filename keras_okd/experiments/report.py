@@ -3,7 +3,7 @@
 Table (Markdown, one section per `paper` of the configs): one row per experiment setting (dataset, networks,
 method with its non-default params), columns
 
-    Ind | Net 1 | Net 2 | ... | Ens | Avg | Runs | Epochs
+    Ind | Net 1 | Net 2 | ... | Ens | Avg | Δ Avg vs Ind [95% CI] | Δ Ens vs Ind [95% CI] | Runs | Epochs
 
 * Net i: student i's (or branch i's) top-1 test accuracy after the last epoch (`val_student_{i}_accuracy`; for the
   methods that deploy a mean teacher, PCL and DKEL, the teacher's peer i, `val_teacher_{i}_accuracy`, as the papers
@@ -11,8 +11,26 @@ method with its non-default params), columns
 * Ens: the ensemble's (`val_ensemble_accuracy`, the peers' averaged predictions; teacher: `val_teacher_ensemble_...`);
 * Avg: the mean of the Net columns;
 * Ind: the accuracy of the same network trained alone: the students of the `independent` runs among the given ones
-  with the same dataset and architecture (preferring runs of the same paper); "a / b" when the networks differ;
-* with several runs of one config (seeds), `mean ± std` (sample standard deviation) over them.
+  with the same dataset and architecture, of the closest recipe (preferring the same paper, then the same
+  experiment, dataset options, epochs, optimizer and schedule); "a / b" when the networks differ;
+* with several runs of one config (seeds), `mean ± std` (sample standard deviation) over them;
+* Δ Avg vs Ind: the paired difference to independent training, in accuracy points. For each seed that the row and
+  its independent runs (those of Ind) share, d_s = Avg of the row's seed-s run - the independent seed-s runs'
+  accuracy of each Net's architecture, averaged over the Nets; the cell is mean(d) [mean(d) -+ t s_d / sqrt(n)] n=n,
+  with s_d the sample standard deviation of the d_s and t the 0.975 quantile of Student's t with n - 1 degrees of
+  freedom (`keras_okd.experiments.stats.t_quantile`, exact, no scipy): a 95% confidence interval of the mean gain.
+  Runs of one seed draw the same shuffle order and dataset augmentation (the runner derives them from the seed),
+  so the pairing takes that part of the seed-to-seed variation out of the comparison;
+* Δ Ens vs Ind: the same for Ens against the ensemble of the independent runs of the same networks (same
+  architectures, same number; for a multi-branch student, that many independent full networks);
+* instead of a number: `baseline` (the independent rows), `no independent run`, `no shared seed`, or
+  `+d (n=1, no interval)` when one seed is paired.
+
+Under each table, a sentence per column says which rows are better than independent training (interval above
+zero), worse (below zero), or not distinguishable (the interval holds zero), and which have no interval and why.
+`report.json` holds, per row, the seeds and, under `paired_avg` and `paired_ensemble`, the paired seeds, the
+per-seed differences, n, mean, std, t, interval, verdict, the reason for a missing interval, and the independent runs
+compared with.
 
 Runs of one config are the run directories whose `config.yaml` agree except for the seed. A run that has not
 finished all its epochs is reported with its last epoch, and its Epochs cell reads `done/total`. A damaged run
@@ -329,7 +347,8 @@ def _verdict_line(rows, pairs, key, what):
         if p["verdict"]:
             verdicts[p["verdict"]].append(f"{g.label} ({_paired_cell(p)})")
         else:
-            missing.append(f"{g.label} ({_paired_cell(p)})")
+            missing.append(f"{g.label} (n=1: {100 * p['mean']:+.2f})" if p["reason"] == "n=1" else
+                           f"{g.label} ({_paired_cell(p)})")
     why = {BETTER: "interval above zero", WORSE: "interval below zero", UNDISTINGUISHED: "interval holds zero"}
     sentence = "; ".join(f"{name} ({why[name]}): {', '.join(labels)}" for name, labels in verdicts.items() if labels)
     if missing:

@@ -242,4 +242,5 @@ def test_rows_without_an_interval_say_why(tmp_path):
     other = summary["kdcl"]  # no independent resnet20
     assert other["paired_avg"]["reason"] == "no baseline" and other["paired_avg"]["mean"] is None
     assert _rows(report["table"])["kdcl"][-4] == "no independent run"
-    assert "no interval: " in report["table"] and "dml (+7.00 (n=1, no interval))" in report["table"]
+    assert "no interval: " in report["table"] and "dml (n=1: +7.00)" in report["table"]
+    assert "tsb (no shared seed)" in report["table"] and "kdcl (no independent run)" in report["table"]
