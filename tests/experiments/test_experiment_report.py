@@ -244,3 +244,22 @@ def test_rows_without_an_interval_say_why(tmp_path):
     assert _rows(report["table"])["kdcl"][-4] == "no independent run"
     assert "no interval: " in report["table"] and "dml (n=1: +7.00)" in report["table"]
     assert "tsb (no shared seed)" in report["table"] and "kdcl (no independent run)" in report["table"]
+
+
+def test_runs_sharing_a_seed_are_averaged_and_noted(tmp_path):
+    """Two copies of one config's seed 0 (e.g. two roots given): their mean is paired, and the report says so; a run's
+    seed comes from results.json when it has one."""
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        fake_run(root / "a" / "independent" / f"seed_{seed}", "independent", seed, *IND[seed])
+    fake_run(root / "a" / "dml" / "seed_0", "dml", 0, [0.90, 0.88], 0.91)
+    fake_run(root / "b" / "dml" / "seed_0", "dml", 0, [0.86, 0.84], 0.89)
+    fake_run(root / "a" / "dml" / "seed_1", "dml", 1, [0.83, 0.83], 0.86)
+    hand_made = config_from_dict({**BASE, "method": {"name": "dml", "params": {}}, "seeds": [1, 5]}, check_params=False)
+    dump_config(hand_made, root / "a" / "dml" / "seed_1" / "config.yaml")  # two seeds: results.json says which
+    (root / "a" / "dml" / "seed_1" / "results.json").write_text(json.dumps({"seed": 1, "epochs": 3}))
+    report = make_report([root / "a", root / "b"], tmp_path / "out")
+    dml = {g["method"]: g for g in json.load(open(report["json"]))}["dml"]
+    assert sorted(dml["seeds"]) == [0, 0, 1]
+    assert dml["paired_avg"]["differences"] == pytest.approx([0.87 - 0.82, 0.83 - 0.815], abs=1e-12)
+    assert any(p.startswith("seed 0 appears in 2 runs of dml") for p in report["problems"])
