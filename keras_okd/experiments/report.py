@@ -19,8 +19,10 @@ method with its non-default params), columns
   accuracy of each Net's architecture, averaged over the Nets; the cell is mean(d) [mean(d) -+ t s_d / sqrt(n)] n=n,
   with s_d the sample standard deviation of the d_s and t the 0.975 quantile of Student's t with n - 1 degrees of
   freedom (`keras_okd.experiments.stats.t_quantile`, exact, no scipy): a 95% confidence interval of the mean gain.
-  Runs of one seed draw the same shuffle order and dataset augmentation (the runner derives them from the seed),
-  so the pairing takes that part of the seed-to-seed variation out of the comparison;
+  Runs of one seed start from the same weights and draw the same shuffle order and augmentation (the runner
+  derives them from the seed: on the digits, TSB's 3 warm-up epochs without KD give exactly the independent runs'
+  per-epoch test accuracies, seed by seed, in their `history.csv`), so the pairing takes that part of the
+  seed-to-seed variation out of the comparison;
 * Δ Ens vs Ind: the same for Ens against the ensemble of the independent runs of the same networks (same
   architectures, same number; for a multi-branch student, that many independent full networks);
 * instead of a number: `baseline` (the independent rows), `no independent run`, `no shared seed`, or
