@@ -3,7 +3,10 @@
 * `load_config(path, overrides)`: read and check a config (schema in `keras_okd.experiments.config`).
 * `run_experiment(config, run_dir, seed)`: train one seed into a run directory, resuming an interrupted run.
 * `evaluate_run(run_dir)`: re-score a run's saved `.keras` models on its test split.
-* `make_report(paths, out_dir)`: the papers' table layout and training curves from run directories.
+* `make_report(paths, out_dir)`: the papers' table layout and training curves from run directories, with each
+  method's paired difference to independent training over seeds and its 95% Student-t interval.
+* `paired_difference(values, baseline)`, `t_quantile(p, df)` (`keras_okd.experiments.stats`): those intervals, in
+  plain Python.
 * `RunCheckpoint`, `RunLock` (`keras_okd.experiments.state`): the kill-safe backups and the one-owner lock of a run
   directory, usable with any `fit`.
 
@@ -14,6 +17,7 @@ from keras_okd.experiments.config import ConfigError, config_from_dict, dump_con
 from keras_okd.experiments.report import make_report
 from keras_okd.experiments.runner import evaluate_run, read_history, run_dirs, run_experiment
 from keras_okd.experiments.state import RunCheckpoint, RunDirectoryError, RunLock, RunLockedError
+from keras_okd.experiments.stats import paired_difference, t_quantile
 
 __all__ = [
     "ConfigError",
@@ -26,7 +30,9 @@ __all__ = [
     "evaluate_run",
     "load_config",
     "make_report",
+    "paired_difference",
     "read_history",
     "run_dirs",
     "run_experiment",
+    "t_quantile",
 ]

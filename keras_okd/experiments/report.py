@@ -3,7 +3,7 @@
 Table (Markdown, one section per `paper` of the configs): one row per experiment setting (dataset, networks,
 method with its non-default params), columns
 
-    Ind | Net 1 | Net 2 | ... | Ens | Avg | Runs | Epochs
+    Ind | Net 1 | Net 2 | ... | Ens | Avg | Δ Avg vs Ind [95% CI] | Δ Ens vs Ind [95% CI] | Runs | Epochs
 
 * Net i: student i's (or branch i's) top-1 test accuracy after the last epoch (`val_student_{i}_accuracy`; for the
   methods that deploy a mean teacher, PCL and DKEL, the teacher's peer i, `val_teacher_{i}_accuracy`, as the papers
@@ -11,8 +11,28 @@ method with its non-default params), columns
 * Ens: the ensemble's (`val_ensemble_accuracy`, the peers' averaged predictions; teacher: `val_teacher_ensemble_...`);
 * Avg: the mean of the Net columns;
 * Ind: the accuracy of the same network trained alone: the students of the `independent` runs among the given ones
-  with the same dataset and architecture (preferring runs of the same paper); "a / b" when the networks differ;
-* with several runs of one config (seeds), `mean ± std` (sample standard deviation) over them.
+  with the same dataset and architecture, of the closest recipe (preferring the same paper, then the same
+  experiment, dataset options, epochs, optimizer and schedule); "a / b" when the networks differ;
+* with several runs of one config (seeds), `mean ± std` (sample standard deviation) over them;
+* Δ Avg vs Ind: the paired difference to independent training, in accuracy points. For each seed that the row and
+  its independent runs (those of Ind) share, d_s = Avg of the row's seed-s run - the independent seed-s runs'
+  accuracy of each Net's architecture, averaged over the Nets; the cell is mean(d) [mean(d) -+ t s_d / sqrt(n)] n=n,
+  with s_d the sample standard deviation of the d_s and t the 0.975 quantile of Student's t with n - 1 degrees of
+  freedom (`keras_okd.experiments.stats.t_quantile`, exact, no scipy): a 95% confidence interval of the mean gain.
+  Runs of one seed start from the same weights and draw the same shuffle order and augmentation (the runner
+  derives them from the seed: on the digits, TSB's 3 warm-up epochs without KD give exactly the independent runs'
+  per-epoch test accuracies, seed by seed, in their `history.csv`), so the pairing takes that part of the
+  seed-to-seed variation out of the comparison;
+* Δ Ens vs Ind: the same for Ens against the ensemble of the independent runs of the same networks (same
+  architectures, same number; for a multi-branch student, that many independent full networks);
+* instead of a number: `baseline` (the independent rows), `no independent run`, `no shared seed`, or
+  `+d (n=1, no interval)` when one seed is paired.
+
+Under each table, a sentence per column says which rows are better than independent training (interval above
+zero), worse (below zero), or not distinguishable (the interval holds zero), and which have no interval and why.
+`report.json` holds, per row, the seeds and, under `paired_avg` and `paired_ensemble`, the paired seeds, the
+per-seed differences, n, mean, std, t, interval, verdict, the reason for a missing interval, and the independent runs
+compared with.
 
 Runs of one config are the run directories whose `config.yaml` agree except for the seed. A run that has not
 finished all its epochs is reported with its last epoch, and its Epochs cell reads `done/total`. A damaged run
@@ -32,6 +52,7 @@ import statistics
 from keras_okd.experiments.config import load_config
 from keras_okd.experiments.runner import CONFIG, HISTORY, RESULTS, metric_keys, read_history
 from keras_okd.experiments.state import atomic_json, atomic_save, atomic_write, read_json
+from keras_okd.experiments.stats import BETTER, UNDISTINGUISHED, WORSE, paired_difference
 from keras_okd.knowledge.features import METHODS
 
 METHOD_LABELS = {name: part.label for name, part in METHODS.items()}  # "at" -> "AT", in TSB Table 4's order
@@ -99,6 +120,22 @@ class Run:
 
     def net_accuracies(self):
         return [self.final.get(k) for k in self.keys["accuracy"]]
+
+    def average_accuracy(self):
+        """The mean of the Net accuracies (None if one is missing)."""
+        accs = self.net_accuracies()
+        return statistics.fmean(accs) if accs and all(a is not None for a in accs) else None
+
+    def ensemble_accuracy(self):
+        return self.final.get(self.ensemble_key)
+
+    @property
+    def seed(self):
+        """The run's seed (`results.json`, else the resolved config's single seed); None if neither says."""
+        if self.results and isinstance(self.results.get("seed"), int) and not isinstance(self.results["seed"], bool):
+            return self.results["seed"]
+        seeds = self.config.get("seeds") or []
+        return seeds[0] if len(seeds) == 1 else None
 
 
 def find_runs(paths):
@@ -203,14 +240,19 @@ class Group:
         return [_stats([r.net_accuracies()[i] for r in self.runs]) for i in range(len(self.networks))]
 
     def ensemble(self):
-        return _stats([r.final.get(r.ensemble_key) for r in self.runs])
+        return _stats([r.ensemble_accuracy() for r in self.runs])
 
     def average(self):
-        values = []
+        return _stats([r.average_accuracy() for r in self.runs])
+
+    def by_seed(self, value):
+        """`{seed: value(run)}` over the runs with a known seed and a value (the mean where runs share a seed)."""
+        values = {}
         for r in self.runs:
-            accs = r.net_accuracies()
-            values.append(statistics.fmean(accs) if accs and all(a is not None for a in accs) else None)
-        return _stats(values)
+            v = value(r)
+            if r.seed is not None and v is not None:
+                values.setdefault(r.seed, []).append(v)
+        return {seed: statistics.fmean(vs) for seed, vs in values.items()}
 
     def epochs_cell(self):
         total = self.config["epochs"]
@@ -218,17 +260,102 @@ class Group:
         return str(total) if done >= total else f"{done}/{total}"
 
 
+#: What an independent baseline should share with a row, most important first: among the independent runs on the
+#: row's dataset that train the architecture, the closest recipe is kept (each step narrows only if some run is left).
+_RECIPE_KEYS = ("paper", "experiment", "dataset", "epochs", "optimizer", "schedule")
+
+
+def baseline_groups(groups, group, arch=None):
+    """The independent groups that are `group`'s baseline: same dataset, training `arch` (None: the same networks,
+    for the ensemble), with the closest recipe (same paper, then experiment, dataset options, epochs, optimizer,
+    schedule, each preferred where some candidate has it)."""
+    candidates = [g for g in groups if g.method == "independent" and g.dataset == group.dataset and (
+        arch in g.networks if arch is not None else sorted(g.networks) == sorted(group.networks))]
+    for key in _RECIPE_KEYS:
+        narrowed = [g for g in candidates if g.config.get(key) == group.config.get(key)]
+        candidates = narrowed or candidates
+    return candidates
+
+
+def _arch_accuracy(run, arch):
+    accs = [a for a, name in zip(run.net_accuracies(), run.networks) if name == arch and a is not None]
+    return statistics.fmean(accs) if accs else None
+
+
 def independent_accuracy(groups, group, arch):
-    """Mean ± std over the independent runs' students of architecture `arch` on the group's dataset."""
-    candidates = [g for g in groups if g.method == "independent" and g.dataset == group.dataset and arch in g.networks]
-    same_paper = [g for g in candidates if g.paper == group.paper]
-    values = []
-    for g in same_paper or candidates:
-        for run in g.runs:
-            accs = [a for a, name in zip(run.net_accuracies(), run.networks) if name == arch and a is not None]
-            if accs:
-                values.append(statistics.fmean(accs))
-    return _stats(values)
+    """Mean ± std over the baseline independent runs' students of architecture `arch` (each run's mean over them)."""
+    return _stats([_arch_accuracy(run, arch) for g in baseline_groups(groups, group, arch) for run in g.runs])
+
+
+def _baseline_by_seed(groups, value):
+    values = {}
+    for g in groups:
+        for seed, v in g.by_seed(value).items():
+            values.setdefault(seed, []).append(v)
+    return {seed: statistics.fmean(vs) for seed, vs in values.items()}
+
+
+def paired_to_independent(groups, group, confidence=0.95):
+    """The paired differences of `group` to independent training, seed by seed (`stats.paired_difference`).
+
+    Returns:
+        `{"avg": ..., "ensemble": ...}`: Avg, the mean of the Net accuracies of a seed, minus the same seed's
+        independent accuracy of each Net's architecture averaged over the Nets; Ens, the ensemble accuracy of a seed
+        minus that of the same seed's independent run of the same networks. Each also holds `baseline_runs`, the
+        independent run directories it compares with; an independent row reads `reason: "baseline"`.
+    """
+    if group.method == "independent":
+        return {key: {**paired_difference({}, {}, confidence), "reason": "baseline", "baseline_runs": []}
+                for key in ("avg", "ensemble")}
+    archs = list(dict.fromkeys(group.networks))
+    chosen = {arch: baseline_groups(groups, group, arch) for arch in archs}
+    baseline, runs = None, []
+    if all(chosen.values()):
+        per_arch = {arch: _baseline_by_seed(gs, lambda r, a=arch: _arch_accuracy(r, a)) for arch, gs in chosen.items()}
+        seeds = set.intersection(*(set(v) for v in per_arch.values()))
+        baseline = {s: statistics.fmean(per_arch[a][s] for a in group.networks) for s in seeds}
+        runs = sorted({r.path for gs in chosen.values() for g in gs for r in g.runs})
+    avg = {**paired_difference(group.by_seed(Run.average_accuracy), baseline, confidence), "baseline_runs": runs}
+    same_networks = baseline_groups(groups, group)
+    ensemble_baseline = _baseline_by_seed(same_networks, Run.ensemble_accuracy) if same_networks else None
+    ensemble = {**paired_difference(group.by_seed(Run.ensemble_accuracy), ensemble_baseline, confidence),
+                "baseline_runs": sorted(r.path for g in same_networks for r in g.runs)}
+    return {"avg": avg, "ensemble": ensemble}
+
+
+def _paired_cell(paired):
+    reason = paired["reason"]
+    if reason == "baseline":
+        return "baseline"
+    if reason == "no baseline":
+        return "no independent run"
+    if reason == "no shared seed":
+        return "no shared seed"
+    mean = f"{100 * paired['mean']:+.2f}"
+    if paired["interval"] is None:
+        return f"{mean} (n={paired['n']}, no interval)"
+    low, high = paired["interval"]
+    return f"{mean} [{100 * low:+.2f}, {100 * high:+.2f}] n={paired['n']}"
+
+
+def _verdict_line(rows, pairs, key, what):
+    """One sentence: which rows' intervals lie above zero, below zero, or hold it; which have none, and why."""
+    verdicts = {BETTER: [], WORSE: [], UNDISTINGUISHED: []}
+    missing = []
+    for g in rows:
+        p = pairs[id(g)][key]
+        if p["reason"] == "baseline":
+            continue
+        if p["verdict"]:
+            verdicts[p["verdict"]].append(f"{g.label} ({_paired_cell(p)})")
+        else:
+            missing.append(f"{g.label} (n=1: {100 * p['mean']:+.2f})" if p["reason"] == "n=1" else
+                           f"{g.label} ({_paired_cell(p)})")
+    why = {BETTER: "interval above zero", WORSE: "interval below zero", UNDISTINGUISHED: "interval holds zero"}
+    sentence = "; ".join(f"{name} ({why[name]}): {', '.join(labels)}" for name, labels in verdicts.items() if labels)
+    if missing:
+        sentence += ("; " if sentence else "") + "no interval: " + ", ".join(missing)
+    return f"{what}: {sentence}." if sentence else ""
 
 
 def _ind_cell(groups, group):
@@ -248,26 +375,37 @@ def build_groups(runs):
     return groups
 
 
-def markdown_table(groups):
-    """The Markdown tables (one per paper) of the groups."""
+def markdown_table(groups, pairs=None):
+    """The Markdown tables (one per paper) of the groups, each followed by which rows' paired intervals lie above
+    zero, below zero or hold it. `pairs`: `{id(group): paired_to_independent(...)}` (computed when None)."""
+    pairs = pairs or {id(g): paired_to_independent(groups, g) for g in groups}
     lines = []
     papers = list(dict.fromkeys(g.paper for g in groups))
     for paper in papers:
         rows = [g for g in groups if g.paper == paper]
         width = max(len(g.networks) for g in rows)
         header = ["Dataset", "Networks", "Method", "Ind"] + [f"Net {i + 1}" for i in range(width)] + [
-            "Ens", "Avg", "Runs", "Epochs"]
+            "Ens", "Avg", "Δ Avg vs Ind [95% CI]", "Δ Ens vs Ind [95% CI]", "Runs", "Epochs"]
         lines += [f"### {paper or 'Experiments'}", "", "| " + " | ".join(header) + " |",
                   "|" + "---|" * 3 + "---:|" * (len(header) - 3)]
         for g in rows:
             nets = [_cell(s) for s in g.nets()] + [""] * (width - len(g.networks))
             cells = [g.dataset, g.networks_label, g.label, _ind_cell(groups, g), *nets, _cell(g.ensemble()),
-                     _cell(g.average()), str(len(g.runs)), g.epochs_cell()]
+                     _cell(g.average()), _paired_cell(pairs[id(g)]["avg"]), _paired_cell(pairs[id(g)]["ensemble"]),
+                     str(len(g.runs)), g.epochs_cell()]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        for key, what in (("avg", "Avg"), ("ensemble", "Ens")):
+            line = _verdict_line(rows, pairs, key, f"{what} against independent training, paired by seed")
+            lines += [line, ""] if line else []
     lines.append("Top-1 test accuracy (%) after the last epoch; mean ± sample standard deviation over the runs "
                  "(seeds) of a config. Ind: the same architecture trained alone (independent runs on the same "
-                 "dataset). Ens: the ensemble of the students' averaged predictions. Avg: mean of the Net columns.")
+                 "dataset, closest recipe). Ens: the ensemble of the students' averaged predictions. Avg: mean of the "
+                 "Net columns. Δ Avg vs Ind: the mean over the seeds a row shares with independent training of "
+                 "(Avg - independent Avg) of that seed, in points, with its 95% Student-t interval "
+                 "(n - 1 degrees of freedom) and n, the paired seeds; Δ Ens: the same for the ensemble against the "
+                 "ensemble of independently trained networks of the same kind. A row with no independent run, no "
+                 "shared seed, or one (n=1: no interval) says so.")
     return "\n".join(lines) + "\n"
 
 
@@ -340,6 +478,22 @@ def default_out_dir(paths):
     return os.path.join(common, "report")
 
 
+def _seed_problems(groups):
+    """Runs that the paired differences cannot pair as they are: no known seed, or one seed in several runs."""
+    problems = []
+    for g in groups:
+        by_seed = {}
+        for r in g.runs:
+            if r.seed is None:
+                problems.append(f"{r.path}: its seed is unknown (results.json and config.yaml's seeds name none), so "
+                                "the paired differences leave it out")
+            else:
+                by_seed.setdefault(r.seed, []).append(r.path)
+        problems += [f"seed {seed} appears in {len(paths)} runs of {g.label} ({', '.join(paths)}): the paired "
+                     "differences use their mean" for seed, paths in by_seed.items() if len(paths) > 1]
+    return problems
+
+
 def make_report(paths, out_dir=None):
     """Write `report.md`, `report.json` and the curve PNGs for the runs at or below `paths`.
 
@@ -377,10 +531,12 @@ def make_report(paths, out_dir=None):
         raise NoRunsError(f"No run under {', '.join(paths)} has a complete epoch to report:\n  " +
                           "\n  ".join(problems))
     groups = build_groups(runs)
+    problems += _seed_problems(groups)
     out_dir = out_dir or default_out_dir(paths)
     os.makedirs(out_dir, exist_ok=True)
     plots = plot_curves(groups, out_dir)
-    table = markdown_table(groups)
+    pairs = {id(g): paired_to_independent(groups, g) for g in groups}
+    table = markdown_table(groups, pairs)
     markdown = "# keras-okd report\n\n" + table + "\n"
     markdown += "".join(f"![{os.path.basename(path)}]({os.path.basename(path)})\n\n" for path in plots)
     markdown += "Runs:\n\n" + "".join(f"- {os.path.relpath(r.path, out_dir)}\n" for r in runs)
@@ -393,7 +549,10 @@ def make_report(paths, out_dir=None):
             "paper": g.paper, "dataset": g.dataset, "networks": list(g.networks), "method": g.label,
             "runs": [r.path for r in g.runs],
             "net_accuracy": [[r.net_accuracies()[i] for r in g.runs] for i in range(len(g.networks))],
-            "ensemble_accuracy": [r.final.get(r.ensemble_key) for r in g.runs],
+            "ensemble_accuracy": [r.ensemble_accuracy() for r in g.runs],
+            "seeds": [r.seed for r in g.runs],
+            "paired_avg": pairs[id(g)]["avg"],
+            "paired_ensemble": pairs[id(g)]["ensemble"],
             "deploy": [r.deploy for r in g.runs],
             "epochs": [len(r.history) for r in g.runs],
         }
