@@ -363,6 +363,7 @@ class OnlineDistiller(keras.Model):
         """The deployed model's class probabilities `(N, classes)`: the mean of the students' (or, with
         `deploy="teacher"`, the teacher peers') softmax outputs, or with `deploy_peer=k` peer k's alone."""
         self.sync_teacher()
+        self.peers.check_inputs(x)
         with backend.usable_after_errors(self, optimizer=False, record=True):
             return super().predict(x, **kwargs)["probabilities"]
 

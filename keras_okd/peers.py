@@ -18,6 +18,8 @@ import warnings
 import keras
 from keras import ops
 
+from keras_okd.inputs import is_dataset, split_inputs
+
 _logger = logging.getLogger("keras_okd")
 
 
@@ -187,6 +189,12 @@ class Peers:
         if any(peer_features):
             extra["peer_features"] = peer_features
         return ops.stack([ops.cast(z, "float32") for z in logits], axis=1), extra
+
+    def check_inputs(self, x):
+        """Refuse arrays of another shape than the students take, before any compiled call: TensorFlow retraces a
+        step with relaxed (None) shapes, which the in-step check cannot see."""
+        if self.views is None and not is_dataset(x):
+            _check_input_shapes(self.networks[0], split_inputs(x)[0])
 
     def _run(self, n, network, inputs, training):
         _check_input_shapes(network, inputs)

@@ -37,7 +37,7 @@ def _check(results, distributed):
     assert set(outputs_one) == {(m, k) for m in ("tsb", "dkel") for k in ("loss", "evaluate", "predict")}
     assert {(m, k) for m in ("tsb", "dkel") for k in ("loss", "evaluate")} <= set(outputs_many)
     names = [name for _, _, name in many]
-    assert "ta/bank" in names and "ta/counts" in names and any("teacher_pending" in n for n in names), names
+    assert "ta/bank" in names and "ta/counts" in names and any("mean_teacher/pending" in n for n in names), names
     for key, copies in many.items():
         assert len(copies) == 2, (key, len(copies))  # one copy per replica
         np.testing.assert_array_equal(copies[0], copies[1], err_msg=f"replicas differ: {key}")
