@@ -1,4 +1,4 @@
-"""Two different keras.applications networks as students, trained together (MobileNetV3Small beside EfficientNetB0).
+"""Two different networks as students, trained together: keras.applications' MobileNetV3Small beside your own CNN.
 
     python examples/heterogeneous_applications.py --smoke
 
@@ -16,11 +16,18 @@ import keras_okd
 
 
 def students(num_classes, input_shape):
+    own = keras.Sequential([
+        keras.Input(input_shape),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(num_classes),  # logits: no softmax
+    ], name="own_cnn")
     return [
         keras.applications.MobileNetV3Small(input_shape=input_shape, weights=None, classes=num_classes,
                                             classifier_activation=None, include_preprocessing=False),
-        keras.applications.EfficientNetB0(input_shape=input_shape, weights=None, classes=num_classes,
-                                          classifier_activation=None),
+        own,
     ]
 
 

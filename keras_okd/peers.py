@@ -325,11 +325,16 @@ def _layer_output(network, name):
 def _single_output(student, i):
     try:
         output = student.output
-    except (AttributeError, ValueError) as error:
-        raise ValueError(
-            f"students[{i}] ({student.name}) has no known output; build it first (use a functional model, or call it "
-            "once on a batch)."
-        ) from error
+    except (AttributeError, ValueError):
+        output = None
+    if output is None:  # a Sequential built from keras.Input has `outputs` but no `output`
+        try:
+            output = student.outputs[0] if len(student.outputs) == 1 else student.outputs
+        except (AttributeError, ValueError, TypeError) as error:
+            raise ValueError(
+                f"students[{i}] ({student.name}) has no known output; build it first (use a functional model, or "
+                "call it once on a batch)."
+            ) from error
     if not keras.tree.is_nested(output):
         return output
     raise ValueError(

@@ -104,3 +104,16 @@ def test_teacher_ema_warmup_rate():
     assert rates == pytest.approx([1 / 2, 1 / 3, 1 / 4])
     teacher.updates.assign(1000.0)
     assert float(to_numpy(teacher.rate())) == pytest.approx(0.01)
+
+
+def test_a_sequential_built_from_keras_input_is_a_student():
+    # Keras gives such a model `outputs` but no `output`; it trains beside a functional student
+    sequential = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)], name="seq")
+    distiller = keras_okd.methods.dml([sequential, tiny_student(name="f")])
+    distiller.compile(optimizer="sgd")
+    x = np.random.default_rng(0).random((8, 8, 8, 1), dtype=np.float32)
+    distiller.fit(x, np.arange(8) % 10, epochs=1, batch_size=8, verbose=0)
+    np.testing.assert_allclose(to_numpy(distiller.students[0](x)), to_numpy(sequential(x)))
+    unbuilt = keras.Sequential([keras.layers.Dense(10)], name="unbuilt")
+    with pytest.raises(ValueError, match=r"students\[0\] \(unbuilt\) has no known output; build it first"):
+        keras_okd.methods.dml([unbuilt, tiny_student(name="g")])
