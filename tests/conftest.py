@@ -1,6 +1,14 @@
-"""Shared test helpers. Tests run under whatever KERAS_BACKEND the process was started with (CI runs all three)."""
+"""Shared test helpers. Tests run under whatever KERAS_BACKEND the process was started with (CI runs all three).
+
+Heavy tests (whole trainings, compiled steps of every preset, subprocesses; marked `@pytest.mark.heavy`) run on one
+backend each in the default suite, chosen by a stable hash of the test's id, so the three backends share them and the
+suite fits CI's time on 2 cores; `@pytest.mark.heavy("jax")` pins a test to the backends named. Set
+`KERAS_OKD_ALL_BACKENDS=1` to run every heavy test on every backend (`KERAS_OKD_ALL_BACKENDS=1 bash scripts/test.sh`).
+Everything else (loss values against numpy, errors, state after faults) runs on every backend.
+"""
 
 import os
+import zlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -9,6 +17,28 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 BACKEND = keras.backend.backend()
+BACKENDS = ("tensorflow", "jax", "torch")
+ALL_BACKENDS = os.environ.get("KERAS_OKD_ALL_BACKENDS") == "1"
+
+
+def heavy_backends(item):
+    """The backends a heavy test runs on in the default suite: the marker's, else one by hash of its id."""
+    marker = item.get_closest_marker("heavy")
+    return tuple(marker.args) or (BACKENDS[zlib.crc32(item.nodeid.encode()) % len(BACKENDS)],)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "heavy(*backends): a slow end-to-end test; runs on one backend (the named "
+                                       "ones, else one by hash) unless KERAS_OKD_ALL_BACKENDS=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if ALL_BACKENDS:
+        return
+    for item in items:
+        if item.get_closest_marker("heavy") is not None and BACKEND not in heavy_backends(item):
+            item.add_marker(pytest.mark.skip(reason=f"heavy: runs on {'/'.join(heavy_backends(item))} in the "
+                                                    "default suite (KERAS_OKD_ALL_BACKENDS=1 runs it here too)"))
 
 
 @pytest.fixture(autouse=True)

@@ -59,6 +59,7 @@ class _Snapshot(keras.callbacks.Callback):
         self.student = weights(self.model.students[0])
 
 
+@pytest.mark.heavy
 def test_dkel_decoupled_initialisation_survives_the_first_update():
     eta = 0.25
     d = keras_okd.methods.dkel(branches(), views=views(), teacher_eta=eta, init_steps=2, init_learning_rate=0.5)
@@ -124,6 +125,7 @@ def _fit_improves(distiller, epochs=3):
     return history
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("method", ["pcl", "dkel", "one", "kdcl"])
 def test_each_preset_trains_on_digits(method):
     if method == "one":
@@ -150,6 +152,7 @@ def test_temporal_accumulator_with_a_mean_teacher():
     assert {"student_0_ta", "student_0_mt", "teacher_0_accuracy"} <= set(history.history)
 
 
+@pytest.mark.heavy
 def test_dkel_deploys_the_teacher_and_exports_plain_models(tmp_path):
     d = keras_okd.methods.dkel(branches(), views=views(), teacher_eta=0.5)
     d.compile(optimizer=keras.optimizers.SGD(0.05))
@@ -166,6 +169,7 @@ def test_dkel_deploys_the_teacher_and_exports_plain_models(tmp_path):
     assert d.peer_model(1, teacher=False).count_params() == peer.count_params()
 
 
+@pytest.mark.heavy
 def test_branch_distiller_round_trips_as_keras_file(tmp_path):
     d = keras_okd.methods.pcl(branches(), views=views(), teacher_eta=0.2)
     d.compile(optimizer=keras.optimizers.SGD(0.05))

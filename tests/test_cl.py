@@ -141,6 +141,7 @@ def test_cl_refuses_bad_input(build, message):
         build()
 
 
+@pytest.mark.heavy
 def test_cl_trains_on_digits():
     (x, y), (x_val, y_val) = keras_okd.data.digits_arrays()
     d = keras_okd.methods.cl(branches())

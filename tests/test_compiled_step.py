@@ -41,6 +41,7 @@ def test_every_preset_is_listed():
     assert sorted(PRESETS) == keras_okd.methods.names()
 
 
+@pytest.mark.heavy("jax")
 @pytest.mark.skipif(BACKEND == "torch", reason="the torch step is eager unless jit_compile=True (torch.compile)")
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_training_step_compiles(name):

@@ -8,10 +8,12 @@ The test asserts >= 0.95: a broken distiller (no learning, wrong targets, corrup
 """
 
 import keras
+import pytest
 
 import keras_okd
 
 
+@pytest.mark.heavy
 def test_short_tsb_run_on_digits_reaches_the_measured_accuracy():
     keras.utils.set_random_seed(0)
     train, val, n = keras_okd.data.get("digits", batch_size=64, seed=0)

@@ -74,6 +74,7 @@ def test_missing_index_is_refused_for_datasets():
     assert_state_equal(before, state_of(d))
 
 
+@pytest.mark.heavy
 def test_numpy_arrays_use_their_positions_as_indices():
     d = make_tsb()
     d.fit(X[:40], Y[:40], epochs=2, batch_size=16, verbose=0)  # shuffled by Keras: positions travel with the rows
@@ -150,6 +151,7 @@ def test_terminate_on_nan_stops_quietly_instead():
 
 
 # ---------------------------------------------------------------- behaviour
+@pytest.mark.heavy
 def test_logs_name_every_term():
     d = make_tsb(k=3)
     history = d.fit(INDEXED, Y, validation_data=(X_VAL[:64], Y_VAL[:64]), epochs=1, batch_size=32, verbose=0)
@@ -160,6 +162,7 @@ def test_logs_name_every_term():
     assert {"loss", "ensemble_accuracy", "val_loss", "val_ensemble_accuracy"} <= keys
 
 
+@pytest.mark.heavy
 def test_one_epoch_visits_every_sample_once_and_rows_are_distributions():
     d = make_tsb()
     d.fit(keras_okd.data.pipeline(tf.data.Dataset.from_tensor_slices((X, Y)), 32, training=True, seed=0),
@@ -198,6 +201,7 @@ def test_evaluate_and_predict_change_no_state():
     assert_state_equal([before[i] for i in kept], [after[i] for i in kept])
 
 
+@pytest.mark.heavy
 def test_predict_is_the_mean_of_student_probabilities_and_ensemble_model_matches():
     d = make_tsb()
     d.fit(INDEXED, Y, epochs=1, batch_size=32, verbose=0)
@@ -216,6 +220,7 @@ def test_warmup_zeroes_kd_in_the_loss():
 
 
 # ---------------------------------------------------------------- saving
+@pytest.mark.heavy
 def test_whole_distiller_round_trips_as_keras_file(tmp_path):
     d = make_tsb(warmup=2)
     d.fit(INDEXED, Y, epochs=1, batch_size=32, verbose=0)
@@ -232,6 +237,7 @@ def test_whole_distiller_round_trips_as_keras_file(tmp_path):
     assert to_numpy(loaded.knowledge[0].counts).tolist() == [2] * N
 
 
+@pytest.mark.heavy
 def test_save_weights_restores_bank_counts_and_schedules(tmp_path):
     d = make_tsb(warmup=0)
     d.fit(INDEXED, Y, epochs=1, batch_size=32, verbose=0)
@@ -249,6 +255,7 @@ def _other_backend():
     return order[(order.index(BACKEND) + 1) % 3]
 
 
+@pytest.mark.heavy
 def test_students_load_on_another_backend_without_keras_okd(tmp_path):
     d = make_tsb()
     d.fit(INDEXED, Y, epochs=1, batch_size=32, verbose=0)
@@ -268,6 +275,7 @@ def test_students_load_on_another_backend_without_keras_okd(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.heavy
 def test_backup_and_restore_resumes_to_the_same_state(tmp_path):
     def run(callbacks):
         keras.utils.set_random_seed(7)

@@ -19,6 +19,7 @@ def load(name):
     return module
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_example_runs(script, tmp_path):
     if script == "several_devices.py" and keras.backend.backend() == "torch":

@@ -50,6 +50,7 @@ def values(variables):
     return [to_numpy(v).copy() for v in variables]
 
 
+@pytest.mark.heavy
 def test_dml_with_every_feature_method_trains_end_to_end():
     d = make()
     assert [part.name for part in d.knowledge] == ["dml", *NAMES]
@@ -88,6 +89,7 @@ def test_dml_with_every_feature_method_trains_end_to_end():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.heavy
 def test_backup_and_restore_resumes_memory_regressors_and_negatives(tmp_path):
     """An interrupted fit resumed with BackupAndRestore ends where an uninterrupted one does: CRD's memory and
     negative stream, FitNet's regressors (with their batch-norm statistics) and the students."""

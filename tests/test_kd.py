@@ -154,6 +154,7 @@ def test_kd_preset_composes_hinton_kd():
     assert keras_okd.methods.kd(branches, image_teacher).num_peers == 2
 
 
+@pytest.mark.heavy
 def test_kd_trains_on_digits_from_a_trained_teacher():
     (x, y), (x_val, y_val) = keras_okd.data.digits_arrays()
     teacher = keras_okd.models.get("simple_cnn", num_classes=10, input_shape=(8, 8, 1), width=8)

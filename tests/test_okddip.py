@@ -160,6 +160,7 @@ def test_preset_composes_the_authors_setting():
     assert keras_okd.methods.get("okddip") is keras_okd.methods.okddip
 
 
+@pytest.mark.heavy
 def test_okddip_trains_on_digits():
     (x, y), (x_val, y_val) = keras_okd.data.digits_arrays()
     d = keras_okd.methods.okddip(branches(), rampup_epochs=0)

@@ -70,6 +70,7 @@ def test_step_schedule_counts_milestones_like_multisteplr():
         0.05, 0.05, 0.005, 0.005, 0.0005, 0.00005, 0.00005]
 
 
+@pytest.mark.heavy
 def test_resumed_run_equals_an_uninterrupted_one(straight):
     config = load_config(straight["config"])
     crashed = straight["root"] / "crashed"
@@ -161,6 +162,7 @@ def test_branch_methods_get_a_multi_branch_student_and_views():
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="three mean-teacher runs take 20-60 s on the "
                     "other backends on 2 CPU cores; resuming itself is checked on every backend by the TSB test above")
+@pytest.mark.heavy
 def test_resume_restores_the_mean_teacher(tmp_path):
     """DKEL on a 2-branch student: the teacher (EMA weights) and the decoupled initialisation resume exactly.
     (No per-peer views here: their random stream, like tf.data's, restarts on resume.)"""

@@ -100,6 +100,7 @@ class _KillBetweenWrites(keras.callbacks.Callback):
         self.current = epoch + 1
 
 
+@pytest.mark.heavy
 def test_a_kill_between_a_backups_weights_and_its_record(tmp_path, monkeypatch):
     """Keras's BackupAndRestore (double_checkpoint too) resumes the newer weights under the older epoch and trains
     that epoch twice; RunCheckpoint ignores weights without their record and resumes exactly."""

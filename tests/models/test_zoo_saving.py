@@ -80,6 +80,7 @@ LOADER = textwrap.dedent(
 )
 
 
+@pytest.mark.heavy
 def test_saved_networks_load_without_keras_okd(tmp_path, student):
     x = _images(seed=4)
     np.save(tmp_path / "x.npy", x)
