@@ -92,21 +92,43 @@ class Registry:
         return name in self._entries
 
 
+class PluginError(ImportError):
+    """A plugin that cannot be loaded: not found, or its code raised an error while being imported (the message
+    names the plugin, the error and the plugin's line that raised it; the original error is `__cause__`).
+    `missing` is True when the plugin itself was not found."""
+
+    def __init__(self, message, missing=False):
+        super().__init__(message)
+        self.missing = missing
+
+
 def load_plugin(spec, base_dir=None):
     """Import a plugin: a module name (`"my_package.my_method"`) or the path of a `.py` file (relative paths are taken
-    from `base_dir`, e.g. the config file's folder). Importing it runs its `register` calls.
+    from `base_dir`, e.g. the config file's folder; default the current folder). Importing it runs its `register`
+    calls. A file is imported once per process (as module `keras_okd_plugin_<file name>`); loading it again returns
+    the same module.
 
     Returns:
         The imported module.
 
     Raises:
-        ImportError: the module or file cannot be found or imported (the message names it).
+        PluginError: the module or file cannot be found, or raised an error while importing (the message names the
+            plugin, the error and the line of the plugin that raised it).
+
+    Example:
+
+    ```python
+    module = keras_okd.registry.load_plugin("examples/new_method.py")
+    keras_okd.methods.get("confident_peer")
+    ```
     """
+    if not isinstance(spec, str) or not spec.strip():
+        raise PluginError(f"A plugin is a .py file or a module name, got {spec!r}.")
     if spec.endswith(".py") or os.sep in spec or "/" in spec:
         path = spec if os.path.isabs(spec) or base_dir is None else os.path.join(base_dir, spec)
         path = os.path.abspath(path)
         if not os.path.isfile(path):
-            raise ImportError(f"Plugin file {spec!r} not found (looked for {path}).")
+            raise PluginError(f"Plugin file {spec!r} not found (looked for {path}).", missing=True)
         name = "keras_okd_plugin_" + os.path.splitext(os.path.basename(path))[0]
         if name in sys.modules and getattr(sys.modules[name], "__file__", None) == path:
             return sys.modules[name]
@@ -115,14 +137,34 @@ def load_plugin(spec, base_dir=None):
         sys.modules[name] = module
         try:
             module_spec.loader.exec_module(module)
-        except Exception:
+        except Exception as error:  # any error of the plugin's own code: named, with its line
             del sys.modules[name]
-            raise
+            raise PluginError(_raised(f"Plugin file {spec!r} ({path})", path, error)) from error
         return module
     try:
         return importlib.import_module(spec)
     except ModuleNotFoundError as error:
-        raise ImportError(f"Plugin module {spec!r} cannot be imported: {error}.") from error
+        if error.name is not None and spec.startswith(error.name):  # the plugin itself (or its package) is missing
+            raise PluginError(f"Plugin module {spec!r} cannot be imported: {error}.", missing=True) from error
+        raise PluginError(_raised(f"Plugin module {spec!r}", None, error)) from error
+    except Exception as error:
+        raise PluginError(_raised(f"Plugin module {spec!r}", None, error)) from error
+
+
+def _raised(what, path, error):
+    """`"<what> raised <Error> at line N of <file> while being imported: <message>"`."""
+    import traceback
+
+    where = ""
+    if isinstance(error, SyntaxError) and error.lineno:
+        where = f" at line {error.lineno} of {error.filename or path}"
+    else:
+        frames = traceback.extract_tb(error.__traceback__)
+        own = [f for f in frames if path is None or os.path.abspath(f.filename) == path]
+        own = [f for f in own if "importlib" not in f.filename]
+        if own:
+            where = f" at line {own[-1].lineno} of {own[-1].filename}"
+    return f"{what} raised {type(error).__name__}{where} while being imported: {' '.join(str(error).split())}"
 
 
 def load_entry_points():
