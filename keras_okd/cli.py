@@ -32,6 +32,7 @@ import datetime
 import errno
 import json
 import os
+import re
 import sys
 import time
 
@@ -319,12 +320,22 @@ def list_methods(args):
     width = max(len(name) for name in names)
     for name in names:
         preset = keras_okd.methods.get(name)
-        doc = (preset.__doc__ or "").strip().splitlines()
-        line = doc[0].strip() if doc else "(no docstring)"
-        module = getattr(preset, "__module__", "") or ""
-        origin = "" if module.startswith("keras_okd.") else f"  [{module.removeprefix('keras_okd_plugin_')}]"
-        print(f"{name:<{width}}  {line}{origin}")
+        print(f"{name:<{width}}  {_summary(preset)}{_origin(preset)}")
     return 0
+
+
+def _summary(function, limit=100):
+    """The first sentence of a docstring's first paragraph, on one line (cut at `limit` characters)."""
+    paragraph = " ".join((function.__doc__ or "").strip().split("\n\n")[0].split()) or "(no docstring)"
+    end = re.search(r"[.:]\s+(?=[A-Z])", paragraph)  # "Eq. 12" does not end a sentence
+    sentence = paragraph if end is None else paragraph[:end.start() + 1]
+    return sentence if len(sentence) <= limit else sentence[:limit - 3].rstrip() + "..."
+
+
+def _origin(preset):
+    """`"  [plugin]"` for a method registered outside keras_okd, else `""`."""
+    module = getattr(preset, "__module__", "") or ""
+    return "" if module.startswith("keras_okd.") else f"  [{module.removeprefix('keras_okd_plugin_')}]"
 
 
 def _demo_config(method, args):

@@ -139,7 +139,8 @@ def load_plugin(spec, base_dir=None):
             module_spec.loader.exec_module(module)
         except Exception as error:  # any error of the plugin's own code: named, with its line
             del sys.modules[name]
-            raise PluginError(_raised(f"Plugin file {spec!r} ({path})", path, error)) from error
+            what = f"Plugin file {spec!r}" + ("" if spec == path else f" ({path})")
+            raise PluginError(_raised(what, path, error)) from error
         return module
     try:
         return importlib.import_module(spec)
