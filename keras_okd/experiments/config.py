@@ -519,7 +519,8 @@ class _Validator:
             close = difflib.get_close_matches(name, keras_okd.methods.names(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             self.error(path + ("name",), f"unknown method {name!r}{hint}; known: "
-                       f"{', '.join(keras_okd.methods.names())}.")
+                       f"{', '.join(keras_okd.methods.names())}. A method of your own: list its file under "
+                       "`imports:` (see keras_okd.registry).")
             return None
         self.given_params = [k for k in params if k not in RUNNER_ARGUMENTS]
         preset = keras_okd.methods.get(name)
