@@ -184,16 +184,6 @@ def test_the_demo_config_of_each_kind_of_method():
     assert "warmup_epochs" not in one["method"]["params"]
 
 
-def test_the_demo_trains_a_multi_branch_method(tmp_path, capsys):
-    run_dir = tmp_path / "demo"
-    assert cli.main(["train", "--method", "one", "--epochs", "1", "--batch-size", "512", "--no-baseline",
-                     "--verbose", "0", "--run-dir", str(run_dir)]) == 0
-    summary = json.loads((run_dir / "results.json").read_text())
-    assert set(summary["validation_accuracy"]) == {"student_0", "student_1", "ensemble"}
-    assert all(0 <= row["one"] <= 1 for row in summary["validation_accuracy"].values())
-    assert {"student.keras", "branch_0.keras", "branch_1.keras", "ensemble.keras"} <= set(os.listdir(run_dir))
-
-
 def test_one_definition_of_strategies_and_of_the_step_schedule():
     assert config.STRATEGIES is distribute.STRATEGIES
     assert config.STRATEGY_BACKENDS == {"mirrored": "tensorflow", "multi_worker": "tensorflow",
