@@ -54,7 +54,8 @@ def _parser():
     train.add_argument("--config", default=None, metavar="FILE",
                        help="YAML experiment config (see configs/); without it, the quick digits demo runs")
     train.add_argument("--strategy", default=None, choices=STRATEGIES,
-                       help="with --config: multi-device training (the config key `strategy`; see keras_okd.distribute)")
+                       help="with --config: multi-device training (the config key `strategy`; see "
+                            "keras_okd.distribute)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                        help="override a config value, e.g. --set method.params.beta=0.5 (repeatable; values are YAML)")
     demo = _DEMO_DEFAULTS
