@@ -362,14 +362,14 @@ def _demo_config(method, args):
     }, source="keras-okd train (the demo's options)")
 
 
-def _fit(method, args, run_dir, history_name):
-    """Train the demo's `method`; `(distiller, models, config, final validation accuracies, seconds)`."""
+def _fit(config, args, run_dir, history_name):
+    """Train the demo run `config`; `(distiller, models, final validation accuracies, seconds)`."""
     import keras
 
     import keras_okd
     from keras_okd.experiments import runner
 
-    config = _demo_config(method, args)
+    method = config["method"]["name"]
     train, val, n, classes, input_shape, _ = runner.load_dataset(config, args.seed)
     keras.utils.set_random_seed(args.seed)
     distiller, models = runner.build_distiller(config, n, classes, input_shape)
@@ -387,7 +387,7 @@ def _fit(method, args, run_dir, history_name):
     keys = runner.metric_keys(final, runner.num_peers(config), runner.deployed(distiller))
     accuracy = dict(zip([f"student_{i}" for i in range(args.students)] + ["ensemble"],
                         [final[k] for k in keys["accuracy"] + [keys["ensemble"]]]))
-    return distiller, models, config, accuracy, seconds
+    return distiller, models, accuracy, seconds
 
 
 def train_digits(args):
@@ -396,15 +396,18 @@ def train_digits(args):
 
     from keras_okd.experiments import runner
 
+    with_baseline = not args.no_baseline and args.method != "independent"
+    config = _demo_config(args.method, args)  # checked before anything is written
+    baseline_config = _demo_config("independent", args) if with_baseline else None
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = args.run_dir or os.path.join("runs", f"{args.method}-digits-{stamp}")
     os.makedirs(run_dir, exist_ok=True)
 
-    distiller, models, config, results, seconds = _fit(args.method, args, run_dir, "history.csv")
+    distiller, models, results, seconds = _fit(config, args, run_dir, "history.csv")
     runner.save_models(distiller, models, config["students"], run_dir)
     baseline, base_seconds = None, 0.0
-    if not args.no_baseline and args.method != "independent":
-        *_, baseline, base_seconds = _fit("independent", args, run_dir, "baseline_history.csv")
+    if with_baseline:
+        *_, baseline, base_seconds = _fit(baseline_config, args, run_dir, "baseline_history.csv")
 
     # Row student_i: peer i of each run (branch i of a multi-branch student; the teacher's peer i for a method that
     # deploys its mean teacher), ensemble: the deployed ensemble.

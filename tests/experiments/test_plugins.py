@@ -184,6 +184,14 @@ def test_the_demo_config_of_each_kind_of_method():
     assert "warmup_epochs" not in one["method"]["params"]
 
 
+def test_a_demo_method_that_refuses_the_demo_writes_nothing(tmp_path, capsys):
+    run_dir = tmp_path / "demo"
+    assert cli.main(["train", "--method", "kd", "--run-dir", str(run_dir), "--verbose", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "method 'kd' needs 'teacher'" in err and "Traceback" not in err
+    assert not run_dir.exists()
+
+
 def test_one_definition_of_strategies_and_of_the_step_schedule():
     assert config.STRATEGIES is distribute.STRATEGIES
     assert config.STRATEGY_BACKENDS == {"mirrored": "tensorflow", "multi_worker": "tensorflow",
