@@ -15,14 +15,15 @@ def my_method(students, temperature=2.0):
 From Python, import the file. From a YAML config, list it under `imports:` (a module name, or a `.py` path relative to
 the config file) and name the method: `method: {name: my_method}`. The `keras-okd` CLI reads the same configs.
 Installed packages can also declare the entry point group `keras_okd.plugins` (`[project.entry-points."keras_okd.plugins"]
-my_method = "my_package.my_method"`): its modules are imported the first time a registry is asked for a name it does
-not know.
+my_method = "my_package.my_method"`): its modules are imported the first time a registry lists its names or is asked
+for a name it does not know.
 """
 
 import importlib
 import importlib.util
 import os
 import sys
+import warnings
 
 ENTRY_POINT_GROUP = "keras_okd.plugins"
 _entry_points_loaded = []
@@ -85,10 +86,13 @@ class Registry:
             ) from None
 
     def names(self):
-        """The registered names, sorted."""
+        """The registered names (installed plugins' included: see `load_entry_points`), sorted."""
+        load_entry_points()
         return sorted(self._entries)
 
     def __contains__(self, name):
+        if name not in self._entries:
+            load_entry_points()
         return name in self._entries
 
 
@@ -169,11 +173,19 @@ def _raised(what, path, error):
 
 
 def load_entry_points():
-    """Import every module of the `keras_okd.plugins` entry point group, once per process."""
+    """Import every module of the `keras_okd.plugins` entry point group, once per process (registries call this
+    before they list their names or look up one they do not know). An entry point that does not load is reported
+    with a `UserWarning` naming it and its error (a broken installed package must not stop unrelated runs); the
+    others are loaded.
+    """
     if _entry_points_loaded:
         return
     _entry_points_loaded.append(True)
     from importlib.metadata import entry_points
 
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        entry.load()
+        try:
+            entry.load()
+        except Exception as error:  # one broken installed plugin: say which, load the others
+            warnings.warn(_raised(f"keras_okd plugin entry point {entry.name} = {entry.value!r}", None, error)
+                          + "; its methods, models and datasets are not registered.", stacklevel=2)

@@ -203,3 +203,22 @@ def test_one_definition_of_strategies_and_of_the_step_schedule():
     expected = [0.05 * 0.1 ** ((e >= 25) + (e >= 30) + (e >= 35)) for e in range(40)]
     np.testing.assert_allclose([schedule(e) for e in range(40)], expected, rtol=1e-12)
     assert schedule.milestones == (25, 30, 35)
+
+
+def test_installed_plugins_register_through_entry_points(tmp_path, monkeypatch):
+    import importlib.metadata
+
+    import keras_okd.registry
+
+    _write(tmp_path / "okd_ep_plugin.py", "import keras_okd\nkeras_okd.methods.register('ep_method_test', "
+           "keras_okd.methods.dml)\n")
+    _write(tmp_path / "okd_ep_broken.py", "raise RuntimeError('broken install')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    group = keras_okd.registry.ENTRY_POINT_GROUP
+    points = [importlib.metadata.EntryPoint(name=n, value=n, group=group) for n in ("okd_ep_plugin", "okd_ep_broken")]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group=None: [p for p in points if p.group == group])
+    monkeypatch.setattr(keras_okd.registry, "_entry_points_loaded", [])
+    path = _write(tmp_path / "c.yaml", BASE.format(imports="[]", method="ep_method_test"))
+    with pytest.warns(UserWarning, match="okd_ep_broken.*RuntimeError.*broken install"):
+        assert load_config(path)["method"]["name"] == "ep_method_test"
+    assert "ep_method_test" in keras_okd.methods.names()
