@@ -24,11 +24,13 @@ TINY = ["epochs=1", "dataset.batch_size=250", "dataset.validation_size=1297", "s
 
 @pytest.fixture(autouse=True)
 def _registry_as_it_was():
-    """Methods the tests' plugins register do not outlive the test."""
-    saved = dict(keras_okd.methods._METHODS._entries)
+    """Methods and models the tests' plugins register do not outlive the test."""
+    registries = [keras_okd.methods._METHODS, keras_okd.models.registry._ZOO]
+    saved = [dict(r._entries) for r in registries]
     yield
-    keras_okd.methods._METHODS._entries.clear()
-    keras_okd.methods._METHODS._entries.update(saved)
+    for registry, entries in zip(registries, saved):
+        registry._entries.clear()
+        registry._entries.update(entries)
 
 
 def _forget_example(monkeypatch):
@@ -80,15 +82,32 @@ epochs: 1
 """
 
 
+PLUGIN = """import keras
+import keras_okd
+
+
+@keras_okd.methods.register("dml_t4_test", overwrite=True)
+def dml_t4(students):
+    \"\"\"DML at tau 4.\"\"\"
+    return keras_okd.methods.dml(students, temperature=4.0)
+
+
+@keras_okd.models.register("mlp_test", input_shape=(8, 8, 1), overwrite=True)
+def mlp(num_classes=10, input_shape=(8, 8, 1), synchronized_bn=False):
+    inputs = keras.Input(input_shape)
+    return keras.Model(inputs, keras.layers.Dense(num_classes)(keras.layers.Flatten()(inputs)))
+"""
+
+
 def test_imports_are_relative_to_the_config_and_kept_absolute(tmp_path):
     plugins = tmp_path / "plugins"
     plugins.mkdir()
-    _write(plugins / "dml_t4_plugin.py", "import keras_okd\n\n@keras_okd.methods.register('dml_t4_test', "
-           "overwrite=True)\ndef dml_t4(students):\n    '''DML at tau 4.'''\n    return keras_okd.methods.dml("
-           "students, temperature=4.0)\n")
-    path = _write(tmp_path / "c.yaml", BASE.format(imports="[plugins/dml_t4_plugin.py, json]", method="dml_t4_test"))
+    _write(plugins / "dml_t4_plugin.py", PLUGIN)
+    text = BASE.format(imports="[plugins/dml_t4_plugin.py, json]", method="dml_t4_test")
+    path = _write(tmp_path / "c.yaml", text.replace("[simple_cnn, simple_cnn]", "[mlp_test, simple_cnn]"))
     resolved = load_config(path)
     assert resolved["imports"] == [str(plugins / "dml_t4_plugin.py"), "json"]
+    assert resolved["students"] == ["mlp_test", "simple_cnn"]  # a model the plugin registers is a zoo name too
     assert list(resolved)[:3] == ["experiment", "paper", "imports"]
     assert config_from_dict({k: v for k, v in resolved.items() if k != "imports"})["imports"] == []
 
