@@ -2,9 +2,12 @@
 
 `keras-okd train` with no arguments is the quick demo: TSB with two small CNN students on the bundled digits
 (scikit-learn's 1,797 real 8x8 digits, no download), next to the same two students trained independently, with
-Keras progress bars. It prints a table of validation accuracies and writes, into the run directory it names:
+Keras progress bars. `--method NAME` picks any registered method (`keras-okd methods` lists them; `--import FILE`
+adds a plugin's); a method that trains one multi-branch student (ONE, PCL, DKEL, ...) gets `--students` branches of
+`--model`. It prints a table of validation accuracies and writes, into the run directory it names:
 
-    student_0.keras, student_1.keras   the TSB students, plain Keras models
+    student_0.keras, student_1.keras   the students, plain Keras models (multi-branch: student.keras, branch_{i}.keras,
+                                       and teacher_{i}.keras for methods that deploy their mean teacher)
     ensemble.keras                     their probability-averaging ensemble, plain Keras
     history.csv, baseline_history.csv  per-epoch logs of both runs (keras.callbacks.CSVLogger)
     results.json, results.md           the table
@@ -18,6 +21,10 @@ Experiments from YAML configs (schema: `keras_okd.experiments.config`; the paper
     keras-okd evaluate RUN_DIR...      re-scores the saved students and ensemble on the test split
     keras-okd report RUN_DIR... [--out DIR]
         the papers' table (Ind, Net 1, Net 2, ..., Ens, Avg) in Markdown and the per-student test loss/accuracy curves
+    keras-okd methods [--import FILE]  the registered methods, one line each (plugins' too)
+
+Every name the CLI accepts comes from the registries (`keras_okd.methods`, `keras_okd.models`, `keras_okd.data`,
+`keras_okd.distribute.STRATEGIES`): a method registered by a plugin is usable exactly like a built-in one.
 """
 
 import argparse
@@ -25,34 +32,43 @@ import datetime
 import errno
 import json
 import os
+import re
 import sys
 import time
 
-METHODS = ("tsb", "dml", "independent")
-# Options of the digits demo only, with their defaults.
-_DEMO_DEFAULTS = {"method": "tsb", "students": 2, "model": "simple_cnn", "epochs": 40, "warmup_epochs": 5,
-                  "batch_size": 64, "lr": 0.05, "no_baseline": False}
+# Options of the digits demo only, with their defaults (warmup_epochs None: 5 for methods that take warmup_epochs).
+_DEMO_DEFAULTS = {"method": "tsb", "students": 2, "model": "simple_cnn", "epochs": 40, "warmup_epochs": None,
+                  "batch_size": 64, "lr": 0.05, "no_baseline": False, "imports": []}
+_DEMO_WARMUP_EPOCHS = 5
+#: The demo's step schedule: the rate is multiplied by 0.1 at these fractions of training (TSB: 150/180/210 of 240).
+_DEMO_LR_STEPS = (0.625, 0.75, 0.875)
 
 
 def _parser():
+    from keras_okd.distribute import STRATEGIES
+
     parser = argparse.ArgumentParser(prog="keras-okd", description="Online knowledge distillation for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train students together (default: the TSB digits demo; --config: a YAML "
                                          "experiment)")
     train.add_argument("--config", default=None, metavar="FILE",
                        help="YAML experiment config (see configs/); without it, the quick digits demo runs")
-    train.add_argument("--strategy", default=None, choices=("none", "mirrored", "multi_worker", "jax_data_parallel"),
-                       help="with --config: multi-device training (the config key `strategy`; see keras_okd.distribute)")
+    train.add_argument("--strategy", default=None, choices=STRATEGIES,
+                       help="with --config: multi-device training (the config key `strategy`; see "
+                            "keras_okd.distribute)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                        help="override a config value, e.g. --set method.params.beta=0.5 (repeatable; values are YAML)")
     demo = _DEMO_DEFAULTS
-    train.add_argument("--method", choices=METHODS, default=demo["method"],
-                       help="demo: online KD method (default: tsb)")
+    train.add_argument("--method", default=demo["method"],
+                       help="demo: a registered method (`keras-okd methods` lists them; default: tsb)")
+    train.add_argument("--import", action="append", default=[], dest="imports", metavar="PLUGIN",
+                       help="demo: import a plugin (.py file or module) that registers methods (repeatable)")
     train.add_argument("--students", type=int, default=demo["students"], help="demo: number of students (default: 2)")
     train.add_argument("--model", default=demo["model"], help="demo: zoo name of the students (default: simple_cnn)")
     train.add_argument("--epochs", type=int, default=demo["epochs"], help="demo: training epochs (default: 40)")
     train.add_argument("--warmup-epochs", type=int, default=demo["warmup_epochs"],
-                       help="demo, TSB: epochs with KD weight 0 (default: 5)")
+                       help=f"demo, methods with warmup_epochs (TSB): epochs with KD weight 0 (default: "
+                            f"{_DEMO_WARMUP_EPOCHS})")
     train.add_argument("--batch-size", type=int, default=demo["batch_size"], help="demo: batch size (default: 64)")
     train.add_argument("--lr", type=float, default=demo["lr"], help="demo: initial SGD learning rate (default: 0.05)")
     train.add_argument("--seed", type=int, default=None,
@@ -70,6 +86,9 @@ def _parser():
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (or directories holding them)")
     report.add_argument("--out", default=None, metavar="DIR",
                         help="output directory (default: <common parent of the RUN_DIRs>/report)")
+    methods = sub.add_parser("methods", help="list the registered methods (built-in, entry points and --import)")
+    methods.add_argument("--import", action="append", default=[], dest="imports", metavar="PLUGIN",
+                         help="import a plugin (.py file or module) first (repeatable)")
     return parser
 
 
@@ -89,24 +108,30 @@ def main(argv=None):
             if args.seed is None:
                 args.seed = 0
             return _guarded(train_digits, args)
-        changed = [f"--{name.replace('_', '-')}" for name, default in _DEMO_DEFAULTS.items()
-                   if getattr(args, name) != default]
+        changed = [_flag(name) for name, default in _DEMO_DEFAULTS.items() if getattr(args, name) != default]
         if changed:
             parser.error(f"{', '.join(changed)} only apply to the digits demo; with --config use --set "
-                         "(e.g. --set epochs=5 --set method.params.beta=0.5).")
+                         "(e.g. --set epochs=5 --set method.params.beta=0.5; plugins: the config's `imports:`).")
         return _guarded(train_config, args)
     if args.command == "evaluate":
         return _guarded(evaluate_runs, args)
     if args.command == "report":
         return _guarded(report_runs, args)
+    if args.command == "methods":
+        return _guarded(list_methods, args)
     return 2  # pragma: no cover - argparse enforces the choices
+
+
+def _flag(name):
+    return "--import" if name == "imports" else f"--{name.replace('_', '-')}"
 
 
 def _check_demo(parser, args):
     """The demo's options, each with its accepted range (argparse exits with status 2)."""
+    warmup = args.warmup_epochs
     ranges = [("--students", args.students, args.students >= 2, "an integer >= 2"),
               ("--epochs", args.epochs, args.epochs >= 1, "an integer >= 1"),
-              ("--warmup-epochs", args.warmup_epochs, args.warmup_epochs >= 0, "an integer >= 0"),
+              ("--warmup-epochs", warmup, warmup is None or warmup >= 0, "an integer >= 0"),
               ("--batch-size", args.batch_size, args.batch_size >= 1, "an integer >= 1"),
               ("--lr", args.lr, args.lr > 0 and args.lr != float("inf"), "a finite number > 0")]
     for flag, value, ok, accepted in ranges:
@@ -116,6 +141,30 @@ def _check_demo(parser, args):
 
     if args.model not in names():
         parser.error(f"--model {args.model!r} is not a zoo name; known: {', '.join(names())}.")
+    problem = _load_plugins(args.imports)
+    if problem:
+        parser.error(problem)
+    import keras_okd.methods
+    from keras_okd.experiments.config import method_accepts
+
+    try:
+        preset = keras_okd.methods.get(args.method)
+    except ValueError as error:
+        parser.error(f"--method: {error}")
+    if warmup is not None and not method_accepts(preset, "warmup_epochs"):
+        parser.error(f"--warmup-epochs: method {args.method!r} has no warm-up (no warmup_epochs argument).")
+
+
+def _load_plugins(specs):
+    """Import the `--import` plugins (paths relative to the current folder); an error message, or None."""
+    from keras_okd.registry import PluginError, load_plugin
+
+    for spec in specs:
+        try:
+            load_plugin(spec, base_dir=os.getcwd())
+        except PluginError as error:
+            return f"--import {spec}: {error}"
+    return None
 
 
 #: Errors of the disk under a run directory (full, over quota, read-only, no permission): reported, not a traceback.
@@ -258,82 +307,113 @@ def report_runs(args):
     return 1 if report["problems"] else 0
 
 
-def _lr_schedule(base_lr, epochs):
-    """The papers' step schedule scaled to `epochs`: x0.1 at 5/8, 3/4 and 7/8 of training (TSB: 150/180/210 of 240)."""
-    import keras
+def list_methods(args):
+    """`keras-okd methods [--import PLUGIN]`: every registered method with the first line of its docstring."""
+    import keras_okd.methods
+    from keras_okd.registry import load_entry_points
 
-    milestones = [round(epochs * f) for f in (0.625, 0.75, 0.875)]
+    problem = _load_plugins(args.imports)
+    if problem:
+        print(f"keras-okd methods: {problem}", file=sys.stderr)
+        return 2
+    load_entry_points()
+    names = keras_okd.methods.names()
+    width = max(len(name) for name in names)
+    for name in names:
+        preset = keras_okd.methods.get(name)
+        print(f"{name:<{width}}  {_summary(preset)}{_origin(preset)}")
+    return 0
 
-    def schedule(epoch, lr=None):
-        return base_lr * 0.1 ** sum(epoch >= m for m in milestones)
 
-    return keras.callbacks.LearningRateScheduler(schedule)
+def _summary(function, limit=100):
+    """The first sentence of a docstring's first paragraph, on one line (cut at `limit` characters)."""
+    paragraph = " ".join((function.__doc__ or "").strip().split("\n\n")[0].split()) or "(no docstring)"
+    end = re.search(r"[.:]\s+(?=[A-Z])", paragraph)  # "Eq. 12" does not end a sentence
+    sentence = paragraph if end is None else paragraph[:end.start() + 1]
+    return sentence if len(sentence) <= limit else sentence[:limit - 3].rstrip() + "..."
 
 
-def _build(method, args, num_train_samples):
-    import keras
+def _origin(preset):
+    """`"  [plugin]"` for a method registered outside keras_okd, else `""`."""
+    module = getattr(preset, "__module__", "") or ""
+    return "" if module.startswith("keras_okd.") else f"  [{module.removeprefix('keras_okd_plugin_')}]"
 
-    import keras_okd
-    from keras_okd.experiments import ConfigError
 
-    keras.utils.set_random_seed(args.seed)
-    try:
-        students = [
-            keras_okd.models.get(args.model, num_classes=10, input_shape=(8, 8, 1))
-            for i in range(args.students)
-        ]
-    except ValueError as error:
-        raise ConfigError([f"--model {args.model}: cannot take the 8x8 digits: {' '.join(str(error).split())[:300]}"])
-    if method == "tsb":
-        distiller = keras_okd.methods.tsb(students, num_train_samples, warmup_epochs=args.warmup_epochs)
-    elif method == "dml":
-        distiller = keras_okd.methods.dml(students)
+def _demo_config(method, args):
+    """The demo run of `method` as an experiment config (checked like a YAML one): `args.students` x `args.model`
+    on the digits (or one multi-branch `args.model` of `args.students` branches for methods that take one student),
+    SGD with momentum 0.9 and coupled weight decay 5e-4."""
+    import keras_okd.methods
+    from keras_okd.experiments import config_from_dict
+    from keras_okd.experiments.config import method_accepts, takes_one_student
+
+    params = {}
+    if method_accepts(keras_okd.methods.get(method), "warmup_epochs"):
+        params["warmup_epochs"] = _DEMO_WARMUP_EPOCHS if args.warmup_epochs is None else args.warmup_epochs
+    if takes_one_student(method):
+        students = {"model": args.model, "branches": args.students}
     else:
-        distiller = keras_okd.methods.independent(students)
-    distiller.compile(optimizer=keras.optimizers.SGD(args.lr, momentum=0.9), coupled_weight_decay=5e-4)
-    return distiller
+        students = [args.model] * args.students
+    return config_from_dict({
+        "experiment": "digits_demo", "method": {"name": method, "params": params}, "students": students,
+        "dataset": {"name": "digits", "batch_size": args.batch_size},
+        "optimizer": {"name": "sgd", "learning_rate": args.lr, "momentum": 0.9, "weight_decay": 5e-4},
+        "epochs": args.epochs, "seeds": [args.seed],
+    }, source="keras-okd train (the demo's options)")
 
 
-def _fit(method, args, run_dir, history_name):
+def _fit(config, args, run_dir, history_name):
+    """Train the demo run `config`; `(distiller, models, final validation accuracies, seconds)`."""
     import keras
 
     import keras_okd
+    from keras_okd.experiments import runner
 
-    train, val, n = keras_okd.data.get("digits", batch_size=args.batch_size, seed=args.seed)
-    distiller = _build(method, args, n)
-    print(f"\n== {method}: {args.students} x {args.model} on digits ({n} training images), {args.epochs} epochs")
-    callbacks = [_lr_schedule(args.lr, args.epochs), keras.callbacks.CSVLogger(os.path.join(run_dir, history_name))]
+    method = config["method"]["name"]
+    train, val, n, classes, input_shape, _ = runner.load_dataset(config, args.seed)
+    keras.utils.set_random_seed(args.seed)
+    distiller, models = runner.build_distiller(config, n, classes, input_shape)
+    what = (f"one {args.model} of {args.students} branches" if isinstance(config["students"], dict)
+            else f"{args.students} x {args.model}")
+    print(f"\n== {method}: {what} on digits ({n} training images), {args.epochs} epochs")
+    schedule = runner.StepSchedule.at_fractions(args.lr, args.epochs, _DEMO_LR_STEPS)
+    callbacks = [keras.callbacks.LearningRateScheduler(schedule),
+                 keras.callbacks.CSVLogger(os.path.join(run_dir, history_name))]
     start = time.time()
     history = distiller.fit(train, validation_data=val, epochs=args.epochs, verbose=args.verbose,
                             callbacks=keras_okd.callbacks.for_method(distiller) + callbacks)
     seconds = time.time() - start
     final = {k: float(v[-1]) for k, v in history.history.items() if k.startswith("val_") and k.endswith("accuracy")}
-    return distiller, final, seconds
+    keys = runner.metric_keys(final, runner.num_peers(config), runner.deployed(distiller))
+    accuracy = dict(zip([f"student_{i}" for i in range(args.students)] + ["ensemble"],
+                        [final[k] for k in keys["accuracy"] + [keys["ensemble"]]]))
+    return distiller, models, accuracy, seconds
 
 
 def train_digits(args):
     """Train the chosen method (and the independent baseline) on the digits and write the run directory."""
     import keras
 
+    from keras_okd.experiments import runner
+
+    with_baseline = not args.no_baseline and args.method != "independent"
+    config = _demo_config(args.method, args)  # checked before anything is written
+    baseline_config = _demo_config("independent", args) if with_baseline else None
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = args.run_dir or os.path.join("runs", f"{args.method}-digits-{stamp}")
     os.makedirs(run_dir, exist_ok=True)
 
-    distiller, results, seconds = _fit(args.method, args, run_dir, "history.csv")
-    for i, student in enumerate(distiller.students):
-        student.save(os.path.join(run_dir, f"student_{i}.keras"))
-    distiller.ensemble_model().save(os.path.join(run_dir, "ensemble.keras"))
+    distiller, models, results, seconds = _fit(config, args, run_dir, "history.csv")
+    runner.save_models(distiller, models, config["students"], run_dir)
     baseline, base_seconds = None, 0.0
-    if not args.no_baseline and args.method != "independent":
-        _, baseline, base_seconds = _fit("independent", args, run_dir, "baseline_history.csv")
+    if with_baseline:
+        *_, baseline, base_seconds = _fit(baseline_config, args, run_dir, "baseline_history.csv")
 
-    rows = [f"student_{i}" for i in range(args.students)] + ["ensemble"]
+    # Row student_i: peer i of each run (branch i of a multi-branch student; the teacher's peer i for a method that
+    # deploys its mean teacher), ensemble: the deployed ensemble.
     table = {
-        row: {
-            "independent": None if baseline is None else baseline[f"val_{row}_accuracy"],
-            args.method: results[f"val_{row}_accuracy"],
-        }
-        for row in rows
+        row: {"independent": None if baseline is None else baseline[row], args.method: results[row]}
+        for row in results
     }
     summary = {
         "backend": keras.backend.backend(),

@@ -15,14 +15,15 @@ def my_method(students, temperature=2.0):
 From Python, import the file. From a YAML config, list it under `imports:` (a module name, or a `.py` path relative to
 the config file) and name the method: `method: {name: my_method}`. The `keras-okd` CLI reads the same configs.
 Installed packages can also declare the entry point group `keras_okd.plugins` (`[project.entry-points."keras_okd.plugins"]
-my_method = "my_package.my_method"`): its modules are imported the first time a registry is asked for a name it does
-not know.
+my_method = "my_package.my_method"`): its modules are imported the first time a registry lists its names or is asked
+for a name it does not know.
 """
 
 import importlib
 import importlib.util
 import os
 import sys
+import warnings
 
 ENTRY_POINT_GROUP = "keras_okd.plugins"
 _entry_points_loaded = []
@@ -85,28 +86,53 @@ class Registry:
             ) from None
 
     def names(self):
-        """The registered names, sorted."""
+        """The registered names (installed plugins' included: see `load_entry_points`), sorted."""
+        load_entry_points()
         return sorted(self._entries)
 
     def __contains__(self, name):
+        if name not in self._entries:
+            load_entry_points()
         return name in self._entries
+
+
+class PluginError(ImportError):
+    """A plugin that cannot be loaded: not found, or its code raised an error while being imported (the message
+    names the plugin, the error and the plugin's line that raised it; the original error is `__cause__`).
+    `missing` is True when the plugin itself was not found."""
+
+    def __init__(self, message, missing=False):
+        super().__init__(message)
+        self.missing = missing
 
 
 def load_plugin(spec, base_dir=None):
     """Import a plugin: a module name (`"my_package.my_method"`) or the path of a `.py` file (relative paths are taken
-    from `base_dir`, e.g. the config file's folder). Importing it runs its `register` calls.
+    from `base_dir`, e.g. the config file's folder; default the current folder). Importing it runs its `register`
+    calls. A file is imported once per process (as module `keras_okd_plugin_<file name>`); loading it again returns
+    the same module.
 
     Returns:
         The imported module.
 
     Raises:
-        ImportError: the module or file cannot be found or imported (the message names it).
+        PluginError: the module or file cannot be found, or raised an error while importing (the message names the
+            plugin, the error and the line of the plugin that raised it).
+
+    Example:
+
+    ```python
+    module = keras_okd.registry.load_plugin("examples/new_method.py")
+    keras_okd.methods.get("confident_peer")
+    ```
     """
+    if not isinstance(spec, str) or not spec.strip():
+        raise PluginError(f"A plugin is a .py file or a module name, got {spec!r}.")
     if spec.endswith(".py") or os.sep in spec or "/" in spec:
         path = spec if os.path.isabs(spec) or base_dir is None else os.path.join(base_dir, spec)
         path = os.path.abspath(path)
         if not os.path.isfile(path):
-            raise ImportError(f"Plugin file {spec!r} not found (looked for {path}).")
+            raise PluginError(f"Plugin file {spec!r} not found (looked for {path}).", missing=True)
         name = "keras_okd_plugin_" + os.path.splitext(os.path.basename(path))[0]
         if name in sys.modules and getattr(sys.modules[name], "__file__", None) == path:
             return sys.modules[name]
@@ -115,22 +141,51 @@ def load_plugin(spec, base_dir=None):
         sys.modules[name] = module
         try:
             module_spec.loader.exec_module(module)
-        except Exception:
+        except Exception as error:  # any error of the plugin's own code: named, with its line
             del sys.modules[name]
-            raise
+            what = f"Plugin file {spec!r}" + ("" if spec == path else f" ({path})")
+            raise PluginError(_raised(what, path, error)) from error
         return module
     try:
         return importlib.import_module(spec)
     except ModuleNotFoundError as error:
-        raise ImportError(f"Plugin module {spec!r} cannot be imported: {error}.") from error
+        if error.name is not None and spec.startswith(error.name):  # the plugin itself (or its package) is missing
+            raise PluginError(f"Plugin module {spec!r} cannot be imported: {error}.", missing=True) from error
+        raise PluginError(_raised(f"Plugin module {spec!r}", None, error)) from error
+    except Exception as error:
+        raise PluginError(_raised(f"Plugin module {spec!r}", None, error)) from error
+
+
+def _raised(what, path, error):
+    """`"<what> raised <Error> at line N of <file> while being imported: <message>"`."""
+    import traceback
+
+    where = ""
+    if isinstance(error, SyntaxError) and error.lineno:
+        where = f" at line {error.lineno} of {error.filename or path}"
+    else:
+        frames = traceback.extract_tb(error.__traceback__)
+        own = [f for f in frames if path is None or os.path.abspath(f.filename) == path]
+        own = [f for f in own if "importlib" not in f.filename]
+        if own:
+            where = f" at line {own[-1].lineno} of {own[-1].filename}"
+    return f"{what} raised {type(error).__name__}{where} while being imported: {' '.join(str(error).split())}"
 
 
 def load_entry_points():
-    """Import every module of the `keras_okd.plugins` entry point group, once per process."""
+    """Import every module of the `keras_okd.plugins` entry point group, once per process (registries call this
+    before they list their names or look up one they do not know). An entry point that does not load is reported
+    with a `UserWarning` naming it and its error (a broken installed package must not stop unrelated runs); the
+    others are loaded.
+    """
     if _entry_points_loaded:
         return
     _entry_points_loaded.append(True)
     from importlib.metadata import entry_points
 
     for entry in entry_points(group=ENTRY_POINT_GROUP):
-        entry.load()
+        try:
+            entry.load()
+        except Exception as error:  # one broken installed plugin: say which, load the others
+            warnings.warn(_raised(f"keras_okd plugin entry point {entry.name} = {entry.value!r}", None, error)
+                          + "; its methods, models and datasets are not registered.", stacklevel=2)

@@ -1,6 +1,7 @@
 """Experiments: YAML configs of the papers' recipes, resumable runs, evaluation and reports.
 
-* `load_config(path, overrides)`: read and check a config (schema in `keras_okd.experiments.config`).
+* `load_config(path, overrides)`: read and check a config (schema in `keras_okd.experiments.config`); its
+  `imports:` (plugin files or modules, `keras_okd.registry.load_plugin`) are imported first.
 * `run_experiment(config, run_dir, seed)`: train one seed into a run directory, resuming an interrupted run.
 * `evaluate_run(run_dir)`: re-score a run's saved `.keras` models on its test split.
 * `make_report(paths, out_dir)`: the papers' table layout and training curves from run directories, with each
@@ -10,7 +11,7 @@
 * `RunCheckpoint`, `RunLock` (`keras_okd.experiments.state`): the kill-safe backups and the one-owner lock of a run
   directory, usable with any `fit`.
 
-The `keras-okd` command (`keras_okd.cli`) wraps them: `train --config`, `evaluate`, `report`.
+The `keras-okd` command (`keras_okd.cli`) wraps them: `train --config`, `evaluate`, `report` (and `methods`).
 """
 
 from keras_okd.experiments.config import ConfigError, config_from_dict, dump_config, load_config

@@ -7,6 +7,11 @@ file and line, or the `--set` override, they came from):
 experiment: tsb_table1_cifar100_resnet32   # required; names the run directory (runs/<experiment>/<method>/seed_<s>)
                                            #   and groups reports; letters, digits, _ . + -
 paper: "TSB Table 1"                       # free text (default ""); the report's section heading
+imports: [my_method.py]                    # plugins (default []): .py files (relative to this config's folder;
+                                           #   relative to the current folder when given with --set) or module
+                                           #   names, imported (keras_okd.registry.load_plugin) before any name below
+                                           #   is checked, so the methods, models and datasets they register can be
+                                           #   named; the resolved config holds absolute paths
 method:                                    # required
   name: tsb                                # one of keras_okd.methods.names()
   params: {beta: 0.8}                      # the preset's keyword arguments (checked against its signature; the
@@ -67,13 +72,15 @@ import warnings
 
 import yaml
 
-TOP_LEVEL = ("experiment", "paper", "method", "students", "dataset", "optimizer", "schedule", "epochs", "seeds",
-             "strategy")
+from keras_okd.distribute import STRATEGIES, STRATEGY_ENGINES
+from keras_okd.registry import PluginError, load_plugin
+
+TOP_LEVEL = ("experiment", "paper", "imports", "method", "students", "dataset", "optimizer", "schedule", "epochs",
+             "seeds", "strategy")
 REQUIRED = ("experiment", "method", "students", "dataset", "optimizer", "epochs")
 SCHEDULES = ("step", "constant")
-STRATEGIES = ("none", "mirrored", "multi_worker", "jax_data_parallel")  # keras_okd.distribute.STRATEGIES
 #: The backend each strategy needs (keras_okd.distribute.strategy_scope refuses the others).
-STRATEGY_BACKENDS = {"mirrored": "tensorflow", "multi_worker": "tensorflow", "jax_data_parallel": "jax"}
+STRATEGY_BACKENDS = {name: engine for name, engine in STRATEGY_ENGINES.items() if engine}
 #: Values of a preset's `views` param: per-peer augmentation made in the training step (keras_okd.data.peer_views).
 VIEWS = (None, "standard", "crop")
 #: Preset arguments the runner sets itself; a config cannot give them.
@@ -231,8 +238,40 @@ def _resolve(data, sources, overrides, check_params=True):
         _apply_override(data, expression, sources, errors)
     if errors:
         raise ConfigError(errors)
-    resolved = ResolvedConfig(_Validator(sources, check_params).validate(data))
+    imports = _load_imports(data.get("imports", []), sources)
+    resolved = ResolvedConfig(_Validator(sources, check_params).validate(data, imports))
     resolved.sources = sources
+    return resolved
+
+
+def _load_imports(value, sources):
+    """Import the config's plugins (`imports:`) so that the names they register can be checked; their resolved
+    specs: absolute paths for files (so a run directory's `config.yaml` finds them again), module names as given.
+
+    Raises:
+        ConfigError: `imports` is not a list of strings, or a plugin is missing or fails to import (the message names
+            the file, and the plugin's own error with its line).
+    """
+    if not isinstance(value, list) or not all(isinstance(spec, str) and spec.strip() for spec in value):
+        raise ConfigError([f"{sources.where(('imports',))}: imports: expected a list of plugin files (.py, relative "
+                           f"to the config's folder) or module names, e.g. [my_method.py], got {value!r}."])
+    resolved, errors = [], []
+    for i, spec in enumerate(value):
+        where = sources.where(("imports", i))
+        if where.startswith("--set") or sources.path.startswith("<"):
+            base_dir = os.getcwd()
+        else:
+            base_dir = os.path.dirname(os.path.abspath(sources.path))
+        try:
+            module = load_plugin(spec, base_dir=base_dir)
+        except PluginError as error:
+            hint = f" Give a .py file (relative to {base_dir}) or an importable module name." if error.missing else ""
+            errors.append(f"{where}: imports.{i}: {error}{hint}")
+            continue
+        is_file = getattr(module, "__name__", "").startswith("keras_okd_plugin_")
+        resolved.append(os.path.abspath(module.__file__) if is_file else spec)
+    if errors:
+        raise ConfigError(errors)
     return resolved
 
 
@@ -384,7 +423,7 @@ class _Validator:
             return None
         return value
 
-    def validate(self, data):
+    def validate(self, data, imports=()):
         for key in data:
             if key not in TOP_LEVEL:
                 self.unknown((), key, TOP_LEVEL)
@@ -398,6 +437,7 @@ class _Validator:
                 self.error(("experiment",), f"{name!r} names directories: use letters, digits and _ . + - only.")
             resolved["experiment"] = name
         _, resolved["paper"] = self.typed(("paper",), data.get("paper", ""), (str,))
+        resolved["imports"] = list(imports)
         if "method" in data:
             resolved["method"] = self.method(data["method"])
         if "students" in data:
@@ -419,7 +459,7 @@ class _Validator:
                        "(see keras_okd.distribute).")
         resolved["strategy"] = strategy
         students, method, dataset = resolved.get("students"), resolved.get("method"), resolved.get("dataset")
-        if isinstance(students, list) and method and _takes_one_student(method["name"]):
+        if isinstance(students, list) and method and takes_one_student(method["name"]):
             self.error(("students",), f"method {method['name']!r} trains the branches of one multi-branch student: "
                        f"write students: {{model: {students[0]}, branches: {len(students)}}}.")
         if method and method["params"].get("views") and dataset and dataset.get("augment") is not None:
@@ -479,7 +519,8 @@ class _Validator:
             close = difflib.get_close_matches(name, keras_okd.methods.names(), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             self.error(path + ("name",), f"unknown method {name!r}{hint}; known: "
-                       f"{', '.join(keras_okd.methods.names())}.")
+                       f"{', '.join(keras_okd.methods.names())}. A method of your own: list its file under "
+                       "`imports:` (see keras_okd.registry).")
             return None
         self.given_params = [k for k in params if k not in RUNNER_ARGUMENTS]
         preset = keras_okd.methods.get(name)
@@ -758,7 +799,7 @@ def _tiny_students(kind, count, per_branch_inputs):
     return keras.Model(inputs if per_branch_inputs else inputs[0], outputs)
 
 
-def _takes_one_student(method):
+def takes_one_student(method):
     """Whether a preset's first argument is one (multi-branch) `student` rather than a list of `students`."""
     import keras_okd.methods
 

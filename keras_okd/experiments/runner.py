@@ -85,6 +85,12 @@ class StepSchedule:
     def __init__(self, base_lr, milestones=(), factor=0.1):
         self.base_lr, self.milestones, self.factor = float(base_lr), tuple(milestones), float(factor)
 
+    @classmethod
+    def at_fractions(cls, base_lr, epochs, fractions, factor=0.1):
+        """The schedule with milestones at `fractions` of `epochs` (rounded), e.g. TSB's 150/180/210 of 240 scaled to
+        any length: `StepSchedule.at_fractions(0.05, 40, (0.625, 0.75, 0.875))` steps at epochs 25, 30 and 35."""
+        return cls(base_lr, [round(epochs * f) for f in fractions], factor)
+
     def __call__(self, epoch, lr=None):
         return self.base_lr * self.factor ** sum(epoch >= m for m in self.milestones)
 

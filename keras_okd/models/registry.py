@@ -6,7 +6,7 @@ import functools
 
 from keras_okd.registry import Registry
 
-from keras_okd.models.cifar_resnet import (
+from keras_okd.models._cifar_resnet import (
     bottleneck_resnet_2x2x2_w512,
     cifar_resnet_parts,
     resnet20,
@@ -15,22 +15,22 @@ from keras_okd.models.cifar_resnet import (
     resnet110,
     resnet110_bottleneck,
 )
-from keras_okd.models.densenet import densenet_bc_40_12, densenet_bc_parts
-from keras_okd.models.imagenet_resnet import (
+from keras_okd.models._imagenet_resnet import (
     imagenet_resnet_parts,
     resnet18,
     resnet18_tiny,
     resnet34,
     resnet34_tiny,
 )
-from keras_okd.models.mobilenet_v2 import (
+from keras_okd.models._mobilenet_v2 import (
     mobilenet_v2_imagenet,
     mobilenet_v2_parts,
     mobilenet_v2_x0_5,
 )
-from keras_okd.models.simple_cnn import simple_cnn, simple_cnn_parts
-from keras_okd.models.vgg import vgg13, vgg16, vgg_parts
-from keras_okd.models.wide_resnet import wide_resnet_parts, wrn_16_2, wrn_16_4, wrn_28_2, wrn_40_2
+from keras_okd.models._simple_cnn import simple_cnn, simple_cnn_parts
+from keras_okd.models._vgg import vgg13, vgg16, vgg_parts
+from keras_okd.models._wide_resnet import wide_resnet_parts, wrn_16_2, wrn_16_4, wrn_28_2, wrn_40_2
+from keras_okd.models.densenet import densenet_bc_40_12, densenet_bc_parts
 
 _Entry = collections.namedtuple("_Entry", ["builder", "parts", "input_shape"])
 

@@ -12,7 +12,7 @@ def test_train_without_arguments_is_the_digits_demo(monkeypatch):
     args = seen["args"]
     assert (args.method, args.students, args.model, args.epochs, args.warmup_epochs, args.batch_size, args.lr,
             args.seed, args.run_dir, args.no_baseline, args.verbose) == (
-        "tsb", 2, "simple_cnn", 40, 5, 64, 0.05, 0, None, False, 1)
+        "tsb", 2, "simple_cnn", 40, None, 64, 0.05, 0, None, False, 1)  # warm-up None: 5 for methods that take one
 
 
 def test_config_mode_refuses_demo_options(tmp_path, capsys):
