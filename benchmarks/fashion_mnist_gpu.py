@@ -487,6 +487,7 @@ def main(argv=None):
     parser.add_argument("--time-budget", type=float, default=3600.0,
                         help="seconds for the whole call; no job starts that cannot finish in what is left")
     parser.add_argument("--no-models", action="store_true", help="do not save the trained models (.keras files)")
+    parser.add_argument("--dry-run", action="store_true", help="check the configs and list the jobs; train nothing")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)
@@ -503,6 +504,11 @@ def main(argv=None):
     entries = read_plan(args.plan) if args.plan else [
         {"configs": args.configs, "seeds": args.seeds, "set": args.overrides, "tag": args.tag}]
     jobs = expand(entries, args.seeds, args.out)
+    if args.dry_run:
+        for job in jobs:
+            print(f"{job}: {' '.join(job.overrides) or 'as configured'} -> {job.run_dir}")
+        print(f"{len(jobs)} jobs")
+        return jobs
     os.makedirs(args.out, exist_ok=True)
     log_file = open(os.path.join(args.out, "driver.log"), "a")
 

@@ -52,7 +52,7 @@ from keras_okd.models.mobilenet_v2 import (
     mobilenet_v2_x0_5,
 )
 from keras_okd.models.registry import get, names, register
-from keras_okd.models.simple_cnn import simple_cnn
+from keras_okd.models.simple_cnn import simple_cnn, simple_cnn_8, simple_cnn_16, simple_cnn_64
 from keras_okd.models.vgg import vgg, vgg13, vgg16
 from keras_okd.models.wide_resnet import wide_resnet, wrn_16_2, wrn_16_4, wrn_28_2, wrn_40_2
 
@@ -85,6 +85,9 @@ __all__ = [
     "resnet56",
     "scale_trunk_gradients",
     "simple_cnn",
+    "simple_cnn_16",
+    "simple_cnn_64",
+    "simple_cnn_8",
     "trunk_gradient_scale",
     "vgg",
     "vgg13",
