@@ -237,9 +237,10 @@ def epoch_timer():
 class Job:
     """One (config, overrides, seed) of a tag, with its run directory."""
 
-    def __init__(self, tag, config, overrides, seed, run_dir, label):
+    def __init__(self, tag, config, overrides, seed, run_dir, label, work=1.0):
         self.tag, self.config, self.overrides, self.seed, self.run_dir = tag, config, list(overrides), seed, run_dir
         self.label = label  # "<tag>/<config file name>": jobs with the same label take the same time
+        self.work = float(work)  # epochs x training images: scales a time measured on another variant of the config
         self.process = self.started = self.log = None
 
     def __repr__(self):
@@ -300,7 +301,9 @@ def expand(entries, default_seeds, out, root=ROOT):
                     raise SystemExit(f"tag {tag}: two jobs write {run_dir} (configs with the same experiment and "
                                      "method in one tag): give them different tags.")
                 seen.add(run_dir)
-                jobs.append(Job(tag, path, overrides, seed, run_dir, f"{tag}/{os.path.basename(path)}"))
+                config = resolved[path]
+                work = config["epochs"] * (config["dataset"].get("train_size") or 60_000)
+                jobs.append(Job(tag, path, overrides, seed, run_dir, f"{tag}/{os.path.basename(path)}", work))
     return jobs
 
 
@@ -337,11 +340,13 @@ def move_aside(job, out, kind):
 
 
 def estimate_for(job, estimates):
-    """Seconds a job is expected to take: the first finished job of its config and tag, else of its config file in
-    any tag, else None (no job of it finished yet)."""
+    """Seconds a job is expected to take: the first finished job of its config and tag; else the slowest finished
+    job of its config file in another tag, scaled by the ratio of their epochs x training images (never below it);
+    else None (no job of that config finished yet). `estimates`: `{label: (seconds, work)}`."""
     if job.label in estimates:
-        return estimates[job.label]
-    same_file = [s for label, s in estimates.items() if label.split("/", 1)[1] == os.path.basename(job.config)]
+        return estimates[job.label][0]
+    same_file = [seconds * max(1.0, job.work / work) for label, (seconds, work) in estimates.items()
+                 if label.split("/", 1)[1] == os.path.basename(job.config)]
     return max(same_file) if same_file else None
 
 
@@ -367,7 +372,7 @@ def drive(jobs, args, say=print):
             job.log.close()
             seconds = time.time() - job.started
             if code == 0 and os.path.exists(os.path.join(job.run_dir, "results.json")):
-                estimates.setdefault(job.label, seconds)
+                estimates.setdefault(job.label, (seconds, job.work))
                 results = json.load(open(os.path.join(job.run_dir, "results.json")))
                 accuracy = " ".join(f"{100 * a:.2f}" for a in results["net_accuracy"] if a is not None)
                 log(f"done    {job} in {seconds:.0f} s: nets {accuracy}, ensemble "
@@ -503,6 +508,15 @@ def main(argv=None):
         parser.error("give config files or --plan FILE (one of the two).")
     entries = read_plan(args.plan) if args.plan else [
         {"configs": args.configs, "seeds": args.seeds, "set": args.overrides, "tag": args.tag}]
+    import importlib.util
+
+    if importlib.util.find_spec("yaml") is None:
+        parser.error("reading the configs needs PyYAML, which is not installed here (pure Python: `pip download "
+                     "pyyaml` on a machine with a network, then `pip install --target DIR` it here and add DIR to "
+                     "PYTHONPATH).")
+    if not args.no_models and importlib.util.find_spec("h5py") is None:
+        parser.error("saving the models (.keras files) needs h5py, which is not installed here; pass --no-models "
+                     "(the results, histories and configs are still written).")
     jobs = expand(entries, args.seeds, args.out)
     if args.dry_run:
         for job in jobs:
