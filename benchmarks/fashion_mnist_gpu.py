@@ -336,6 +336,10 @@ def move_aside(job, out, kind):
         shutil.rmtree(target)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     shutil.move(job.run_dir, target)
+    parent = os.path.dirname(job.run_dir)  # leave no empty <experiment>/<method> folders behind
+    while os.path.abspath(parent) != os.path.abspath(os.path.join(out, job.tag)) and not os.listdir(parent):
+        os.rmdir(parent)
+        parent = os.path.dirname(parent)
     return target
 
 

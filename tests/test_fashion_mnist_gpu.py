@@ -143,3 +143,52 @@ def test_driver_writes_runs_that_report_reads(tmp_path):
     assert report["runs"] == 2 and "| independent |" in report["table"] and "| tsb" in report["table"]
     summary = (out / "tiny" / "summary.md").read_text()
     assert "2 complete runs" in summary and "| independent |" in summary
+
+
+def fake_worker(job, args):
+    """A stand-in worker command: `fail` exits 1, `sleep_<s>` sleeps s seconds then writes a results.json."""
+    kind = os.path.basename(job.config)
+    if kind == "fail":
+        return [sys.executable, "-c", "raise SystemExit('bad job')"]
+    seconds = float(kind.split("_")[1])
+    results = json.dumps({"net_accuracy": [0.5, 0.5], "ensemble_accuracy": 0.5})
+    return [sys.executable, "-c", f"import time; time.sleep({seconds}); "
+            f"open({os.path.join(job.run_dir, 'results.json')!r}, 'w').write({results!r})"]
+
+
+def fake_jobs(out, *kinds):
+    return [gpu["Job"]("t", kind, [], seed, os.path.join(out, "t", "exp", kind, f"seed_{seed}"), f"t/{kind}")
+            for kind, seed in kinds]
+
+
+def test_driver_budget_failures_and_stops(tmp_path, monkeypatch):
+    import argparse
+
+    monkeypatch.setitem(gpu["drive"].__globals__, "worker_command", fake_worker)
+    out = str(tmp_path / "out")
+    args = argparse.Namespace(out=out, parallel=1, time_budget=6.0)
+    # the failure is logged and moved aside; sleep_3 seed 1 cannot finish in what seed 0 left (< 3 s of 6): skipped
+    outcome = gpu["drive"](fake_jobs(out, ("fail", 0), ("sleep_3", 0), ("sleep_3", 1)), args, say=lambda m: None)
+    assert [repr(j) for j in outcome["failed"]] == ["t/fail seed 0"]
+    assert [repr(j) for j in outcome["done"]] == ["t/sleep_3 seed 0"]
+    assert [repr(j) for j in outcome["skipped"]] == ["t/sleep_3 seed 1"]
+    assert os.path.exists(os.path.join(out, "t", ".failed", "exp", "fail", "seed_0", "train.log"))
+    assert "bad job" in open(os.path.join(out, "t", ".failed", "exp", "fail", "seed_0", "train.log")).read()
+    assert not os.path.exists(os.path.join(out, "t", "exp", "fail"))
+    # a complete run is reused, not run again; a job still running when the budget is spent is stopped, moved aside
+    args.time_budget, start = 2.0, gpu["time"].time()
+    outcome = gpu["drive"](fake_jobs(out, ("sleep_3", 0), ("sleep_60", 0)), args, say=lambda m: None)
+    assert [repr(j) for j in outcome["reused"]] == ["t/sleep_3 seed 0"]
+    assert [repr(j) for j in outcome["stopped"]] == ["t/sleep_60 seed 0"]
+    assert gpu["time"].time() - start < 30
+    assert os.path.isdir(os.path.join(out, "t", ".stopped", "exp", "sleep_60", "seed_0"))
+    assert not os.path.exists(os.path.join(out, "t", "exp", "sleep_60"))
+
+
+def test_estimates_scale_with_work():
+    job = gpu["Job"]("b", "configs/x/tsb.yaml", [], 0, "d", "b/tsb.yaml", work=3000)
+    assert gpu["estimate_for"](job, {}) is None
+    assert gpu["estimate_for"](job, {"a/tsb.yaml": (10.0, 1000)}) == 30.0  # same file, 3x the epochs x images
+    assert gpu["estimate_for"](job, {"a/tsb.yaml": (10.0, 6000)}) == 10.0  # never below a measured run
+    assert gpu["estimate_for"](job, {"a/dml.yaml": (10.0, 1000)}) is None
+    assert gpu["estimate_for"](job, {"b/tsb.yaml": (7.0, 1000), "a/tsb.yaml": (10.0, 1000)}) == 7.0
