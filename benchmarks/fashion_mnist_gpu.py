@@ -57,6 +57,10 @@ import time
 
 import numpy as np
 
+# Several JAX processes (the driver, which builds throw-away models to check the configs, and the workers) share one
+# GPU: none may take most of its memory up front, as JAX does by default.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:  # run from a checkout: use its keras_okd
@@ -321,8 +325,7 @@ def worker_command(job, args):
 
 
 def worker_env():
-    env = dict(os.environ)
-    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # several JAX processes share one GPU
+    env = dict(os.environ)  # XLA_PYTHON_CLIENT_PREALLOCATE=false included (set at the top of this file)
     env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
 
