@@ -189,25 +189,9 @@ def worker(config_path, overrides, seed, run_dir, data_dir=None, save_models=Tru
         files = runner.save_models(distiller, models, resolved["students"], run_dir)
     else:
         files = {"models": [], "ensemble": None, "deploy": runner.deployed(distiller)}
-    history = runner.read_history(history_path)
-    final = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("val_")}
-    keys = runner.metric_keys(final, runner.num_peers(resolved), files["deploy"])
     results = {
-        "experiment": resolved["experiment"],
-        "paper": resolved["paper"],
-        "method": resolved["method"]["name"],
-        "seed": seed,
-        "backend": keras.backend.backend(),
-        "keras_version": keras.__version__,
-        "epochs": len(history),
-        "num_train_samples": len(y),
-        "num_classes": mnist_family.NUM_CLASSES,
-        "seconds": round(sum(timer.seconds), 1),
-        "session_seconds": round(session_seconds, 1),
-        "net_accuracy": [final.get(k) for k in keys["accuracy"]],
-        "ensemble_accuracy": final.get(keys["ensemble"]),
-        "final": final,
-        **files,
+        **runner.run_results(resolved, seed, runner.read_history(history_path), len(y), mnist_family.NUM_CLASSES,
+                             sum(timer.seconds), session_seconds, files),
         "produced_by": PRODUCED_BY,
         "device": keras_okd.backend.device_memory()[1],
         "epoch_seconds": [round(s, 2) for s in timer.seconds],
