@@ -192,3 +192,32 @@ def test_estimates_scale_with_work():
     assert gpu["estimate_for"](job, {"a/tsb.yaml": (10.0, 6000)}) == 10.0  # never below a measured run
     assert gpu["estimate_for"](job, {"a/dml.yaml": (10.0, 1000)}) is None
     assert gpu["estimate_for"](job, {"b/tsb.yaml": (7.0, 1000), "a/tsb.yaml": (10.0, 1000)}) == 7.0
+
+
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow", reason="Keras's TensorFlow backend imports TensorFlow")
+def test_data_configs_and_runner_import_without_tensorflow():
+    code = (
+        "import sys; sys.modules['tensorflow'] = None\n"
+        "import keras_okd.data, keras_okd.data.idx, keras_okd.data.mnist_family, keras_okd.experiments.runner\n"
+        "from keras_okd.experiments.config import load_config\n"
+        "config = load_config('configs/fashion_mnist/dkel.yaml')\n"
+        "layer = keras_okd.data.peer_views(28, 28, padding=2)\n"
+        "print(config['dataset']['train_size'], type(layer).__name__, 'tensorflow' in keras_okd.data.names())\n"
+        "keras_okd.data.pipeline\n"  # a tf.data name: resolving it must now fail, naming TensorFlow
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.stdout.split() == ["20000", "RandomShiftFlip", "False"], done.stdout + done.stderr[-2000:]
+    assert done.returncode != 0 and "import of tensorflow halted" in done.stderr
+
+
+def test_lazy_data_names_are_the_modules_own():
+    import keras_okd.data
+    from keras_okd.data import augment, indexing, views
+
+    assert keras_okd.data.pipeline is indexing.pipeline and keras_okd.data.PadCropFlip is augment.PadCropFlip
+    assert augment.RandomShiftFlip is views.RandomShiftFlip is keras_okd.data.RandomShiftFlip
+    assert {"pipeline", "PadCropFlip", "augment"} <= set(dir(keras_okd.data))
+    with pytest.raises(AttributeError, match="no attribute 'pipelines'"):
+        keras_okd.data.pipelines

@@ -3,8 +3,8 @@
 Two forms of the same transform: `PadCropFlip` works on batches in a tf.data pipeline (the loaders' augmentation);
 `RandomShiftFlip` is a Keras layer written in `keras.ops` that runs inside a compiled training step on every backend
 (the per-peer views of KDCL, PCL and DKEL, `peer_views`; defined in `keras_okd.data.views`, which needs no
-TensorFlow). Any Keras layer (core preprocessing layers, or keras-cv's)
-can be used instead wherever an `augment` is accepted.
+TensorFlow). Any Keras layer (core preprocessing layers, or keras-cv's) can be used instead wherever an `augment` is
+accepted.
 """
 
 import tensorflow as tf
