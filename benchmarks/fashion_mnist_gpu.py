@@ -1,264 +1,536 @@
-"""Fashion-MNIST benchmark of every method at a GPU recipe: all 60,000 training images, ResNet students, several seeds.
+"""Run experiment configs of Fashion-MNIST (or MNIST) without TensorFlow: many seeds and variants in one GPU call.
 
-    KERAS_BACKEND=jax python benchmarks/fashion_mnist_gpu.py --data-dir /usr/share/datasets/fashion-mnist \
-        --out runs/fashion_gpu --parallel 8 --time-budget 3000
+    KERAS_BACKEND=jax python benchmarks/fashion_mnist_gpu.py configs/fashion_mnist/*.yaml --seeds 0 1 2 3 4 \
+        --out runs/fashion_gpu --parallel 12 --time-budget 480
+    KERAS_BACKEND=jax python benchmarks/fashion_mnist_gpu.py --plan benchmarks/fashion_mnist_plan.yaml \
+        --data-dir data/fashion-mnist --out runs/fashion_gpu --parallel 12 --time-budget 480
+    keras-okd report runs/fashion_gpu/main           # reads the run directories as if `keras-okd train` wrote them
 
-It reads the original IDX files with numpy and feeds numpy batches through a `keras.utils.PyDataset` (pad-2 random
-crop + horizontal flip, whole pixels, per image), so it needs neither TensorFlow nor tf.data: it runs where only
-JAX or PyTorch is installed (the lent GPU machines have no TensorFlow). Each (method, seed) is one worker process;
-`--parallel` of them share the device. Jobs run seed-major (seed 0 of every method first), and no job starts that
-the remaining `--time-budget` cannot finish (the first job of each method measures its time), so a budget that runs
-out leaves every method with the same number of seeds. Results: one JSON file per job, and `summary.md` with
-test accuracy (%) per method, mean +- std over seeds, and the paired difference to independent training with a 95%
-interval (t distribution over the seeds both have).
+The lent GPU machines have JAX (CUDA) and PyTorch but no TensorFlow, so `keras-okd train` (tf.data pipelines) cannot
+run there. This script trains the same configs with numpy data instead. Each job (config, `--set` overrides, seed)
+is a worker process that:
 
-Recipe (all methods): `--model` students (ResNet-20 by default, the CIFAR ResNet on 28x28x1: stages at 28, 14, 7),
-SGD momentum 0.9, learning rate `--lr` with cosine decay to zero over all steps, coupled weight decay 5e-4, batch
-`--batch-size`, `--epochs` epochs. Methods with per-peer views (KDCL, PCL, DKEL) get the views in the step instead of
-the pipeline's augmentation. Schedules scaled to the epochs as configs/fashion_mnist/ does (TSB warm-up 2 epochs,
-ramp-ups over a quarter of training, mean teacher eta 0.01 with EMA warm-up). The feature-level methods of TSB Table
-4 (`fitnet`, `at`, `crd`, `nst`, `sp`, `rkd`, `pkt`) are `dml(students, features=name)` with their defaults (the
-layers CRD's benchmark code reads, found by the zoo's stage names; CRD with 16384 negatives over all training images).
+* reads the config with keras_okd's own loader (`load_config` with the overrides, `with_seed`), so its values are
+  checked exactly as `keras-okd train --config FILE --set ...` checks them;
+* builds the distiller with the runner's `build_distiller` (students from the zoo, the method preset with its
+  params and per-peer views, the optimizer with coupled weight decay);
+* reads the images with `keras_okd.data.mnist_family.arrays`: the stratified subset of `train_size` drawn with
+  `subset_seed`, the same images `keras-okd train` trains on, and all 10,000 test images;
+* feeds numpy batches through a `keras.utils.PyDataset` with the pipeline's semantics (`keras_okd.data.pipeline`):
+  every sample carries its index in the subset, a new shuffle of all samples every epoch (unless `shuffle: false`),
+  the last batch short, and `augment: standard` = zero-pad 2 pixels, a random 28x28 window (whole-pixel shifts of
+  up to 2 each way) and, for Fashion-MNIST, a horizontal flip with probability 1/2, drawn per image (`crop`: no
+  flip, `flip`: no crop, null: none). Order and draws are numpy functions of (seed, epoch) and (seed, epoch, step),
+  so they differ from tf.data's draws (same distribution, other random numbers);
+* trains with the runner's callbacks: the method's schedules, the config's step schedule
+  (`keras.callbacks.LearningRateScheduler(lr_schedule(config))`), `keras.callbacks.CSVLogger`, and the distiller's
+  default `PeerCollapse` monitor; validates on the test set after every epoch (batch 1000), as the runner does;
+* writes a run directory in the runner's format at `<out>/<tag>/<experiment>/<method>/seed_<s>` (the layout of
+  `keras-okd train`'s `runs/<experiment>/<method>/seed_<s>`): `config.yaml` (the resolved config, overrides
+  included), `history.csv` (per-epoch training and validation logs), `progress.json`, the saved students, teacher
+  peers and ensemble (`--no-models`: none), and `results.json` with the runner's keys plus `produced_by`, `device`,
+  `tag`, `overrides` and `data_dir`. `keras-okd report <out>/<tag>` reads them as if the CLI had trained them.
+
+Driver: jobs run in priority order (a `--plan` entry after another, each seed-major: seed 0 of every config, then
+seed 1, ...), `--parallel` at a time on the one device (JAX workers do not preallocate GPU memory). No job starts
+that the remaining `--time-budget` cannot finish, estimated from the first finished job of the same config (and tag);
+jobs still running when the budget is spent are stopped and their directories moved aside (to `.stopped/`), so
+every reported run is complete. A job whose run directory already holds `results.json` is not run again (a second
+call continues where the first stopped). A failed job is logged (its directory moved to `.failed/`, its log kept) and
+the others go on. At the end, `<out>/<tag>/summary.md` per tag: `keras_okd.experiments.report.make_report`'s table
+(with its `report/` folder) where it works, else a plain table of the results (mean +- std over seeds, %).
+
+Plan file (`--plan`): a YAML list of entries run in order, each
+`{configs: [paths or globs], seeds: [..], set: [key=value, ..], tag: name}` (`set` and `seeds` optional; `seeds`
+defaults to `--seeds`). `--set`, `--seeds` and `--tag` on the command line make one entry of the configs given as
+arguments.
 """
 
 import argparse
-import gzip
+import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 
 import numpy as np
 
-FEATURES = ("fitnet", "at", "crd", "nst", "sp", "rkd", "pkt")  # TSB Table 4's rows: dml(features=name)
-METHODS = ("independent", "dml", "tsb", "kdcl", "one", "pcl", "dkel", "cl", "okddip", *FEATURES)
-BRANCHED = ("one", "pcl", "dkel", "cl", "okddip")
+# Several JAX processes (the driver, which builds throw-away models to check the configs, and the workers) share one
+# GPU: none may take most of its memory up front, as JAX does by default.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+if ROOT not in sys.path:  # run from a checkout: use its keras_okd
+    sys.path.insert(0, ROOT)
+
+PRODUCED_BY = "benchmarks/fashion_mnist_gpu.py"
+DATASETS = ("fashion_mnist", "mnist")
+LOG = "train.log"
 
 
 # ---------------------------------------------------------------------------------------------------------- data
-def read_idx(path):
-    """An IDX file (gzip or plain) as a numpy array."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    dims = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * dims).reshape(shape)
+def epoch_order(num_samples, seed, epoch, shuffle=True):
+    """Sample order of epoch `epoch`: a permutation drawn from `(seed, epoch)`, or file order without shuffling."""
+    if not shuffle:
+        return np.arange(num_samples)
+    return np.random.default_rng([seed, epoch]).permutation(num_samples)
 
 
-def load(data_dir):
-    def part(name):
-        for suffix in (".gz", ""):
-            path = os.path.join(data_dir, name + suffix)
-            if os.path.exists(path):
-                return read_idx(path)
-        raise FileNotFoundError(f"{name} not found in {data_dir}")
+def pad_crop_flip(images, rng, padding, flip):
+    """Zero-pad `images` (B, H, W, C) by `padding`, crop a random H x W window per image (whole pixels), then flip
+    left-right with probability 1/2 per image (when `flip`): `keras_okd.data.PadCropFlip` in numpy."""
+    batch, height, width = images.shape[:3]
+    dy = rng.integers(0, 2 * padding + 1, batch)
+    dx = rng.integers(0, 2 * padding + 1, batch)
+    flips = rng.random(batch) < 0.5 if flip else np.zeros(batch, bool)
+    padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    rows = dy[:, None] + np.arange(height)[None, :]  # (B, H)
+    cols = dx[:, None] + np.arange(width)[None, :]  # (B, W)
+    cols = np.where(flips[:, None], cols[:, ::-1], cols)
+    return padded[np.arange(batch)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
-    x = part("train-images-idx3-ubyte").astype("float32")[..., None] / 255.0
-    xt = part("t10k-images-idx3-ubyte").astype("float32")[..., None] / 255.0
-    return (x, part("train-labels-idx1-ubyte").astype("int32")), (xt, part("t10k-labels-idx1-ubyte").astype("int32"))
 
-
-def batches(x, y, batch_size, seed, augment, indexed):
-    """A `keras.utils.PyDataset` of shuffled training batches: epoch e's order is a function of (seed, e)."""
+def make_batches(x, y, batch_size, seed, padding=0, flip=False, shuffle=True):
+    """A `keras.utils.PyDataset` of indexed training batches `({"inputs", "index"}, labels)` with the semantics of
+    `keras_okd.data.pipeline(..., training=True)`; epoch e is set by its callback `.clock` (see `epoch_order`,
+    `pad_crop_flip`; step s of epoch e draws from `(seed, e, s)`)."""
     import keras
 
     class Batches(keras.utils.PyDataset):
         def __init__(self):
-            super().__init__(workers=4, use_multiprocessing=False, max_queue_size=16)
+            super().__init__(workers=1, use_multiprocessing=False)
             self.epoch = 0
-            self.order = np.random.default_rng([seed, 0]).permutation(len(x))
+            self.order = epoch_order(len(y), seed, 0, shuffle)
+            self.clock = EpochClock(self)
+
+        def set_epoch(self, epoch):
+            self.epoch = int(epoch)
+            self.order = epoch_order(len(y), seed, self.epoch, shuffle)
 
         def __len__(self):
-            return int(np.ceil(len(x) / batch_size))
+            return -(-len(y) // batch_size)
 
-        def on_epoch_end(self):
-            self.epoch += 1
-            self.order = np.random.default_rng([seed, self.epoch]).permutation(len(x))
-
-        def __getitem__(self, k):
-            index = self.order[k * batch_size:(k + 1) * batch_size]
+        def __getitem__(self, step):
+            index = self.order[step * batch_size:(step + 1) * batch_size]
             images = x[index]
-            if augment:
-                rng = np.random.default_rng([seed, self.epoch, k])
-                padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)))
-                dy, dx = rng.integers(0, 5, len(index)), rng.integers(0, 5, len(index))
-                images = np.stack([padded[i, a:a + 28, b:b + 28] for i, (a, b) in enumerate(zip(dy, dx))])
-                flip = rng.random(len(index)) < 0.5
-                images[flip] = images[flip, :, ::-1]
-            inputs = {"inputs": images, "index": index.astype("int32")} if indexed else images
-            return inputs, y[index]
+            if padding or flip:
+                images = pad_crop_flip(images, np.random.default_rng([seed, self.epoch, step]), padding, flip)
+            return {"inputs": images, "index": index.astype("int32")}, y[index]
+
+    class EpochClock(keras.callbacks.Callback):
+        """Tells the batches which epoch `fit` is in (before Keras asks for the epoch's first batch)."""
+
+        def __init__(self, batches):
+            super().__init__()
+            self.batches = batches
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.batches.set_epoch(epoch)
 
     return Batches()
 
 
 # ---------------------------------------------------------------------------------------------------------- worker
-def build(method, args, n):
+def worker(config_path, overrides, seed, run_dir, data_dir=None, save_models=True, tag=None, verbose=0):
+    """Train one seed of a config into `run_dir` (see the module docstring); returns the results dict."""
     import keras
 
     import keras_okd
+    from keras_okd.data import mnist_family
+    from keras_okd.experiments import runner
+    from keras_okd.experiments.config import dump_config, load_config, with_seed
+    from keras_okd.experiments.state import atomic_json, atomic_write
 
-    shape = (28, 28, 1)
-    quarter = max(1, args.epochs // 4)
-    if method in BRANCHED:
-        views = method in ("pcl", "dkel")
-        students = keras_okd.models.multi_branch(args.model, 3, num_classes=10, input_shape=shape,
-                                                 per_branch_inputs=views)
-    else:
-        students = [keras_okd.models.get(args.model, num_classes=10, input_shape=shape) for _ in range(2)]
-    view_layer = keras_okd.data.peer_views(28, 28, padding=2) if method in ("kdcl", "pcl", "dkel") else None
-    preset = keras_okd.methods.get("dml" if method in FEATURES else method)
-    params = {**{name: {"features": name, "num_train_samples": n} for name in FEATURES}, **{
-        "independent": {},
-        "dml": {},
-        "tsb": {"num_train_samples": n, "warmup_epochs": 2},
-        "kdcl": {"views": view_layer},
-        "one": {"rampup_epochs": quarter},
-        "pcl": {"views": view_layer, "rampup_epochs": quarter, "teacher_eta": 0.01},
-        "dkel": {"views": view_layer, "rampup_epochs": quarter, "teacher_eta": 0.01},
-        "cl": {},
-        "okddip": {"rampup_epochs": quarter},
-    }}[method]
-    distiller = preset(students, **params)
-    steps = args.epochs * int(np.ceil(n / args.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(args.lr, steps)
-    distiller.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9), coupled_weight_decay=5e-4)
-    return distiller
+    resolved = with_seed(load_config(config_path, overrides), seed)
+    runner.check_for_backend(resolved)
+    dataset = dict(resolved["dataset"])
+    name = dataset.pop("name")
+    if name not in DATASETS:
+        raise SystemExit(f"{config_path}: dataset {name!r}: this script reads only {', '.join(DATASETS)} (numpy "
+                         "arrays); train other datasets with `keras-okd train --config`.")
+    if resolved.get("strategy", "none") != "none":
+        raise SystemExit(f"{config_path}: strategy {resolved['strategy']!r}: this script trains on one device "
+                         "(strategy: none).")
+    if os.path.exists(os.path.join(run_dir, runner.RESULTS)):
+        print(f"{run_dir}: already complete ({runner.RESULTS} exists).")
+        return json.load(open(os.path.join(run_dir, runner.RESULTS)))
+    os.makedirs(run_dir, exist_ok=True)
+    for stale in (runner.HISTORY, runner.PROGRESS):  # an earlier attempt that did not finish
+        if os.path.exists(os.path.join(run_dir, stale)):
+            os.remove(os.path.join(run_dir, stale))
 
-
-def worker(args):
-    import keras
-
-    if args.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    keras.utils.set_random_seed(args.seed)
-    (x, y), (xt, yt) = load(args.data_dir)
-    x, y = x[:args.train_size], y[:args.train_size]
-    distiller = build(args.method, args, len(x))
-    views_in_step = distiller.views is not None
-    train = batches(x, y, args.batch_size, args.seed, augment=not views_in_step,
-                    indexed=any(p.needs_index for p in distiller.knowledge))
+    keras.utils.set_random_seed(seed)
+    where = data_dir or dataset["data_dir"]
+    (x, y), (x_test, y_test) = mnist_family.arrays(name, where, dataset["download"], dataset["train_size"],
+                                                   dataset["subset_seed"])
+    padding, flip = mnist_family.augmentation(name, dataset["augment"])
+    train = make_batches(x, y, dataset["batch_size"], seed, padding, flip, dataset["shuffle"])
+    distiller, models = runner.build_distiller(resolved, len(y), mnist_family.NUM_CLASSES, mnist_family.INPUT_SHAPE)
+    atomic_write(os.path.join(run_dir, runner.CONFIG), dump_config(resolved))
+    history_path = os.path.join(run_dir, runner.HISTORY)
+    timer = epoch_timer()
+    callbacks = keras_okd.callbacks.for_method(distiller) + [
+        train.clock,
+        timer,
+        keras.callbacks.CSVLogger(history_path),
+        keras.callbacks.LearningRateScheduler(runner.lr_schedule(resolved)),
+    ]
     start = time.time()
-    history = distiller.fit(train, epochs=args.epochs, verbose=0)
-    seconds = time.time() - start
-    logs = distiller.evaluate(xt, yt, batch_size=1000, verbose=0, return_dict=True)
-    deployed = "teacher" if distiller.deploy == "teacher" else ("branch" if distiller.multi_branch else "student")
-    peers = [logs[f"{deployed}_{i}_accuracy"] for i in range(distiller.num_peers)]
-    result = {
-        "method": args.method, "seed": args.seed, "model": args.model, "epochs": args.epochs,
-        "backend": keras.backend.backend(), "mixed_precision": args.mixed_precision, "train_size": len(x),
-        "peer_accuracy": peers, "ensemble_accuracy": logs["teacher_ensemble_accuracy" if deployed == "teacher"
-                                                          else "ensemble_accuracy"],
-        "train_seconds": seconds, "final_train_loss": history.history["loss"][-1],
-        "jit_compile": bool(getattr(distiller, "jit_compile", False)),
+    distiller.fit(train, validation_data=(x_test, y_test), validation_batch_size=1000, epochs=resolved["epochs"],
+                  callbacks=callbacks, shuffle=False, verbose=verbose)
+    session_seconds = time.time() - start
+    atomic_json(os.path.join(run_dir, runner.PROGRESS), {"epochs": len(timer.seconds),
+                                                        "seconds": round(sum(timer.seconds), 3)})
+
+    if save_models:
+        files = runner.save_models(distiller, models, resolved["students"], run_dir)
+    else:
+        files = {"models": [], "ensemble": None, "deploy": runner.deployed(distiller)}
+    results = {
+        **runner.run_results(resolved, seed, runner.read_history(history_path), len(y), mnist_family.NUM_CLASSES,
+                             sum(timer.seconds), session_seconds, files),
+        "produced_by": PRODUCED_BY,
+        "device": keras_okd.backend.device_memory()[1],
+        "epoch_seconds": [round(s, 2) for s in timer.seconds],
+        "tag": tag,
+        "overrides": list(overrides),
+        "data_dir": where,
     }
-    print(json.dumps(result), flush=True)
-    return result
-
-
-# ---------------------------------------------------------------------------------------------------------- driver
-def summarise(results, out):
-    from statistics import mean, stdev
-
-    def avg(r):
-        return 100 * mean(r["peer_accuracy"])
-
-    by = {}
-    for r in results:
-        by.setdefault(r["method"], {})[r["seed"]] = r
-    lines = ["| method | seeds | Net 1 | Net 2 | Net 3 | Ens | Avg | Avg - independent (95% CI) | s/run |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---:|"]
-    base = by.get("independent", {})
-    for method in [m for m in METHODS if m in by]:
-        runs = [by[method][s] for s in sorted(by[method])]
-
-        def cell(values):
-            values = [100 * v for v in values]
-            return f"{mean(values):.2f} ± {stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
-
-        nets = [cell([r["peer_accuracy"][i] for r in runs]) if i < len(runs[0]["peer_accuracy"]) else "–"
-                for i in range(3)]
-        diff = "–"
-        paired = [avg(by[method][s]) - avg(base[s]) for s in sorted(by[method]) if s in base]
-        if method != "independent" and len(paired) > 1:
-            from math import sqrt
-
-            t95 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365}.get(len(paired), 2.262)
-            half = t95 * stdev(paired) / sqrt(len(paired))
-            diff = f"{mean(paired):+.2f} [{mean(paired) - half:+.2f}, {mean(paired) + half:+.2f}]"
-        lines.append(f"| {method} | {len(runs)} | " + " | ".join(nets) + f" | {cell([r['ensemble_accuracy'] for r in runs])}"
-                     f" | {cell([mean(r['peer_accuracy']) for r in runs])} | {diff} | "
-                     f"{mean(r['train_seconds'] for r in runs):.0f} |")
-    table = "\n".join(lines)
-    with open(os.path.join(out, "summary.md"), "w") as f:
-        f.write(table + "\n")
-    return table
-
-
-def driver(args):
-    os.makedirs(args.out, exist_ok=True)
-    deadline = time.time() + args.time_budget
-    jobs = [(m, s) for s in args.seeds for m in args.methods]
-    running, results, estimate = [], [], {}
-    log = open(os.path.join(args.out, "driver.log"), "a")
-    while jobs or running:
-        for job in list(running):
-            process, method, seed, started, path = job
-            if process.poll() is None:
-                continue
-            running.remove(job)
-            estimate[method] = max(estimate.get(method, 0), time.time() - started)
-            lines = [line for line in open(path).read().splitlines() if line.startswith("{")]
-            if process.returncode == 0 and lines:
-                results.append(json.loads(lines[-1]))
-                log.write(f"done {method} seed {seed} in {time.time() - started:.0f} s\n")
-            else:
-                log.write(f"FAILED {method} seed {seed} (exit {process.returncode}); see {path}\n")
-            log.flush()
-        while jobs and len(running) < args.parallel:
-            method, seed = jobs[0]
-            known = estimate.get(method, max(estimate.values(), default=0))
-            if known and time.time() + known > deadline:
-                log.write(f"skipped {method} seed {seed}: {deadline - time.time():.0f} s left, needs ~{known:.0f}\n")
-                jobs.pop(0)
-                continue
-            jobs.pop(0)
-            path = os.path.join(args.out, f"{method}_seed{seed}.log")
-            command = [sys.executable, __file__, "--worker", "--method", method, "--seed", str(seed)] + [
-                f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                if k in ("data_dir", "model", "epochs", "batch_size", "lr", "train_size")]
-            if args.mixed_precision:
-                command.append("--mixed-precision")
-            running.append((subprocess.Popen(command, stdout=open(path, "w"), stderr=subprocess.STDOUT),
-                            method, seed, time.time(), path))
-        time.sleep(2)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    table = summarise(results, args.out)
-    print(table)
+    atomic_json(os.path.join(run_dir, runner.RESULTS), results)  # written last: it marks the run complete
     return results
 
 
+def epoch_timer():
+    """A Keras callback that records each epoch's wall seconds (training and validation) in `.seconds`."""
+    import keras
+
+    class Timer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds, self._start = [], None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.time() - self._start)
+
+    return Timer()
+
+
+# ---------------------------------------------------------------------------------------------------------- jobs
+class Job:
+    """One (config, overrides, seed) of a tag, with its run directory."""
+
+    def __init__(self, tag, config, overrides, seed, run_dir, label, work=1.0):
+        self.tag, self.config, self.overrides, self.seed, self.run_dir = tag, config, list(overrides), seed, run_dir
+        self.label = label  # "<tag>/<config file name>": jobs with the same label take the same time
+        self.work = float(work)  # epochs x training images: scales a time measured on another variant of the config
+        self.process = self.started = self.log = None
+
+    def __repr__(self):
+        return f"{self.label} seed {self.seed}"
+
+
+def read_plan(path):
+    """The entries of a plan file: a YAML list of `{configs, seeds, set, tag}` mappings, checked."""
+    import yaml
+
+    with open(path) as f:
+        entries = yaml.safe_load(f)
+    if not isinstance(entries, list) or not entries:
+        raise SystemExit(f"{path}: a plan is a non-empty YAML list of {{configs, seeds, set, tag}} entries; got "
+                         f"{type(entries).__name__}.")
+    for i, entry in enumerate(entries):
+        what = f"{path}: entry {i + 1}"
+        if not isinstance(entry, dict) or not entry.get("configs") or not entry.get("tag"):
+            raise SystemExit(f"{what}: needs `configs` (a list of paths or globs) and `tag` (a name), got {entry!r}.")
+        unknown = set(entry) - {"configs", "seeds", "set", "tag"}
+        if unknown:
+            raise SystemExit(f"{what}: unknown keys {sorted(unknown)}; an entry has configs, seeds, set and tag.")
+        if isinstance(entry["configs"], str):
+            entry["configs"] = [entry["configs"]]
+        if isinstance(entry.get("set"), str):
+            entry["set"] = [entry["set"]]
+        seeds = entry.get("seeds")
+        if seeds is not None and not (isinstance(seeds, list) and all(isinstance(s, int) and s >= 0 for s in seeds)):
+            raise SystemExit(f"{what}: seeds must be a list of integers >= 0, got {seeds!r}.")
+    return entries
+
+
+def expand(entries, default_seeds, out, root=ROOT):
+    """`[Job]` of plan entries, in priority order: entry by entry, each seed-major. Each config is read once with
+    its overrides (`load_config`, checked), so a bad value stops the call before anything runs."""
+    from keras_okd.experiments.config import ConfigError, default_run_dir, load_config
+
+    jobs, seen = [], set()
+    for entry in entries:
+        paths = []
+        for pattern in entry["configs"]:
+            found = sorted(glob.glob(pattern)) or sorted(glob.glob(os.path.join(root, pattern)))
+            if not found:
+                raise SystemExit(f"tag {entry['tag']}: no config file matches {pattern!r}.")
+            paths += found
+        overrides = list(entry.get("set") or [])
+        tag = str(entry["tag"])
+        resolved = {}
+        for path in paths:
+            try:
+                resolved[path] = load_config(path, overrides)
+            except ConfigError as error:
+                raise SystemExit(f"tag {tag}: {error}") from None
+        for seed in entry.get("seeds") or default_seeds:
+            for path in paths:
+                run_dir = os.path.join(default_run_dir(resolved[path], os.path.join(out, tag)), f"seed_{seed}")
+                if run_dir in seen:
+                    raise SystemExit(f"tag {tag}: two jobs write {run_dir} (configs with the same experiment and "
+                                     "method in one tag): give them different tags.")
+                seen.add(run_dir)
+                config = resolved[path]
+                work = config["epochs"] * (config["dataset"].get("train_size") or 60_000)
+                jobs.append(Job(tag, path, overrides, seed, run_dir, f"{tag}/{os.path.basename(path)}", work))
+    return jobs
+
+
+# ---------------------------------------------------------------------------------------------------------- driver
+def worker_command(job, args):
+    command = [sys.executable, os.path.abspath(__file__), "--worker", job.config, "--seed", str(job.seed),
+               "--run-dir", job.run_dir, "--tag", job.tag]
+    for item in job.overrides:
+        command += ["--set", item]
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    if args.no_models:
+        command.append("--no-models")
+    return command
+
+
+def worker_env():
+    env = dict(os.environ)  # XLA_PYTHON_CLIENT_PREALLOCATE=false included (set at the top of this file)
+    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def move_aside(job, out, kind):
+    """Move an incomplete run directory to `<out>/<tag>/.<kind>/...` (reports skip dot-folders); returns where."""
+    if not os.path.isdir(job.run_dir):
+        return None
+    target = os.path.join(out, job.tag, f".{kind}", os.path.relpath(job.run_dir, os.path.join(out, job.tag)))
+    if os.path.exists(target):
+        shutil.rmtree(target)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.move(job.run_dir, target)
+    parent = os.path.dirname(job.run_dir)  # leave no empty <experiment>/<method> folders behind
+    while os.path.abspath(parent) != os.path.abspath(os.path.join(out, job.tag)) and not os.listdir(parent):
+        os.rmdir(parent)
+        parent = os.path.dirname(parent)
+    return target
+
+
+def estimate_for(job, estimates):
+    """Seconds a job is expected to take: the first finished job of its config and tag; else the slowest finished
+    job of its config file in another tag, scaled by the ratio of their epochs x training images (never below it);
+    else None (no job of that config finished yet). `estimates`: `{label: (seconds, work)}`."""
+    if job.label in estimates:
+        return estimates[job.label][0]
+    same_file = [seconds * max(1.0, job.work / work) for label, (seconds, work) in estimates.items()
+                 if label.split("/", 1)[1] == os.path.basename(job.config)]
+    return max(same_file) if same_file else None
+
+
+def drive(jobs, args, say=print):
+    """Run `jobs` in order, `args.parallel` at a time, within `args.time_budget` seconds; returns
+    `{"done": [...], "failed": [...], "skipped": [...], "stopped": [...], "reused": [...]}` of jobs."""
+    out = args.out
+    deadline = time.time() + args.time_budget
+    outcome = {k: [] for k in ("done", "failed", "skipped", "stopped", "reused")}
+    estimates, pending, running = {}, list(jobs), []
+    env = worker_env()
+    started_at = time.time()
+
+    def log(message):
+        say(f"[{time.time() - started_at:6.0f} s] {message}")
+
+    while pending or running:
+        for job in list(running):
+            code = job.process.poll()
+            if code is None:
+                continue
+            running.remove(job)
+            job.log.close()
+            seconds = time.time() - job.started
+            if code == 0 and os.path.exists(os.path.join(job.run_dir, "results.json")):
+                estimates.setdefault(job.label, (seconds, job.work))
+                results = json.load(open(os.path.join(job.run_dir, "results.json")))
+                accuracy = " ".join(f"{100 * a:.2f}" for a in results["net_accuracy"] if a is not None)
+                log(f"done    {job} in {seconds:.0f} s: nets {accuracy}, ensemble "
+                    f"{100 * (results['ensemble_accuracy'] or float('nan')):.2f} ({job.run_dir})")
+                outcome["done"].append(job)
+            else:
+                where = move_aside(job, out, "failed")
+                tail = open(job.log.name).read().strip().splitlines()[-3:] if where is None else \
+                    open(os.path.join(where, LOG)).read().strip().splitlines()[-3:]
+                log(f"FAILED  {job} (exit {code}) after {seconds:.0f} s; log in {where or job.log.name}: "
+                    + " | ".join(tail))
+                outcome["failed"].append(job)
+        if time.time() >= deadline and running:
+            for job in running:
+                job.process.terminate()
+            for job in running:
+                try:
+                    job.process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    job.process.kill()
+                    job.process.wait()
+                job.log.close()
+                where = move_aside(job, out, "stopped")
+                log(f"stopped {job}: the time budget ran out ({where})")
+                outcome["stopped"].append(job)
+            running = []
+        while pending and len(running) < args.parallel:
+            job = pending.pop(0)
+            if os.path.exists(os.path.join(job.run_dir, "results.json")):
+                log(f"reused  {job}: {job.run_dir} is complete")
+                outcome["reused"].append(job)
+                continue
+            need = estimate_for(job, estimates)
+            left = deadline - time.time()
+            if left <= 0 or (need is not None and need > left):
+                log(f"skipped {job}: {left:.0f} s left, it needs ~{need or 0:.0f} s")
+                outcome["skipped"].append(job)
+                continue
+            os.makedirs(job.run_dir, exist_ok=True)
+            job.log = open(os.path.join(job.run_dir, LOG), "w")
+            job.started = time.time()
+            job.process = subprocess.Popen(worker_command(job, args), stdout=job.log, stderr=subprocess.STDOUT,
+                                           env=env, cwd=os.getcwd())
+            running.append(job)
+            log(f"started {job} ({len(running)} running, {len(pending)} waiting)")
+        if pending or running:
+            time.sleep(0.5)
+    return outcome
+
+
+# ---------------------------------------------------------------------------------------------------------- summary
+def plain_table(run_dirs):
+    """Markdown table of complete runs (results.json) grouped by config: mean +- std over seeds (%)."""
+    from statistics import mean, stdev
+
+    groups = {}
+    for path in run_dirs:
+        results = json.load(open(os.path.join(path, "results.json")))
+        key = (results["experiment"], results["method"], os.path.dirname(path))
+        groups.setdefault(key, []).append(results)
+
+    def cell(values):
+        values = [100 * v for v in values if v is not None]
+        if not values:
+            return "–"
+        return f"{mean(values):.2f} ± {stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+    width = max(len(r[0]["net_accuracy"]) for r in groups.values())
+    lines = ["| experiment | method | seeds | " + " | ".join(f"Net {i + 1}" for i in range(width)) +
+             " | Ens | s/run |", "|---|---|---:|" + "---:|" * (width + 2)]
+    for (experiment, method, _), runs in sorted(groups.items()):
+        nets = [cell([r["net_accuracy"][i] for r in runs]) if i < len(runs[0]["net_accuracy"]) else "–"
+                for i in range(width)]
+        lines.append(f"| {experiment} | {method} | {len(runs)} | " + " | ".join(nets) +
+                     f" | {cell([r['ensemble_accuracy'] for r in runs])} | "
+                     f"{mean(r['session_seconds'] for r in runs):.0f} |")
+    return "\n".join(lines)
+
+
+def summarise(out, tag, say=print):
+    """Write `<out>/<tag>/summary.md`: make_report's table (and its `report/` folder), else a plain table."""
+    base = os.path.join(out, tag)
+    complete = sorted(os.path.dirname(p) for p in glob.glob(os.path.join(base, "*", "*", "seed_*", "results.json")))
+    if not complete:
+        return None
+    try:
+        from keras_okd.experiments.report import make_report
+
+        report = make_report([base], os.path.join(base, "report"))
+        table, source = report["table"], f"keras_okd.experiments.report.make_report ({report['markdown']})"
+    except Exception as error:  # e.g. matplotlib missing on the GPU machine: the numbers still get a table
+        table = plain_table(complete)
+        source = f"a plain table (make_report failed: {type(error).__name__}: {' '.join(str(error).split())[:200]})"
+    text = (f"# {tag}\n\n{len(complete)} complete runs under {base}; table from {source}.\n\n{table}\n")
+    with open(os.path.join(base, "summary.md"), "w") as f:
+        f.write(text)
+    say(f"\n{text}")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------------------- main
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
-    parser.add_argument("--out", default="runs/fashion_gpu")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", nargs="*", help="config files (globs allowed), e.g. configs/fashion_mnist/*.yaml")
+    parser.add_argument("--plan", help="YAML list of {configs, seeds, set, tag} entries, run in order")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--model", default="resnet20")
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--train-size", type=int, default=60000)
-    parser.add_argument("--parallel", type=int, default=4)
-    parser.add_argument("--time-budget", type=float, default=3600.0, help="seconds; no job starts that cannot finish")
-    parser.add_argument("--mixed-precision", action="store_true", help="mixed_bfloat16")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override a config value in every config (repeatable; values are YAML), as "
+                             "`keras-okd train --set`")
+    parser.add_argument("--tag", default="main", help="name of this variant: runs go to <out>/<tag>/")
+    parser.add_argument("--out", default="runs/fashion_gpu")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder of the IDX files (default: the config's data_dir, else Debian's folder or "
+                             "Keras's cache); not written into config.yaml")
+    parser.add_argument("--parallel", type=int, default=4, help="workers at a time (they share the device)")
+    parser.add_argument("--time-budget", type=float, default=3600.0,
+                        help="seconds for the whole call; no job starts that cannot finish in what is left")
+    parser.add_argument("--no-models", action="store_true", help="do not save the trained models (.keras files)")
+    parser.add_argument("--dry-run", action="store_true", help="check the configs and list the jobs; train nothing")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--method", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    return worker(args) if args.worker else driver(args)
+
+    if args.worker:
+        worker(args.configs[0], args.overrides, args.seed, args.run_dir, args.data_dir, not args.no_models,
+               args.tag)
+        return None
+    if args.parallel < 1 or args.time_budget <= 0:
+        parser.error(f"--parallel must be >= 1 and --time-budget > 0; got {args.parallel} and {args.time_budget}.")
+    if bool(args.plan) == bool(args.configs):
+        parser.error("give config files or --plan FILE (one of the two).")
+    entries = read_plan(args.plan) if args.plan else [
+        {"configs": args.configs, "seeds": args.seeds, "set": args.overrides, "tag": args.tag}]
+    import importlib.util
+
+    if importlib.util.find_spec("yaml") is None:
+        parser.error("reading the configs needs PyYAML, which is not installed here (pure Python: `pip download "
+                     "pyyaml` on a machine with a network, then `pip install --target DIR` it here and add DIR to "
+                     "PYTHONPATH).")
+    if not args.no_models and importlib.util.find_spec("h5py") is None:
+        parser.error("saving the models (.keras files) needs h5py, which is not installed here; pass --no-models "
+                     "(the results, histories and configs are still written).")
+    jobs = expand(entries, args.seeds, args.out)
+    if args.dry_run:
+        for job in jobs:
+            print(f"{job}: {' '.join(job.overrides) or 'as configured'} -> {job.run_dir}")
+        print(f"{len(jobs)} jobs")
+        return jobs
+    os.makedirs(args.out, exist_ok=True)
+    log_file = open(os.path.join(args.out, "driver.log"), "a")
+
+    def say(message):
+        print(message, flush=True)
+        log_file.write(message + "\n")
+        log_file.flush()
+
+    import keras
+
+    say(f"{len(jobs)} jobs, {len({j.tag for j in jobs})} tags, backend {keras.backend.backend()}, parallel "
+        f"{args.parallel}, budget {args.time_budget:.0f} s")
+    outcome = drive(jobs, args, say)
+    say("; ".join(f"{k} {len(v)}" for k, v in outcome.items()))
+    for tag in dict.fromkeys(j.tag for j in jobs):
+        summarise(args.out, tag, say)
+    return outcome
 
 
 if __name__ == "__main__":

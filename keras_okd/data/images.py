@@ -1,6 +1,7 @@
 """Shared pieces of the image-file loaders (TinyImageNet, image folders, ImageNet).
 
-* `DatasetNotFoundError`: raised when a dataset is not on disk; its message says what to download and where to put it.
+* `DatasetNotFoundError` (defined in `keras_okd.data.common`, which needs no TensorFlow): raised when a dataset is
+  not on disk; its message says what to download and where to put it.
 * `files_dataset`: image files and labels -> an unbatched `(uint8 image, int64 label)` dataset in the given, fixed
   order (so that `keras_okd.data.with_index` gives every sample the same index in every epoch).
 * `ImageTransform`: the per-batch transform of the training and test pipelines: scale uint8 pixels to [0, 1], optionally
@@ -15,22 +16,13 @@ import os
 import tensorflow as tf
 
 from keras_okd.data.augment import PadCropFlip
+from keras_okd.data.common import DatasetNotFoundError, augment_options, default_data_dir  # noqa: F401 - re-exported
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset is not available on this machine; the message says what to download and where to put it."""
-
-
-def default_data_dir():
-    """`$KERAS_HOME/datasets` (default `~/.keras/datasets`), where Keras keeps downloaded datasets."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return os.path.join(home, "datasets")
 
 
 def list_images(folder):
@@ -107,17 +99,6 @@ class ImageTransform:
         if self.mean is not None:
             x = (x - self.mean) / self.std
         return x
-
-
-def augment_options(augment, padding, where):
-    """`(padding, flip)` for an `augment` option: "standard" (pad-crop + flip), "crop", "flip" or None."""
-    options = {"standard": (padding, True), "crop": (padding, False), "flip": (0, True), None: (0, False)}
-    if augment not in options:
-        raise ValueError(
-            f"{where}: augment must be one of 'standard' (pad {padding}, random crop, horizontal flip), 'crop', "
-            f"'flip' or None; got {augment!r}."
-        )
-    return options[augment]
 
 
 def transformed(ds, transform):

@@ -35,6 +35,10 @@ of an experiment sees the same images. The rule (`stratified_subset`), in numpy,
 `train_size` that is a multiple of 10 takes `train_size / 10` of each. `train_size=None` (or 60,000) is the whole
 training set in file order. A sample's index (`keras_okd.data.with_index`) is its position in the subset.
 
+The arrays (`load_raw`, `arrays`, `fashion_mnist_arrays`, `mnist_arrays`, `stratified_subset`) need only numpy: this
+module imports TensorFlow only when a tf.data pipeline (`fashion_mnist`, `mnist`) is asked for, so the arrays load
+where TensorFlow is not installed (benchmarks/fashion_mnist_gpu.py feeds them to `fit` through a PyDataset).
+
 Example:
 
 ```python
@@ -47,10 +51,8 @@ import os
 
 import numpy as np
 
-from keras_okd.data.augment import PadCropFlip
+from keras_okd.data.common import DatasetNotFoundError, augment_options, default_data_dir
 from keras_okd.data.idx import IDXFormatError, read_images_and_labels
-from keras_okd.data.images import DatasetNotFoundError, augment_options, default_data_dir
-from keras_okd.data.indexing import pipeline
 
 NUM_CLASSES = 10
 INPUT_SHAPE = (28, 28, 1)
@@ -282,6 +284,24 @@ def _subset(raw, train_size, subset_seed):
     return (x[keep], y[keep]), test
 
 
+def augmentation(name, augment):
+    """`(padding, flip)` of an `augment` option of `name`: `"standard"` pads 2 pixels, crops a random 28x28 window
+    and flips Fashion-MNIST (not MNIST) left-right; `"crop"` only crops, `"flip"` only flips, None does neither.
+
+    Raises:
+        ValueError: an unknown option.
+
+    Example:
+
+    >>> augmentation("fashion_mnist", "standard"), augmentation("mnist", "standard")
+    ((2, True), (2, False))
+    """
+    padding, flip = augment_options(augment, PADDING, name)
+    if augment == "standard":
+        flip = _spec(name)["flip"]
+    return padding, flip
+
+
 def datasets(name, batch_size=128, data_dir=None, download=True, seed=None, augment="standard", shuffle=True,
              train_size=None, subset_seed=0):
     """Training and test pipelines of Fashion-MNIST or MNIST (the registry's `fashion_mnist` and `mnist`).
@@ -303,14 +323,15 @@ def datasets(name, batch_size=128, data_dir=None, download=True, seed=None, augm
         `(train_ds, test_ds, num_train_samples)`; training elements `({"inputs", "index"}, label)`, images float32
         in [0, 1] of shape (28, 28, 1), int32 labels.
     """
-    import tensorflow as tf
+    import tensorflow as tf  # only the pipelines need it: the arrays above load without TensorFlow
+
+    from keras_okd.data.augment import PadCropFlip
+    from keras_okd.data.indexing import pipeline
 
     if callable(augment):
         transform = augment
     else:
-        padding, flip = augment_options(augment, PADDING, name)
-        if augment == "standard":
-            flip = _spec(name)["flip"]
+        padding, flip = augmentation(name, augment)
         transform = PadCropFlip(padding, flip=flip, seed=seed) if padding or flip else None
     (x, y), (xt, yt) = arrays(name, data_dir, download, train_size, subset_seed)
     train = pipeline(tf.data.Dataset.from_tensor_slices((x, y)), batch_size, training=True, augment=transform,

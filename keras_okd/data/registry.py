@@ -14,21 +14,22 @@
 The functions registered here have annotated signatures: `keras_okd.experiments.config` checks a config's `dataset`
 section against them. The run's seed is passed as `seed` (shuffling and augmentation); data splits use their own
 fixed seeds, so every seed of an experiment is scored on the same test set.
+
+This module imports no TensorFlow: the loaders import their tf.data modules when called, so `names()`, `loader()`
+and the config checks that read the loaders' signatures work where only JAX or PyTorch is installed.
 """
 
-import tensorflow as tf
+import importlib
 
 from keras_okd.registry import Registry
 
-from keras_okd.data import folder as _folder
-from keras_okd.data import tiny_imagenet as _tiny
-from keras_okd.data.augment import PadCropFlip, cifar_augment
-from keras_okd.data.cifar import load_cifar
 from keras_okd.data.digits import digits_arrays
-from keras_okd.data.imagenet import NUM_CLASSES as _IMAGENET_CLASSES
-from keras_okd.data.imagenet import imagenet2012
-from keras_okd.data.indexing import pipeline
 from keras_okd.data.mnist_family import fashion_mnist, mnist
+
+
+def _module(name):
+    """`keras_okd.data.<name>`, imported on first use (the tf.data loaders import TensorFlow)."""
+    return importlib.import_module(f"keras_okd.data.{name}")
 
 
 def digits_dataset(
@@ -55,6 +56,11 @@ def digits_dataset(
     """
     if augment not in (None, "shift"):
         raise ValueError(f"digits: augment must be None or 'shift', got {augment!r}.")
+    import tensorflow as tf
+
+    from keras_okd.data.augment import PadCropFlip
+    from keras_okd.data.indexing import pipeline
+
     (x, y), (xv, yv) = digits_arrays(validation_size=validation_size, seed=split_seed)
     transform = PadCropFlip(1, flip=False, seed=seed) if augment == "shift" else None
     train = pipeline(tf.data.Dataset.from_tensor_slices((x, y)), batch_size, training=True, augment=transform,
@@ -67,6 +73,12 @@ def _cifar(name, batch_size, data_dir, download, seed, augment, shuffle):
     if not (augment in ("standard", None) or callable(augment)):
         raise ValueError(f"{name}: augment must be 'standard' (pad 4, random crop, flip), None, or a Keras layer / "
                          f"callable on image batches; got {augment!r}.")
+    import tensorflow as tf
+
+    from keras_okd.data.augment import cifar_augment
+    from keras_okd.data.cifar import load_cifar
+    from keras_okd.data.indexing import pipeline
+
     train = load_cifar(name, "train", data_dir, download)
     test = load_cifar(name, "test", data_dir, download)
     n = int(train.cardinality())
@@ -117,8 +129,8 @@ def imagenet2012_dataset(
     test_resize: str = "shorter_side",
 ):
     """ImageNet 2012 through tensorflow-datasets with a manual download directory (see `keras_okd.data.imagenet`)."""
-    return imagenet2012(data_dir, manual_dir, batch_size, seed, augment, shuffle, shuffle_buffer, image_size, resize,
-                        test_resize)
+    return _module("imagenet").imagenet2012(data_dir, manual_dir, batch_size, seed, augment, shuffle, shuffle_buffer,
+                                            image_size, resize, test_resize)
 
 
 def tinyimagenet_dataset(
@@ -130,7 +142,7 @@ def tinyimagenet_dataset(
     cache: bool = True,
 ):
     """TinyImageNet from the official archive's folders (see `keras_okd.data.tiny_imagenet`)."""
-    return _tiny.tinyimagenet(data_dir, batch_size, seed, augment, shuffle, cache)
+    return _module("tiny_imagenet").tinyimagenet(data_dir, batch_size, seed, augment, shuffle, cache)
 
 
 def folder_dataset(
@@ -149,8 +161,8 @@ def folder_dataset(
     cache: bool = True,
 ):
     """Any folder of class sub-folders (see `keras_okd.data.folder`)."""
-    return _folder.image_folder(data_dir, batch_size, image_size, channels, validation_split, split_seed, seed,
-                                augment, padding, mean, std, shuffle, cache)
+    return _module("folder").image_folder(data_dir, batch_size, image_size, channels, validation_split, split_seed,
+                                          seed, augment, padding, mean, std, shuffle, cache)
 
 
 _LOADERS = {
@@ -170,9 +182,9 @@ _CLASSES = {
     "cifar100": lambda **_: 100,
     "fashion_mnist": lambda **_: 10,
     "mnist": lambda **_: 10,
-    "imagenet2012": lambda **_: _IMAGENET_CLASSES,
-    "tinyimagenet": lambda data_dir=None, **_: len(_tiny.class_ids(data_dir)),
-    "folder": lambda data_dir, **_: _folder.num_classes(data_dir),
+    "imagenet2012": lambda **_: _module("imagenet").NUM_CLASSES,
+    "tinyimagenet": lambda data_dir=None, **_: len(_module("tiny_imagenet").class_ids(data_dir)),
+    "folder": lambda data_dir, **_: _module("folder").num_classes(data_dir),
 }
 
 

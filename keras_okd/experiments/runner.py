@@ -357,29 +357,45 @@ def _run_owned(config, run_dir, seed, callbacks, verbose):
     session_seconds = time.time() - start
 
     files = save_models(distiller, models, resolved["students"], run_dir)
-    history = checkpoint.rows
+    results = run_results(resolved, seed, checkpoint.rows, n, classes, checkpoint.seconds, session_seconds, files)
+    atomic_json(results_path, results)  # written last: it marks the run complete
+    shutil.rmtree(os.path.join(run_dir, BACKUP), ignore_errors=True)
+    return results
+
+
+def run_results(config, seed, history, num_train_samples, num_classes, seconds, session_seconds, files):
+    """The `results.json` of a finished run: what it is, where it ran, its last epoch's validation metrics (`final`)
+    and the deployed networks' and ensemble's accuracies read from them.
+
+    Args:
+        config: the run's resolved config.
+        seed: its seed.
+        history: its `history.csv` rows (`read_history`), one per epoch.
+        num_train_samples: training set size.
+        num_classes: number of classes.
+        seconds: training seconds over all sessions.
+        session_seconds: training seconds of this session.
+        files: what `save_models` returned (`models`, `ensemble`, `deploy`).
+    """
     final = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("val_")}
-    keys = metric_keys(final, num_peers(resolved), files["deploy"])
-    results = {
-        "experiment": resolved["experiment"],
-        "paper": resolved["paper"],
-        "method": resolved["method"]["name"],
+    keys = metric_keys(final, num_peers(config), files["deploy"])
+    return {
+        "experiment": config["experiment"],
+        "paper": config["paper"],
+        "method": config["method"]["name"],
         "seed": seed,
         "backend": keras.backend.backend(),
         "keras_version": keras.__version__,
         "epochs": len(history),
-        "num_train_samples": n,
-        "num_classes": classes,
-        "seconds": round(checkpoint.seconds, 1),
+        "num_train_samples": num_train_samples,
+        "num_classes": num_classes,
+        "seconds": round(seconds, 1),
         "session_seconds": round(session_seconds, 1),
         "net_accuracy": [final.get(k) for k in keys["accuracy"]],
         "ensemble_accuracy": final.get(keys["ensemble"]),
         "final": final,
         **files,
     }
-    atomic_json(results_path, results)  # written last: it marks the run complete
-    shutil.rmtree(os.path.join(run_dir, BACKUP), ignore_errors=True)
-    return results
 
 
 def check_for_backend(config):

@@ -43,7 +43,7 @@ from keras_okd.models._mobilenet_v2 import (
     mobilenet_v2_imagenet,
     mobilenet_v2_x0_5,
 )
-from keras_okd.models._simple_cnn import simple_cnn
+from keras_okd.models._simple_cnn import simple_cnn, simple_cnn_8, simple_cnn_16, simple_cnn_64
 from keras_okd.models._vgg import vgg, vgg13, vgg16
 from keras_okd.models._wide_resnet import wide_resnet, wrn_16_2, wrn_16_4, wrn_28_2, wrn_40_2
 from keras_okd.models.branches import (
@@ -88,6 +88,9 @@ __all__ = [
     "resnet56",
     "scale_trunk_gradients",
     "simple_cnn",
+    "simple_cnn_16",
+    "simple_cnn_64",
+    "simple_cnn_8",
     "trunk_gradient_scale",
     "vgg",
     "vgg13",

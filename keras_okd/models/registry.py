@@ -27,6 +27,7 @@ from keras_okd.models._mobilenet_v2 import (
     mobilenet_v2_parts,
     mobilenet_v2_x0_5,
 )
+from keras_okd.models import _simple_cnn
 from keras_okd.models._simple_cnn import simple_cnn, simple_cnn_parts
 from keras_okd.models._vgg import vgg13, vgg16, vgg_parts
 from keras_okd.models._wide_resnet import wide_resnet_parts, wrn_16_2, wrn_16_4, wrn_28_2, wrn_40_2
@@ -122,6 +123,12 @@ _REGISTRY = {
         _IMAGENET,
     ),
 }
+
+_REGISTRY.update({  # simple_cnn of other widths, by name (a config's students are zoo names)
+    f"simple_cnn_{w}": _Entry(getattr(_simple_cnn, f"simple_cnn_{w}"), functools.partial(simple_cnn_parts, width=w),
+                              (8, 8, 1))
+    for w in _simple_cnn.WIDTHS
+})
 
 _ZOO = Registry("model", _REGISTRY)
 

@@ -12,6 +12,9 @@ from test_zoo_counts import shapes_only  # tests/models is on sys.path (pytest r
 
 STAGES = {
     "simple_cnn": 2,
+    "simple_cnn_8": 2,
+    "simple_cnn_16": 2,
+    "simple_cnn_64": 2,
     "vgg13": 5,
     "vgg16": 5,
     "mobilenet_v2_x0_5": 4,

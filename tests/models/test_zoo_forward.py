@@ -84,7 +84,7 @@ def test_forward_batch_of_two(case):
 def test_names_and_builders_exposed():
     names = models.names()
     expected = {
-        "simple_cnn", "resnet20", "resnet32", "resnet56", "resnet110", "resnet110_bottleneck",
+        "simple_cnn", "simple_cnn_8", "simple_cnn_16", "simple_cnn_64", "resnet20", "resnet32", "resnet56", "resnet110", "resnet110_bottleneck",
         "wrn_16_2", "wrn_16_4", "wrn_28_2", "wrn_40_2", "bottleneck_resnet_2x2x2_w512",
         "vgg13", "vgg16", "mobilenet_v2_x0_5", "mobilenet_v2_imagenet", "densenet_bc_40_12",
         "resnet18", "resnet34", "resnet18_tiny", "resnet34_tiny",
