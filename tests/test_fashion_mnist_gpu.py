@@ -102,6 +102,7 @@ def test_bad_override_and_plan_stop_before_any_job(tmp_path):
     assert jobs[0].run_dir == str(tmp_path / "out" / "a" / "fashion_mnist_simple_cnn" / "dml" / "seed_0")
 
 
+@pytest.mark.heavy
 def test_driver_writes_runs_that_report_reads(tmp_path):
     data = synthetic_fashion_mnist(str(tmp_path / "data"))
     out = tmp_path / "out"

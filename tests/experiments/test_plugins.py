@@ -41,6 +41,7 @@ def _forget_example(monkeypatch):
     monkeypatch.delitem(sys.modules, "keras_okd_plugin_new_method", raising=False)
 
 
+@pytest.mark.heavy
 def test_the_example_plugin_trains_from_its_config_through_the_cli(tmp_path, monkeypatch, capsys):
     _forget_example(monkeypatch)
     run_dir = tmp_path / "run"
