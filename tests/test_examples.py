@@ -26,8 +26,9 @@ def test_example_runs(script, tmp_path):
         pytest.skip("Keras has no multi-device training on torch; the example says so")
     argv = ["--smoke"] + (["--out", str(tmp_path)] if "--out" in open(os.path.join(EXAMPLES, script)).read() else [])
     if script == "several_devices.py":  # devices are set before the backend starts: its own process, as a user runs it
+        env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}  # JAX: 2 CPU devices
         done = subprocess.run([sys.executable, os.path.join(EXAMPLES, script), *argv], capture_output=True, text=True,
-                              timeout=600)
+                              timeout=600, env=env)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
         assert "2 replicas" in done.stdout
         return

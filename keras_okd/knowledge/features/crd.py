@@ -168,9 +168,12 @@ class ContrastiveRepresentation(FeatureDistillation):
             )
         bound = 1.0 / math.sqrt(self.embedding_dim / 3.0)
         dtype = self.memory_dtype
+        # An int seed drawn now (numpy is seeded by keras.utils.set_random_seed): Keras may initialize the memory
+        # later, inside a traced function, where JAX refuses the global seed generator.
+        seed = self.seed if self.seed is not None else int(np.random.randint(0, 2**31 - 1))
 
         def initializer(shape, dtype=None):
-            return to_storage(keras.random.uniform(shape, -bound, bound, seed=self.seed), self.memory_dtype)
+            return to_storage(keras.random.uniform(shape, -bound, bound, seed=seed), self.memory_dtype)
 
         self.memory = self.add_weight(
             shape=(self.num_samples, self.num_peers, self.embedding_dim),
