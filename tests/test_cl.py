@@ -81,6 +81,7 @@ def _one_sgd_step(model, x, y, lr=0.1):
     return [to_numpy(v).copy() for v in model.trainable_weights]
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("per_branch_inputs", [False, True])
 def test_backprop_rescaling_divides_the_trunk_update_by_the_branch_count(per_branch_inputs):
     plain = branches(per_branch_inputs=per_branch_inputs)

@@ -84,6 +84,7 @@ def test_numpy_arrays_use_their_positions_as_indices():
         make_tsb().fit(np.concatenate([X, X, X])[:200], np.concatenate([Y, Y, Y])[:200], epochs=1, verbose=0)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("as_dataset", [False, True])
 def test_index_out_of_range_is_refused(as_dataset):
     d = make_tsb()
@@ -183,6 +184,7 @@ def test_train_step_writes_only_the_batch_rows():
     assert np.all(bank[others] == 0) and np.all(bank[index] > 0)
 
 
+@pytest.mark.heavy
 def test_evaluate_and_predict_change_no_state():
     d = make_tsb(warmup=1)
     d.fit(INDEXED, Y, epochs=1, batch_size=32, verbose=0)

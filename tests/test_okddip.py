@@ -72,6 +72,7 @@ def test_values_match_numpy_in_every_mode(mode, include_self):
     np.testing.assert_allclose(to_numpy(logits)[:, -1], z[:, :-1].mean(1), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.heavy
 def test_attention_mode_gradient_reaches_the_projections_only():
     z, h, wq, wk = sample()
     _, t, p = np_losses(z, h, wq, wk)
@@ -173,6 +174,7 @@ def test_okddip_trains_on_digits():
     assert np.abs(to_numpy(d.knowledge[0].query_kernel) - before).max() > 1e-6  # the attention learned
 
 
+@pytest.mark.heavy
 def test_okddip_deploys_the_leader_and_exports_it_plain(tmp_path):
     (x, y), _ = keras_okd.data.digits_arrays()
     d = keras_okd.methods.okddip(branches(), rampup_epochs=0)

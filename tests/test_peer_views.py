@@ -35,6 +35,7 @@ def test_shift_flip_equals_numpy_pad_crop_flip(dtype):
     np.testing.assert_array_equal(channels_first, want.transpose(0, 3, 1, 2))
 
 
+@pytest.mark.heavy
 def test_layer_applies_its_own_draws_exactly():
     images = np.random.default_rng(1).normal(size=(32, 8, 8, 3)).astype("float32")
     layer, twin = RandomShiftFlip(2, seed=7), RandomShiftFlip(2, seed=7)

@@ -54,6 +54,7 @@ def _digits_like(n=64, classes=10, seed=0):
     return {"inputs": x, "index": np.arange(n)}, y
 
 
+@pytest.mark.heavy
 def test_tsb_bank_dtype_halves_the_bank_and_trains():
     x, y = _digits_like()
     sizes = {}
@@ -98,6 +99,7 @@ def test_device_memory_reports_host_ram_on_this_machine():
 
 
 # ------------------------------------------------------------------ mixed precision
+@pytest.mark.heavy
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_tsb_trains_under_mixed_precision_with_a_float32_bank(policy):
     keras.config.set_dtype_policy(policy)
@@ -112,6 +114,7 @@ def test_tsb_trains_under_mixed_precision_with_a_float32_bank(policy):
     np.testing.assert_allclose(to_numpy(ta.corrected_bank()).sum(-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_dkel_trains_under_mixed_precision_with_a_float32_teacher(policy):
     keras.config.set_dtype_policy(policy)
@@ -126,6 +129,7 @@ def test_dkel_trains_under_mixed_precision_with_a_float32_teacher(policy):
     assert all(np.isfinite(to_numpy(w)).all() for w in teacher_weights)
 
 
+@pytest.mark.heavy
 def test_teacher_ema_is_computed_in_float32_under_mixed_bfloat16():
     keras.config.set_dtype_policy("mixed_bfloat16")
     network = keras_okd.models.multi_branch("simple_cnn", 2, input_shape=(8, 8, 1), width=4)

@@ -45,6 +45,7 @@ def test_each_row_changes_only_its_named_component(dataset):
             assert config["method"]["params"][key] is (key in switched)
 
 
+@pytest.mark.heavy
 def test_rows_build_the_ablation_they_name():
     rows = {suffix: describe(row("cifar100", suffix)) for suffix in ROWS}
     base = rows["baseline"]

@@ -128,6 +128,7 @@ def test_rerun_skips_a_finished_run_and_refuses_another_config(straight, capsys)
     assert "different config" in err and "epochs" in err
 
 
+@pytest.mark.heavy
 def test_evaluate_rescores_the_saved_models(straight, capsys):
     assert cli.main(["evaluate", str(straight["dir"])]) == 0
     assert "student_0" in capsys.readouterr().out

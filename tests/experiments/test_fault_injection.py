@@ -106,7 +106,7 @@ def _chain(run_dir, log, kills):
     return made
 
 
-@pytest.mark.heavy
+@pytest.mark.heavy("torch")  # subprocesses start fastest on torch (no compilation)
 def test_killed_anywhere_a_rerun_ends_as_the_uninterrupted_run(reference, tmp_path):
     run_dir, log = tmp_path / "run", tmp_path / "events.log"
     if os.environ.get("KERAS_OKD_FAULTS") == "all":

@@ -313,6 +313,7 @@ def _stop_before_training(monkeypatch):
     ("students=[vgg16,vgg16]", "students: ['vgg16', 'vgg16'] cannot be built for the 8x8x1 images of dataset "
                                "'digits'"),
 ])
+@pytest.mark.heavy
 def test_values_found_wrong_with_the_data_are_config_errors_before_anything_is_written(
         tmp_path, capsys, monkeypatch, override, message):
     _stop_before_training(monkeypatch)

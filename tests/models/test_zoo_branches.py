@@ -155,6 +155,7 @@ def test_gate_head():
     assert clone.num_branches == 3
 
 
+@pytest.mark.heavy
 def test_heads_on_a_student_save_and_load(tmp_path):
     student = models.multi_branch("simple_cnn", num_branches=2, num_classes=4, width=4)
     out = student.output
