@@ -339,3 +339,14 @@ class PeerCollapse(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def for_fit(distiller, callbacks, monitor_collapse=True):
+    """`callbacks` plus what `OnlineDistiller.fit` adds: the distiller's schedules (unless a `KnowledgeSchedule` is
+    given) and a `PeerCollapse` monitor (unless one is given or `monitor_collapse` is False)."""
+    callbacks = list(callbacks or [])
+    if distiller.schedules and not any(isinstance(c, KnowledgeSchedule) for c in callbacks):
+        callbacks.append(KnowledgeSchedule(distiller.schedules))
+    if monitor_collapse and not any(isinstance(c, PeerCollapse) for c in callbacks):
+        callbacks.append(PeerCollapse())
+    return callbacks

@@ -24,9 +24,9 @@ from keras_okd.inputs import (DataCheck, clear_input_errors, first_batches, is_d
                               missing_index_message, split_inputs)
 from keras_okd.knowledge.base import check_parts
 from keras_okd.logs import PeerLogs
-from keras_okd.losses import ensemble_probabilities, peer_cross_entropy
+from keras_okd.losses import coupled_weight_decay, ensemble_probabilities, peer_cross_entropy
 from keras_okd.peers import Peers
-from keras_okd.teacher import MeanTeacher
+from keras_okd.teacher import MeanTeacher, check_teacher_arguments
 
 
 @keras.saving.register_keras_serializable(package="keras_okd")
@@ -103,22 +103,10 @@ class OnlineDistiller(keras.Model):
         kwargs["dtype"] = "float32"
         super().__init__(name=name, **kwargs)
         peers = Peers(students, views)
-        knowledge = check_parts(knowledge)
         schedules = okd_callbacks.deserialize_schedules(schedules)
-        unknown = sorted(set(schedules) - {part.name for part in knowledge})
-        if unknown:
-            raise ValueError(f"schedules name parts {unknown} that are not among the knowledge parts "
-                             f"{[part.name for part in knowledge]}.")
-        needing_teacher = [part.name for part in knowledge if part.needs_teacher]
-        if needing_teacher and teacher_eta is None:
-            raise ValueError(f"Knowledge parts {needing_teacher} read the mean teacher: pass teacher_eta (e.g. 0.001).")
-        if deploy not in ("students", "teacher") or (deploy == "teacher" and teacher_eta is None):
-            raise ValueError(f"deploy must be 'students', or 'teacher' with a teacher_eta; got {deploy!r}.")
-        if deploy_peer is not None and not (isinstance(deploy_peer, int) and 0 <= deploy_peer < peers.num_peers):
-            raise ValueError(f"deploy_peer must be None or a peer index in [0, {peers.num_peers}), got {deploy_peer!r}.")
-        if int(teacher_init_steps) < 0 or not float(teacher_init_learning_rate) > 0:
-            raise ValueError(f"teacher_init_steps must be >= 0 and teacher_init_learning_rate > 0; got "
-                             f"{teacher_init_steps} and {teacher_init_learning_rate}.")
+        knowledge = check_parts(knowledge, schedules, has_teacher=teacher_eta is not None)
+        check_teacher_arguments(teacher_eta, teacher_init_steps, teacher_init_learning_rate, deploy)
+        peers.check_deploy_peer(deploy_peer)
         if not float(ce_weight) >= 0:
             raise ValueError(f"ce_weight must be >= 0, got {ce_weight}.")
 
@@ -169,11 +157,10 @@ class OnlineDistiller(keras.Model):
     def call(self, inputs, training=None):
         """Run every peer on its view, and the teacher (after its owed EMA update, in training).
 
-        Returns a dict: `"probabilities"` `(B, C)`, the deployed ensemble (mean of the students' probabilities, or
-        outside training of the teacher's with `deploy="teacher"`); `"peer_logits"` `(B, M, C)`; `"peer_features"`
-        (tapped layers per peer, when parts read any); `"inputs"` (each peer's view, when a part reads them); with a teacher `"teacher_logits"` (no gradient); with a
-        multi-branch student `"features"` and `"shared_features"`. `predict` returns the probabilities alone.
-        """
+        Returns a dict: `"probabilities"` `(B, C)` of the deployed networks; `"peer_logits"` `(B, M, C)`;
+        `"peer_features"` (tapped layers per peer, when parts read any); `"inputs"` (each peer's view, when a part
+        reads them); `"teacher_logits"` (no gradient) with a teacher; `"features"` and `"shared_features"` with a
+        multi-branch student. `predict` returns the probabilities alone."""
         images, _ = split_inputs(inputs)
         views = self.peers.views_of(images, training)
         out = {}
@@ -211,10 +198,7 @@ class OnlineDistiller(keras.Model):
 
         # Losses the students' layers added (kernel regularisers, add_loss), as Keras's own compute_loss does.
         total = sum((ops.cast(loss, "float32") for loss in self.losses), ops.zeros((), "float32"))
-        decay = getattr(self, "coupled_weight_decay", 0.0)
-        if decay:
-            squares = [ops.sum(ops.square(ops.cast(v, "float32"))) for v in self.trainable_variables]
-            total = total + 0.5 * decay * ops.sum(ops.stack(squares))
+        total = total + coupled_weight_decay(self.trainable_variables, getattr(self, "coupled_weight_decay", 0.0))
         ce = peer_cross_entropy(labels, peer_logits, sample_weight)
         total = total + self.ce_weight * ops.sum(ce)
         pending = []
@@ -311,27 +295,13 @@ class OnlineDistiller(keras.Model):
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, callbacks=None, validation_data=None,
             monitor_collapse=True, **kwargs):
-        """`keras.Model.fit` with input checks, the method's schedules, a collapse monitor and the non-finite guard.
-
-        Before any step runs: data is checked (`keras_okd.inputs`): numpy arrays whole, tf.data datasets batch by
-        batch in the pipeline; numpy arrays without indices get their positions when a part needs indices. When
-        `callbacks` holds no `KnowledgeSchedule`, the distiller's own schedules are added; when it holds no
-        `keras_okd.callbacks.PeerCollapse` and `monitor_collapse` is True, one is added, which warns once per peer
-        whose predictions collapse to constant or uniform output. A non-finite loss raises `FloatingPointError` after
-        its step changed nothing, unless `keras.callbacks.TerminateOnNaN` is among the callbacks.
-
-        Args:
-            monitor_collapse: add the default `PeerCollapse` monitor (False: none).
-            (the others as `keras.Model.fit`)
-        """
+        """`keras.Model.fit` with input checks (`keras_okd.inputs`: numpy arrays whole, tf.data batch by batch; numpy
+        arrays without indices get their positions), the method's schedules and a `PeerCollapse` monitor
+        (`keras_okd.callbacks.for_fit`; `monitor_collapse=False`: no monitor). A non-finite loss raises
+        `FloatingPointError` after its step changed nothing, unless `keras.callbacks.TerminateOnNaN` is given."""
         if any(part.needs_index for part in self.knowledge):
             safety.check_state_size(self, kwargs.get("verbose", "auto"))
-        callbacks = list(callbacks or [])
-        if self.schedules and not any(isinstance(c, okd_callbacks.KnowledgeSchedule) for c in callbacks):
-            callbacks.append(okd_callbacks.KnowledgeSchedule(self.schedules))
-        monitor = getattr(okd_callbacks, "PeerCollapse", None)
-        if monitor_collapse and monitor is not None and not any(isinstance(c, monitor) for c in callbacks):
-            callbacks.append(monitor())
+        callbacks = okd_callbacks.for_fit(self, callbacks, monitor_collapse)
         raise_on_nonfinite = not any(isinstance(c, keras.callbacks.TerminateOnNaN) for c in callbacks)
         callbacks.append(safety.Guard(raise_on_nonfinite))
         if is_dataset(x):
@@ -371,7 +341,7 @@ class OnlineDistiller(keras.Model):
         self.sync_teacher()
         return super().predict_on_batch(x)["probabilities"]
 
-    # ------------------------------------------------------------------ export
+    # ------------------------------------------------------------------ export: plain Keras models sharing the weights
     def _networks(self, teacher):
         use_teacher = self.deploy == "teacher" if teacher is None else bool(teacher)
         if use_teacher and not self.teacher:
@@ -380,34 +350,19 @@ class OnlineDistiller(keras.Model):
         return self.teachers if use_teacher else self.students
 
     def peer_model(self, index, teacher=None):
-        """Peer `index` as a standalone `keras.Model` (inputs -> logits) of plain Keras layers, sharing the trained
-        weights: student `index`, or for a multi-branch student trunk + branch `index`.
-
-        Args:
-            index: peer index.
-            teacher: take it from the mean teacher; defaults to `deploy == "teacher"`.
-        """
+        """Peer `index` as a plain `keras.Model` (inputs -> logits): student `index`, or trunk + branch `index`;
+        `teacher=True` takes it from the mean teacher (default: `deploy == "teacher"`)."""
         return self.peers.peer_model(self._networks(teacher), index)
 
     def ensemble_model(self, name="ensemble", teacher=None):
-        """A standalone `keras.Model` (plain Keras layers only) mapping inputs to the peers' mean probabilities.
-
-        It shares the trained weights; `.save()` writes a `.keras` file that loads without keras_okd.
-
-        Args:
-            name: model name.
-            teacher: use the teacher's peers; defaults to `deploy == "teacher"`.
-        """
+        """A plain `keras.Model` (inputs -> the peers' mean probabilities) whose `.save()` loads without keras_okd;
+        `teacher=True` uses the teacher's peers (default: `deploy == "teacher"`)."""
         return self.peers.ensemble_model(self._networks(teacher), name)
 
     def deployed_model(self, name="deployed"):
-        """What `predict` computes, as a standalone `keras.Model` of plain Keras layers (inputs -> probabilities):
-        the ensemble of the deployed networks, or with `deploy_peer=k` peer k followed by a softmax."""
-        if self.deploy_peer is None:
-            return self.ensemble_model(name=name)
-        peer = self.peer_model(self.deploy_peer)
-        inputs = keras.Input(shape=tuple(peer.inputs[0].shape[1:]), name=f"{name}_input")
-        return keras.Model(inputs, keras.layers.Softmax(dtype="float32")(peer(inputs)), name=name)
+        """What `predict` computes, as a plain `keras.Model` (inputs -> probabilities): the deployed networks'
+        ensemble, or with `deploy_peer=k` peer k followed by a softmax."""
+        return self.peers.deployed_model(self._networks(None), self.deploy_peer, name)
 
     # ------------------------------------------------------------------ serialisation
     def get_config(self):

@@ -111,3 +111,11 @@ def _batch_mean(per_sample, sample_weight):
         w = ops.reshape(ops.cast(sample_weight, "float32"), (-1,) + (1,) * (len(per_sample.shape) - 1))
         per_sample = per_sample * w
     return ops.mean(per_sample, axis=0)
+
+
+def coupled_weight_decay(variables, decay):
+    """`0.5 * decay * sum ||w||^2` over `variables` (float32): its gradient `decay * w` joins the loss's gradient
+    before momentum, as `torch.optim.SGD(weight_decay=decay)` applies it; 0 when `decay` is 0."""
+    if not decay:
+        return ops.zeros((), "float32")
+    return 0.5 * decay * ops.sum(ops.stack([ops.sum(ops.square(ops.cast(v, "float32"))) for v in variables]))

@@ -190,6 +190,11 @@ class Peers:
             extra["peer_features"] = peer_features
         return ops.stack([ops.cast(z, "float32") for z in logits], axis=1), extra
 
+    def check_deploy_peer(self, deploy_peer):
+        """Refuse a `deploy_peer` that is neither None nor a peer index."""
+        if deploy_peer is not None and not (isinstance(deploy_peer, int) and 0 <= deploy_peer < self.num_peers):
+            raise ValueError(f"deploy_peer must be None or a peer index in [0, {self.num_peers}), got {deploy_peer!r}.")
+
     def check_inputs(self, x):
         """Refuse arrays of another shape than the students take, before any compiled call: TensorFlow retraces a
         step with relaxed (None) shapes, which the in-step check cannot see."""
@@ -218,6 +223,14 @@ class Peers:
         if self.multi_branch:
             return extract_branch(networks[0], index, name=f"{networks[0].name}_branch{index}")
         return networks[index]
+
+    def deployed_model(self, networks, deploy_peer=None, name="deployed"):
+        """The ensemble of `networks`, or with `deploy_peer=k` peer k followed by a softmax (plain Keras)."""
+        if deploy_peer is None:
+            return self.ensemble_model(networks, name)
+        peer = self.peer_model(networks, deploy_peer)
+        inputs = keras.Input(shape=tuple(peer.inputs[0].shape[1:]), name=f"{name}_input")
+        return keras.Model(inputs, keras.layers.Softmax(dtype="float32")(peer(inputs)), name=name)
 
     def ensemble_model(self, networks, name="ensemble"):
         """A standalone `keras.Model` (plain Keras layers only) mapping inputs to the mean of the peers' softmax."""

@@ -23,6 +23,15 @@ from keras import ops
 from keras_okd import backend
 
 
+def check_teacher_arguments(teacher_eta, init_steps, init_learning_rate, deploy):
+    """Refuse a deployed teacher without a `teacher_eta`, and a decoupled initialisation of negative length or rate."""
+    if deploy not in ("students", "teacher") or (deploy == "teacher" and teacher_eta is None):
+        raise ValueError(f"deploy must be 'students', or 'teacher' with a teacher_eta; got {deploy!r}.")
+    if int(init_steps) < 0 or not float(init_learning_rate) > 0:
+        raise ValueError(f"teacher_init_steps must be >= 0 and teacher_init_learning_rate > 0; got "
+                         f"{init_steps} and {init_learning_rate}.")
+
+
 @keras.saving.register_keras_serializable(package="keras_okd")
 class MeanTeacher(keras.layers.Layer):
     """An EMA copy of `networks`, frozen (never trained by the optimizer).

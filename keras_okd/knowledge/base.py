@@ -182,8 +182,9 @@ class KnowledgePart(keras.layers.Layer):
         return config
 
 
-def check_parts(parts):
-    """`parts` as a list, refusing anything but `KnowledgePart`s and repeated names (names name the logs)."""
+def check_parts(parts, schedules=(), has_teacher=True):
+    """`parts` as a list, refusing anything but `KnowledgePart`s, repeated names (names name the logs), schedules of
+    parts that are not there, and parts that read a mean teacher the distiller does not keep."""
     parts = list(parts or ())
     for part in parts:
         if not isinstance(part, KnowledgePart):
@@ -191,6 +192,12 @@ def check_parts(parts):
     names = [part.name for part in parts]
     if len(set(names)) != len(names):
         raise ValueError(f"Knowledge part names must be distinct (they name the logs); got {names}.")
+    unknown = sorted(set(schedules) - set(names))
+    if unknown:
+        raise ValueError(f"schedules name parts {unknown} that are not among the knowledge parts {names}.")
+    needing_teacher = [part.name for part in parts if part.needs_teacher]
+    if needing_teacher and not has_teacher:
+        raise ValueError(f"Knowledge parts {needing_teacher} read the mean teacher: pass teacher_eta (e.g. 0.001).")
     return parts
 
 
