@@ -12,7 +12,8 @@ Everything is written here from the papers and the recipe, not from keras-okd's 
   no bias) - BN - ReLU - maxpool2 - flatten - linear(10). BN momentum 0.1 (Keras 0.9), epsilon 1e-5 (the zoo's).
   --init torch keeps PyTorch's default initialisers; --init keras uses Keras's (Glorot-uniform kernels, zero biases).
 - Optimiser: SGD momentum 0.9, PyTorch's own (coupled) weight decay 5e-4 on every parameter, batch 128 (last batch
-  partial), cosine decay of the learning rate to 0, per step (--lr-step step) or per epoch (--lr-step epoch).
+  partial), cosine decay of the learning rate to 0, per step (--lr-step step) or per epoch (--lr-step epoch), or
+  with --milestones the step schedule of configs/fashion_mnist (x0.1 from each milestone epoch).
 - Losses (per student i, summed over students; KD = tau^2 KL(target || softmax(z_i / tau)), batch mean, targets
   detached):
   independent: CE_i.
@@ -194,7 +195,10 @@ def run(seed, args, data):
             index = order[b * args.batch_size:(b + 1) * args.batch_size]
             when = step if args.lr_step == "step" else epoch * steps_per_epoch
             for group in optimizer.param_groups:
-                group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * min(when, total) / total))
+                if args.milestones is not None:  # configs/fashion_mnist's step schedule: x0.1 from each milestone epoch
+                    group["lr"] = args.lr * 0.1 ** sum(epoch >= m for m in args.milestones)
+                else:
+                    group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * min(when, total) / total))
             xb = augment(x[index], generator, flip=not args.no_flip) if args.augment else x[index]
             yb = y[index]
             logits = [model(xb) for model in models]
@@ -231,6 +235,9 @@ def main():
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--init", default="torch", choices=["torch", "keras"])
     parser.add_argument("--lr-step", default="step", choices=["step", "epoch"])
+    parser.add_argument("--milestones", type=int, nargs="+", default=None,
+                        help="step schedule instead of cosine: x0.1 from each of these epochs (0-based), e.g. 10 13 as "
+                             "configs/fashion_mnist")
     parser.add_argument("--no-augment", dest="augment", action="store_false")
     parser.add_argument("--no-flip", action="store_true")
     parser.add_argument("--warmup", type=int, default=2)
@@ -261,7 +268,7 @@ def main():
               f"{result['ensemble']}, {result['seconds']} s", flush=True)
     mean = float(np.mean([np.mean(r["students"]) for r in results]))
     summary = {"implementation": "torch", "method": args.method, "lr": args.lr, "epochs": args.epochs,
-               "train_size": args.train_size, "init": args.init, "lr_step": args.lr_step, "augment": args.augment,
+               "train_size": args.train_size, "init": args.init, "lr_step": args.lr_step, "milestones": args.milestones, "augment": args.augment,
                "width": args.width, "runs": results, "mean_student": round(mean, 2),
                "params_per_student": sum(p.numel() for p in SimpleCNN(args.width).parameters())}
     print(json.dumps(summary))
