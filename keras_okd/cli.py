@@ -503,8 +503,9 @@ def _markdown(table, columns):
 
 def _conclusion(args, run_dir):
     """What one demo run can say, without numbers (the measured ones are in the README, with their commands)."""
+    shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "fashion_mnist")
     configs = [m for m in dict.fromkeys(("independent", "dml", "tsb", args.method))
-               if os.path.isfile(os.path.join("configs", "fashion_mnist", f"{m}.yaml"))]
+               if m in ("independent", "dml", "tsb") or os.path.isfile(os.path.join(shipped, f"{m}.yaml"))]
     benchmark = [f"  keras-okd train --config configs/fashion_mnist/{m}.yaml" for m in configs]
     benchmark.append("  keras-okd report runs/fashion_mnist_simple_cnn")
     if args.dataset == "digits":
@@ -521,8 +522,8 @@ def _conclusion(args, run_dir):
             f"  {_demo_command(args, dataset='fashion_mnist', train_size=None, data_dir=None, seed=None, run_dir=None)}"
             "   # this demo on Fashion-MNIST",
             "",
-            "and the benchmark, every seed of each config, then the table with the paired difference to independent "
-            "training and its 95% interval:",
+            "and the benchmark (from a checkout of keras-okd: configs/), every seed of each config, then the table "
+            "with the paired difference to independent training and its 95% interval:",
             "",
             *benchmark,
         ])
@@ -537,7 +538,8 @@ def _conclusion(args, run_dir):
         f"  keras-okd report {shlex.quote(run_dir)} {shlex.quote(seeds)}",
     ]
     if args.dataset == "fashion_mnist":
-        lines += ["", "or the benchmark (the README holds its table):", "", *benchmark]
+        lines += ["", "or the benchmark (from a checkout of keras-okd: configs/; the README holds its table):", "",
+                  *benchmark]
     return "\n".join(lines)
 
 
