@@ -4,13 +4,20 @@
 (scikit-learn's 1,797 real 8x8 digits, no download), next to the same two students trained independently, with
 Keras progress bars. `--method NAME` picks any registered method (`keras-okd methods` lists them; `--import FILE`
 adds a plugin's); a method that trains one multi-branch student (ONE, PCL, DKEL, ...) gets `--students` branches of
-`--model`. It prints a table of validation accuracies and writes, into the run directory it names:
+`--model`. `--dataset NAME` picks any registered dataset (`keras_okd.data.names()`): `fashion_mnist` and `mnist`
+train on a stratified subset of 5,000 images unless `--train-size N` says otherwise (`--data-dir DIR`: where their
+files are). Each arm is trained by the experiment runner (`keras_okd.experiments.run_experiment`) into its own run
+directory, so the demo's run directory (default `runs/<method>-<dataset>-<time>`) holds
 
-    student_0.keras, student_1.keras   the students, plain Keras models (multi-branch: student.keras, branch_{i}.keras,
-                                       and teacher_{i}.keras for methods that deploy their mean teacher)
-    ensemble.keras                     their probability-averaging ensemble, plain Keras
-    history.csv, baseline_history.csv  per-epoch logs of both runs (keras.callbacks.CSVLogger)
-    results.json, results.md           the table
+    <method>/, independent/            two ordinary run directories (config.yaml, history.csv, results.json, the
+                                       students and their ensemble as plain .keras files, tensorboard/): rerunning
+                                       the command with --run-dir resumes an interrupted arm, `keras-okd evaluate
+                                       RUN_DIR` re-scores them, `keras-okd report RUN_DIR` puts both in the papers' table
+    results.json, results.md           the demo's table (student_i / ensemble x independent / method)
+
+After the table it says what one run can show: on the digits, that they are saturated and one seed shows no gain or
+loss, with the commands of the Fashion-MNIST comparison; elsewhere, that one seed is one sample, with the commands
+that train and report more seeds.
 
 Experiments from YAML configs (schema: `keras_okd.experiments.config`; the papers' recipes are in `configs/`):
 
@@ -35,6 +42,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import sys
 import time
 
@@ -421,6 +429,10 @@ def train_demo(args):
     `keras-okd report` read them), the table of both and what one seed can and cannot say."""
     import keras
 
+    from keras_okd.data import DatasetNotFoundError
+    from keras_okd.experiments import ConfigError
+    from keras_okd.experiments.runner import CONFIG
+
     with_baseline = not args.no_baseline and args.method != "independent"
     arms = {args.method: _demo_config(args.method, args)}  # checked before anything is written
     if with_baseline:
@@ -429,11 +441,18 @@ def train_demo(args):
     run_dir = args.run_dir or os.path.join("runs", f"{args.method}-{args.dataset}-{stamp}")
     # Resuming needs the directory's name: the default one changes every run.
     rerun = "rerun the same command" if args.run_dir else f"rerun `{_demo_command(args, run_dir=run_dir)}`"
+    created = not os.path.exists(run_dir)
     results = {}
     for name, config in arms.items():
         arm_dir = os.path.join(run_dir, name)
         finished = [os.path.join(run_dir, n) for n in results]
-        result = _train_run(config, arm_dir, args.seed, args.verbose, finished, rerun)
+        try:
+            result = _train_run(config, arm_dir, args.seed, args.verbose, finished, rerun)
+        except (ConfigError, DatasetNotFoundError):
+            # Found before training (a dataset not on disk, an option its loader refuses): leave no empty run behind.
+            if created and not results and not os.path.exists(os.path.join(arm_dir, CONFIG)):
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         if result is None:
             return 1
         results[name] = result
