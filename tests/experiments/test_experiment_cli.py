@@ -136,3 +136,18 @@ def test_the_demo_writes_runner_runs_that_evaluate_and_report_read(tmp_path, cap
     assert cli.main(["report", str(run_dir)]) == 0
     report = capsys.readouterr().out
     assert "| independent |" in report and "n=1, no interval" in report
+
+
+def test_ctrl_c_in_the_demo_names_the_command_that_resumes_it(tmp_path, capsys, monkeypatch):
+    import keras_okd.experiments
+
+    def interrupted(config, run_dir, seed, verbose=1):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(keras_okd.experiments, "run_experiment", interrupted)
+    assert cli.main(["train", "--method", "dml", "--epochs", "3", "--verbose", "0"]) == 130
+    err = capsys.readouterr().err
+    # the default directory has the time in its name: the command to resume names it
+    assert "rerun `keras-okd train --method dml --epochs 3 --run-dir runs/dml-digits-" in err
+    assert "` to resume it from there" in err and "Traceback" not in err
