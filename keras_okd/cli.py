@@ -11,8 +11,9 @@ directory, so the demo's run directory (default `runs/<method>-<dataset>-<time>`
 
     <method>/, independent/            two ordinary run directories (config.yaml, history.csv, results.json, the
                                        students and their ensemble as plain .keras files, tensorboard/): rerunning
-                                       the command with --run-dir resumes an interrupted arm, `keras-okd evaluate
-                                       RUN_DIR` re-scores them, `keras-okd report RUN_DIR` puts both in the papers' table
+                                       the command with --run-dir resumes an interrupted arm, `keras-okd
+                                       evaluate RUN_DIR` re-scores them, `keras-okd report RUN_DIR` puts both
+                                       in the papers' table
     results.json, results.md           the demo's table (student_i / ensemble x independent / method)
 
 After the table it says what one run can show: on the digits, that they are saturated and one seed shows no gain or
@@ -44,7 +45,6 @@ import re
 import shlex
 import shutil
 import sys
-import time
 
 # Options of the digits demo only, with their defaults (warmup_epochs None: 5 for methods that take warmup_epochs).
 _DEMO_DEFAULTS = {"method": "tsb", "dataset": "digits", "train_size": None, "data_dir": None, "students": 2,
@@ -62,8 +62,8 @@ def _parser():
 
     parser = argparse.ArgumentParser(prog="keras-okd", description="Online knowledge distillation for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train students together (default: the TSB demo on the bundled digits; --config: "
-                                         "a YAML experiment)")
+    train = sub.add_parser("train", help="train students together (default: the TSB demo on the bundled digits; "
+                                         "--config: a YAML experiment)")
     train.add_argument("--config", default=None, metavar="FILE",
                        help="YAML experiment config (see configs/); without it, the quick demo runs (default: on the "
                             "bundled digits)")
@@ -96,8 +96,9 @@ def _parser():
     train.add_argument("--seed", type=int, default=None,
                        help="random seed (demo default: 0; with --config: train only this seed)")
     train.add_argument("--run-dir", default=None,
-                       help="output directory (demo default: runs/<method>-<dataset>-<time>, one run directory per arm; with --config default: "
-                            "runs/<experiment>/<method>, one seed_<s> sub-directory per seed)")
+                       help="output directory (demo default: runs/<method>-<dataset>-<time>, one run directory per "
+                            "arm; with --config default: runs/<experiment>/<method>, one seed_<s> sub-directory per "
+                            "seed)")
     train.add_argument("--no-baseline", action="store_true", help="demo: skip the independently trained baseline")
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras fit verbosity")
     evaluate = sub.add_parser("evaluate", help="re-score the saved students and ensemble of runs on the test split")
@@ -132,8 +133,8 @@ def main(argv=None):
             return _guarded(train_demo, args)
         changed = [_flag(name) for name, default in _DEMO_DEFAULTS.items() if getattr(args, name) != default]
         if changed:
-            parser.error(f"{', '.join(changed)} only apply to the demo (train without --config); with --config use --set "
-                         "(e.g. --set epochs=5 --set method.params.beta=0.5; plugins: the config's `imports:`).")
+            parser.error(f"{', '.join(changed)} only apply to the demo (train without --config); with --config use "
+                         "--set (e.g. --set epochs=5 --set method.params.beta=0.5; plugins: the config's `imports:`).")
         return _guarded(train_config, args)
     if args.command == "evaluate":
         return _guarded(evaluate_runs, args)
@@ -549,7 +550,7 @@ def _conclusion(args, run_dir):
     seeds = f"{run_dir.rstrip(os.sep)}-seeds"
     lines = [
         "What this run can and cannot show: one seed is one sample. The difference between the columns above mixes "
-        "the method's effect with seed-to-seed noise of the same size; only several seeds, paired, can separate "
+        "the method's effect with seed-to-seed noise; only several seeds, paired, can separate "
         "them. Train more seeds of this demo into one folder and report them together (the paired difference to "
         "independent training with its 95% interval):",
         "",
@@ -557,7 +558,7 @@ def _conclusion(args, run_dir):
         f"  keras-okd report {shlex.quote(run_dir)} {shlex.quote(seeds)}",
     ]
     if args.dataset == "fashion_mnist":
-        lines += ["", "or the benchmark (from a checkout of keras-okd: configs/; the README holds its table):", "",
+        lines += ["", "or the benchmark (from a checkout of keras-okd: configs/), every seed of each config:", "",
                   *benchmark]
     return "\n".join(lines)
 
