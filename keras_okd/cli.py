@@ -4,13 +4,21 @@
 (scikit-learn's 1,797 real 8x8 digits, no download), next to the same two students trained independently, with
 Keras progress bars. `--method NAME` picks any registered method (`keras-okd methods` lists them; `--import FILE`
 adds a plugin's); a method that trains one multi-branch student (ONE, PCL, DKEL, ...) gets `--students` branches of
-`--model`. It prints a table of validation accuracies and writes, into the run directory it names:
+`--model`. `--dataset NAME` picks any registered dataset (`keras_okd.data.names()`): `fashion_mnist` and `mnist`
+train on a stratified subset of 5,000 images unless `--train-size N` says otherwise (`--data-dir DIR`: where their
+files are). Each arm is trained by the experiment runner (`keras_okd.experiments.run_experiment`) into its own run
+directory, so the demo's run directory (default `runs/<method>-<dataset>-<time>`) holds
 
-    student_0.keras, student_1.keras   the students, plain Keras models (multi-branch: student.keras, branch_{i}.keras,
-                                       and teacher_{i}.keras for methods that deploy their mean teacher)
-    ensemble.keras                     their probability-averaging ensemble, plain Keras
-    history.csv, baseline_history.csv  per-epoch logs of both runs (keras.callbacks.CSVLogger)
-    results.json, results.md           the table
+    <method>/, independent/            two ordinary run directories (config.yaml, history.csv, results.json, the
+                                       students and their ensemble as plain .keras files, tensorboard/): rerunning
+                                       the command with --run-dir resumes an interrupted arm, `keras-okd
+                                       evaluate RUN_DIR` re-scores them, `keras-okd report RUN_DIR` puts both
+                                       in the papers' table
+    results.json, results.md           the demo's table (student_i / ensemble x independent / method)
+
+After the table it says what one run can show: on the digits, that they are saturated and one seed shows no gain or
+loss, with the commands of the Fashion-MNIST comparison; elsewhere, that one seed is one sample, with the commands
+that train and report more seeds.
 
 Experiments from YAML configs (schema: `keras_okd.experiments.config`; the papers' recipes are in `configs/`):
 
@@ -30,15 +38,20 @@ Every name the CLI accepts comes from the registries (`keras_okd.methods`, `kera
 import argparse
 import datetime
 import errno
+import inspect
 import json
 import os
 import re
+import shlex
+import shutil
 import sys
-import time
 
 # Options of the digits demo only, with their defaults (warmup_epochs None: 5 for methods that take warmup_epochs).
-_DEMO_DEFAULTS = {"method": "tsb", "students": 2, "model": "simple_cnn", "epochs": 40, "warmup_epochs": None,
-                  "batch_size": 64, "lr": 0.05, "no_baseline": False, "imports": []}
+_DEMO_DEFAULTS = {"method": "tsb", "dataset": "digits", "train_size": None, "data_dir": None, "students": 2,
+                  "model": "simple_cnn", "epochs": 40, "warmup_epochs": None, "batch_size": 64, "lr": 0.05,
+                  "no_baseline": False, "imports": []}
+#: The demo's training-set size per dataset when --train-size is not given (others: the loader's default, all).
+_DEMO_TRAIN_SIZES = {"fashion_mnist": 5000, "mnist": 5000}
 _DEMO_WARMUP_EPOCHS = 5
 #: The demo's step schedule: the rate is multiplied by 0.1 at these fractions of training (TSB: 150/180/210 of 240).
 _DEMO_LR_STEPS = (0.625, 0.75, 0.875)
@@ -49,10 +62,11 @@ def _parser():
 
     parser = argparse.ArgumentParser(prog="keras-okd", description="Online knowledge distillation for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train students together (default: the TSB digits demo; --config: a YAML "
-                                         "experiment)")
+    train = sub.add_parser("train", help="train students together (default: the TSB demo on the bundled digits; "
+                                         "--config: a YAML experiment)")
     train.add_argument("--config", default=None, metavar="FILE",
-                       help="YAML experiment config (see configs/); without it, the quick digits demo runs")
+                       help="YAML experiment config (see configs/); without it, the quick demo runs (default: on the "
+                            "bundled digits)")
     train.add_argument("--strategy", default=None, choices=STRATEGIES,
                        help="with --config: multi-device training (the config key `strategy`; see "
                             "keras_okd.distribute)")
@@ -63,6 +77,14 @@ def _parser():
                        help="demo: a registered method (`keras-okd methods` lists them; default: tsb)")
     train.add_argument("--import", action="append", default=[], dest="imports", metavar="PLUGIN",
                        help="demo: import a plugin (.py file or module) that registers methods (repeatable)")
+    train.add_argument("--dataset", default=demo["dataset"],
+                       help="demo: a registered dataset (keras_okd.data.names(); default: digits, bundled)")
+    train.add_argument("--train-size", type=int, default=demo["train_size"], metavar="N",
+                       help="demo, datasets with train_size (fashion_mnist, mnist): train on a stratified subset of "
+                            f"N images (default: {', '.join(f'{k} {v}' for k, v in _DEMO_TRAIN_SIZES.items())})")
+    train.add_argument("--data-dir", default=demo["data_dir"], metavar="DIR",
+                       help="demo, datasets with data_dir: the folder holding the dataset's files (default: the "
+                            "loader's lookup, e.g. Debian's and Keras's folders for fashion_mnist)")
     train.add_argument("--students", type=int, default=demo["students"], help="demo: number of students (default: 2)")
     train.add_argument("--model", default=demo["model"], help="demo: zoo name of the students (default: simple_cnn)")
     train.add_argument("--epochs", type=int, default=demo["epochs"], help="demo: training epochs (default: 40)")
@@ -74,8 +96,9 @@ def _parser():
     train.add_argument("--seed", type=int, default=None,
                        help="random seed (demo default: 0; with --config: train only this seed)")
     train.add_argument("--run-dir", default=None,
-                       help="output directory (demo default: runs/<method>-digits-<time>; with --config default: "
-                            "runs/<experiment>/<method>, one seed_<s> sub-directory per seed)")
+                       help="output directory (demo default: runs/<method>-<dataset>-<time>, one run directory per "
+                            "arm; with --config default: runs/<experiment>/<method>, one seed_<s> sub-directory per "
+                            "seed)")
     train.add_argument("--no-baseline", action="store_true", help="demo: skip the independently trained baseline")
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras fit verbosity")
     evaluate = sub.add_parser("evaluate", help="re-score the saved students and ensemble of runs on the test split")
@@ -107,11 +130,11 @@ def main(argv=None):
             _check_demo(parser, args)
             if args.seed is None:
                 args.seed = 0
-            return _guarded(train_digits, args)
+            return _guarded(train_demo, args)
         changed = [_flag(name) for name, default in _DEMO_DEFAULTS.items() if getattr(args, name) != default]
         if changed:
-            parser.error(f"{', '.join(changed)} only apply to the digits demo; with --config use --set "
-                         "(e.g. --set epochs=5 --set method.params.beta=0.5; plugins: the config's `imports:`).")
+            parser.error(f"{', '.join(changed)} only apply to the demo (train without --config); with --config use "
+                         "--set (e.g. --set epochs=5 --set method.params.beta=0.5; plugins: the config's `imports:`).")
         return _guarded(train_config, args)
     if args.command == "evaluate":
         return _guarded(evaluate_runs, args)
@@ -137,10 +160,22 @@ def _check_demo(parser, args):
     for flag, value, ok, accepted in ranges:
         if not ok:
             parser.error(f"{flag} {value}: accepted: {accepted}.")
+    import keras_okd.data
     from keras_okd.models import names
 
     if args.model not in names():
         parser.error(f"--model {args.model!r} is not a zoo name; known: {', '.join(names())}.")
+    if args.dataset not in keras_okd.data.names():
+        parser.error(f"--dataset {args.dataset!r} is not a registered dataset; known: "
+                     f"{', '.join(keras_okd.data.names())}.")
+    options = _loader_options(args.dataset)
+    for flag, value, option in (("--train-size", args.train_size, "train_size"),
+                                ("--data-dir", args.data_dir, "data_dir")):
+        if value is not None and option not in options:
+            parser.error(f"{flag}: dataset {args.dataset!r} has no {option} option (datasets with one: "
+                         f"{', '.join(n for n in keras_okd.data.names() if option in _loader_options(n))}).")
+    if args.train_size is not None and args.train_size < 1:
+        parser.error(f"--train-size {args.train_size}: accepted: an integer >= 1.")
     problem = _load_plugins(args.imports)
     if problem:
         parser.error(problem)
@@ -153,6 +188,12 @@ def _check_demo(parser, args):
         parser.error(f"--method: {error}")
     if warmup is not None and not method_accepts(preset, "warmup_epochs"):
         parser.error(f"--warmup-epochs: method {args.method!r} has no warm-up (no warmup_epochs argument).")
+
+
+def _loader_options(name):
+    import keras_okd.data
+
+    return inspect.signature(keras_okd.data.loader(name)).parameters
 
 
 def _load_plugins(specs):
@@ -223,19 +264,8 @@ def train_config(args):
     seeds = [args.seed] if args.seed is not None else config["seeds"]
     results = []
     for seed, run_dir in experiments.run_dirs(config, args.run_dir, seeds):
-        try:
-            result = experiments.run_experiment(config, run_dir, seed, verbose=args.verbose)
-        except KeyboardInterrupt:
-            raise Interrupted(
-                f"{run_dir} keeps every completed epoch (backup/); rerun the same command to resume it from there"
-                + (f" (finished: {', '.join(d for d, _ in results)})" if results else "") + "."
-            ) from None
-        except OSError as error:
-            if error.errno not in _DISK_ERRORS:
-                raise
-            print(f"keras-okd train: cannot write {error.filename or run_dir}: {error.strerror}. Every file of the "
-                  f"run is written aside first, so {run_dir} still holds its last complete backup: make room (or "
-                  "fix the permissions) and rerun the same command to resume.", file=sys.stderr)
+        result = _train_run(config, run_dir, seed, args.verbose, [d for d, _ in results])
+        if result is None:
             return 1
         results.append((run_dir, result))
         print(f"Wrote {run_dir}")
@@ -341,8 +371,10 @@ def _origin(preset):
 
 def _demo_config(method, args):
     """The demo run of `method` as an experiment config (checked like a YAML one): `args.students` x `args.model`
-    on the digits (or one multi-branch `args.model` of `args.students` branches for methods that take one student),
-    SGD with momentum 0.9 and coupled weight decay 5e-4."""
+    (or one multi-branch `args.model` of `args.students` branches for methods that take one student) on
+    `args.dataset` (Fashion-MNIST and MNIST: a stratified subset of `args.train_size`, default 5,000 images), SGD
+    with momentum 0.9 and coupled weight decay 5e-4, the rate multiplied by 0.1 at 62.5%, 75% and 87.5% of training
+    (TSB's 150/180/210 of 240 epochs)."""
     import keras_okd.methods
     from keras_okd.experiments import config_from_dict
     from keras_okd.experiments.config import method_accepts, takes_one_student
@@ -354,93 +386,180 @@ def _demo_config(method, args):
         students = {"model": args.model, "branches": args.students}
     else:
         students = [args.model] * args.students
+    dataset = {"name": args.dataset, "batch_size": args.batch_size}
+    train_size = args.train_size if args.train_size is not None else _DEMO_TRAIN_SIZES.get(args.dataset)
+    if train_size is not None:
+        dataset["train_size"] = train_size
+    if args.data_dir is not None:
+        dataset["data_dir"] = args.data_dir
+    # A config's milestones increase strictly: a short demo (under 8 epochs) has fewer steps where two coincide.
+    milestones = sorted({round(args.epochs * f) for f in _DEMO_LR_STEPS})
     return config_from_dict({
-        "experiment": "digits_demo", "method": {"name": method, "params": params}, "students": students,
-        "dataset": {"name": "digits", "batch_size": args.batch_size},
+        "experiment": f"{args.dataset}_demo", "method": {"name": method, "params": params}, "students": students,
+        "dataset": dataset,
         "optimizer": {"name": "sgd", "learning_rate": args.lr, "momentum": 0.9, "weight_decay": 5e-4},
+        "schedule": {"type": "step", "milestones": milestones, "factor": 0.1},
         "epochs": args.epochs, "seeds": [args.seed],
     }, source="keras-okd train (the demo's options)")
 
 
-def _fit(config, args, run_dir, history_name):
-    """Train the demo run `config`; `(distiller, models, final validation accuracies, seconds)`."""
+def _train_run(config, run_dir, seed, verbose, finished=(), rerun="rerun the same command"):
+    """`run_experiment` for the CLI: Ctrl-C says how to resume (`rerun`: what to run again), a full (or read-only)
+    disk is a message; the results, or None after a disk error (printed)."""
+    from keras_okd import experiments
+
+    try:
+        return experiments.run_experiment(config, run_dir, seed, verbose=verbose)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"{run_dir} keeps every completed epoch (backup/); {rerun} to resume it from there"
+            + (f" (finished: {', '.join(finished)})" if finished else "") + "."
+        ) from None
+    except OSError as error:
+        if error.errno not in _DISK_ERRORS:
+            raise
+        print(f"keras-okd train: cannot write {error.filename or run_dir}: {error.strerror}. Every file of the "
+              f"run is written aside first, so {run_dir} still holds its last complete backup: make room (or "
+              f"fix the permissions) and {rerun} to resume.", file=sys.stderr)
+        return None
+
+
+def train_demo(args):
+    """`keras-okd train` without --config: the method and (unless --no-baseline) the independent baseline, each a
+    runner run directory `<run_dir>/<method>`, `<run_dir>/independent` (resumable; `keras-okd evaluate` and
+    `keras-okd report` read them), the table of both and what one seed can and cannot say."""
     import keras
 
-    import keras_okd
-    from keras_okd.experiments import runner
-
-    method = config["method"]["name"]
-    train, val, n, classes, input_shape, _ = runner.load_dataset(config, args.seed)
-    keras.utils.set_random_seed(args.seed)
-    distiller, models = runner.build_distiller(config, n, classes, input_shape)
-    what = (f"one {args.model} of {args.students} branches" if isinstance(config["students"], dict)
-            else f"{args.students} x {args.model}")
-    print(f"\n== {method}: {what} on digits ({n} training images), {args.epochs} epochs")
-    schedule = runner.StepSchedule.at_fractions(args.lr, args.epochs, _DEMO_LR_STEPS)
-    callbacks = [keras.callbacks.LearningRateScheduler(schedule),
-                 keras.callbacks.CSVLogger(os.path.join(run_dir, history_name))]
-    start = time.time()
-    history = distiller.fit(train, validation_data=val, epochs=args.epochs, verbose=args.verbose,
-                            callbacks=keras_okd.callbacks.for_method(distiller) + callbacks)
-    seconds = time.time() - start
-    final = {k: float(v[-1]) for k, v in history.history.items() if k.startswith("val_") and k.endswith("accuracy")}
-    keys = runner.metric_keys(final, runner.num_peers(config), runner.deployed(distiller))
-    accuracy = dict(zip([f"student_{i}" for i in range(args.students)] + ["ensemble"],
-                        [final[k] for k in keys["accuracy"] + [keys["ensemble"]]]))
-    return distiller, models, accuracy, seconds
-
-
-def train_digits(args):
-    """Train the chosen method (and the independent baseline) on the digits and write the run directory."""
-    import keras
-
-    from keras_okd.experiments import runner
+    from keras_okd.data import DatasetNotFoundError
+    from keras_okd.experiments import ConfigError
+    from keras_okd.experiments.runner import CONFIG
 
     with_baseline = not args.no_baseline and args.method != "independent"
-    config = _demo_config(args.method, args)  # checked before anything is written
-    baseline_config = _demo_config("independent", args) if with_baseline else None
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = args.run_dir or os.path.join("runs", f"{args.method}-digits-{stamp}")
-    os.makedirs(run_dir, exist_ok=True)
-
-    distiller, models, results, seconds = _fit(config, args, run_dir, "history.csv")
-    runner.save_models(distiller, models, config["students"], run_dir)
-    baseline, base_seconds = None, 0.0
+    arms = {args.method: _demo_config(args.method, args)}  # checked before anything is written
     if with_baseline:
-        *_, baseline, base_seconds = _fit(baseline_config, args, run_dir, "baseline_history.csv")
+        arms["independent"] = _demo_config("independent", args)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = args.run_dir or os.path.join("runs", f"{args.method}-{args.dataset}-{stamp}")
+    # Resuming needs the directory's name: the default one changes every run.
+    rerun = "rerun the same command" if args.run_dir else f"rerun `{_demo_command(args, run_dir=run_dir)}`"
+    created = not os.path.exists(run_dir)
+    results = {}
+    for name, config in arms.items():
+        arm_dir = os.path.join(run_dir, name)
+        finished = [os.path.join(run_dir, n) for n in results]
+        try:
+            result = _train_run(config, arm_dir, args.seed, args.verbose, finished, rerun)
+        except (ConfigError, DatasetNotFoundError):
+            # Found before training (a dataset not on disk, an option its loader refuses): leave no empty run behind.
+            if created and not results and not os.path.exists(os.path.join(arm_dir, CONFIG)):
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        if result is None:
+            return 1
+        results[name] = result
+        print(f"Wrote {arm_dir}")
 
-    # Row student_i: peer i of each run (branch i of a multi-branch student; the teacher's peer i for a method that
-    # deploys its mean teacher), ensemble: the deployed ensemble.
-    table = {
-        row: {"independent": None if baseline is None else baseline[row], args.method: results[row]}
-        for row in results
-    }
+    table = _demo_table(results, args.method, args.students)
+    columns = list(reversed(results))  # independent first, as in the papers' tables
     summary = {
         "backend": keras.backend.backend(),
         "method": args.method,
+        "dataset": args.dataset,
+        "num_train_samples": results[args.method]["num_train_samples"],
         "model": args.model,
         "students": args.students,
         "epochs": args.epochs,
         "seed": args.seed,
-        "seconds": {args.method: round(seconds, 1), "independent": round(base_seconds, 1)},
-        "validation_accuracy": table,
+        "runs": {name: os.path.join(run_dir, name) for name in results},
+        "seconds": {name: r["seconds"] for name, r in results.items()},
+        "test_accuracy": table,
     }
     with open(os.path.join(run_dir, "results.json"), "w") as f:
         json.dump(summary, f, indent=2)
-    markdown = _markdown(table, args.method, baseline is not None)
+    markdown = _markdown(table, columns)
     with open(os.path.join(run_dir, "results.md"), "w") as f:
         f.write(markdown + "\n")
-    print(f"\nValidation accuracy (%) on the digits, backend {keras.backend.backend()}, seed {args.seed}:\n")
+    held_out = "the 360 held-out digits" if args.dataset == "digits" else "the test split"
+    print(f"\nAccuracy (%) on {held_out} after the last epoch, {args.dataset} "
+          f"({summary['num_train_samples']} training images), backend {keras.backend.backend()}, seed {args.seed}:\n")
     print(markdown)
-    print(f"\nWrote the students, the ensemble, histories and results to {run_dir}")
+    print(f"\nWrote the run directories {', '.join(summary['runs'].values())} and the table (results.md, "
+          f"results.json) to {run_dir}. `keras-okd evaluate {run_dir}` re-scores the saved models, "
+          f"`keras-okd report {run_dir}` writes the papers' table and the curves.")
+    print("\n" + _conclusion(args, run_dir))
     return 0
 
 
-def _markdown(table, method, with_baseline):
-    columns = (["independent"] if with_baseline else []) + [method]
+def _demo_command(args, **changes):
+    """The `keras-okd train` command of the demo `args` with `changes` (option name -> value; None drops it)."""
+    options = {name: getattr(args, name) for name in (*_DEMO_DEFAULTS, "seed", "run_dir")} | changes
+    words = ["keras-okd", "train"]
+    for name, value in options.items():
+        if value is None or value == _DEMO_DEFAULTS.get(name) or (name == "seed" and value == 0):
+            continue
+        if name == "no_baseline":
+            words.append("--no-baseline")
+        elif name == "imports":
+            words += [w for spec in value for w in ("--import", spec)]
+        else:
+            words += [_flag(name), str(value)]
+    return " ".join(f'"{w}"' if "$S" in w and w != "$S" else w if w == "$S" else shlex.quote(w) for w in words)
+
+
+def _demo_table(results, method, students):
+    """`{row: {arm: accuracy}}`: row student_i is peer i of each run (branch i of a multi-branch student; the
+    teacher's peer i for a method that deploys its mean teacher), row ensemble the deployed ensemble."""
+    rows = [f"student_{i}" for i in range(students)] + ["ensemble"]
+    return {row: {arm: (list(r["net_accuracy"]) + [r["ensemble_accuracy"]])[i] for arm, r in results.items()}
+            for i, row in enumerate(rows)}
+
+
+def _markdown(table, columns):
     lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for row, values in table.items():
-        lines.append(f"| {row} | " + " | ".join(f"{100 * values[c]:.2f}" for c in columns) + " |")
+        lines.append(f"| {row} | " + " | ".join(_percent(values[c]) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _conclusion(args, run_dir):
+    """What one demo run can say, without numbers (the measured ones are in the README, with their commands)."""
+    shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "fashion_mnist")
+    configs = [m for m in dict.fromkeys(("independent", "dml", "tsb", args.method))
+               if m in ("independent", "dml", "tsb") or os.path.isfile(os.path.join(shipped, f"{m}.yaml"))]
+    benchmark = [f"  keras-okd train --config configs/fashion_mnist/{m}.yaml" for m in configs]
+    benchmark.append("  keras-okd report runs/fashion_mnist_simple_cnn")
+    if args.dataset == "digits":
+        return "\n".join([
+            "What this run can and cannot show: the bundled digits are saturated. Trained alone, the students "
+            "already classify nearly every held-out digit correctly, so there is almost nothing left for "
+            "distillation to add. And one seed cannot show a gain or a loss: a single run's difference mixes the "
+            "method's effect with seed-to-seed noise. Over several seeds, paired, neither DML nor TSB beats "
+            "independent training on the digits (the README's table, `keras-okd report runs/digits_simple_cnn`).",
+            "",
+            "To compare on real data that leaves room to improve, Fashion-MNIST (`apt-get install "
+            "dataset-fashion-mnist`, or Keras's download):",
+            "",
+            f"  {_demo_command(args, dataset='fashion_mnist', train_size=None, data_dir=None, seed=None, run_dir=None)}"
+            "   # this demo on Fashion-MNIST",
+            "",
+            "and the benchmark (from a checkout of keras-okd: configs/), every seed of each config, then the table "
+            "with the paired difference to independent training and its 95% interval:",
+            "",
+            *benchmark,
+        ])
+    seeds = f"{run_dir.rstrip(os.sep)}-seeds"
+    lines = [
+        "What this run can and cannot show: one seed is one sample. The difference between the columns above mixes "
+        "the method's effect with seed-to-seed noise; only several seeds, paired, can separate "
+        "them. Train more seeds of this demo into one folder and report them together (the paired difference to "
+        "independent training with its 95% interval):",
+        "",
+        f"  for S in 1 2 3 4; do {_demo_command(args, seed='$S', run_dir=seeds + '/seed_$S')}; done",
+        f"  keras-okd report {shlex.quote(run_dir)} {shlex.quote(seeds)}",
+    ]
+    if args.dataset == "fashion_mnist":
+        lines += ["", "or the benchmark (from a checkout of keras-okd: configs/), every seed of each config:", "",
+                  *benchmark]
     return "\n".join(lines)
 
 

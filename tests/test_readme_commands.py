@@ -75,7 +75,7 @@ def check_command(tokens, monkeypatch):
     monkeypatch.chdir(ROOT)
     if tokens[0] == "keras-okd":
         seen = []
-        for name in ("train_config", "train_digits", "evaluate_runs", "report_runs"):
+        for name in ("train_config", "train_demo", "evaluate_runs", "report_runs"):
             monkeypatch.setattr(cli, name, lambda args, name=name: seen.append((name, args)) or 0)
         try:
             status = cli.main(tokens[1:])

@@ -179,7 +179,7 @@ def test_methods_lists_the_registry_with_plugins(capsys, monkeypatch):
 def test_the_demo_takes_any_registered_method(monkeypatch, capsys):
     _forget_example(monkeypatch)
     seen = []
-    monkeypatch.setattr(cli, "train_digits", lambda args: seen.append(args) or 0)
+    monkeypatch.setattr(cli, "train_demo", lambda args: seen.append(args) or 0)
     assert cli.main(["train", "--import", EXAMPLE_PY, "--method", "confident_peer"]) == 0
     assert seen[-1].method == "confident_peer"
     for argv, message in [(["--method", "confident_pear"], "Unknown method 'confident_pear'"),
@@ -190,7 +190,7 @@ def test_the_demo_takes_any_registered_method(monkeypatch, capsys):
         assert exit.value.code == 2 and message in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["train", "--config", EXAMPLE_YAML, "--import", EXAMPLE_PY])
-    assert "--import only apply to the digits demo" in capsys.readouterr().err
+    assert "--import only apply to the demo" in capsys.readouterr().err
 
 
 def test_the_demo_config_of_each_kind_of_method():
