@@ -101,8 +101,8 @@ class PluginError(ImportError):
     names the plugin, the error and the plugin's line that raised it; the original error is `__cause__`).
     `missing` is True when the plugin itself was not found.
 
-    A subclass of `ImportError`, raised by `load_plugin` (and so by a config's `imports:`); the CLI shows its
-    message and exits with status 2.
+    A subclass of `ImportError`, raised by `load_plugin`; a config's `imports:` reports it as a `ConfigError` with
+    the key's line, and the CLI's `--import` shows its message and exits with status 2.
 
     Args:
         message: what went wrong, naming the plugin.
