@@ -21,7 +21,28 @@ import numpy as np
 
 
 class Schedule:
-    """Base class: `schedule(epoch) -> float` with `get_config` / `from_config`."""
+    """Base class: `schedule(epoch) -> float` with `get_config` / `from_config`.
+
+    A subclass implements `__call__(epoch)` (0-based epoch, returns the weight factor) and, when it takes arguments,
+    `get_config`; register it with `keras.saving.register_keras_serializable` so that a saved distiller restores it.
+
+    Example:
+
+    >>> import keras
+    >>> @keras.saving.register_keras_serializable(package="my_schedules")
+    ... class Halve(Schedule):
+    ...     def __init__(self, every=10):
+    ...         self.every = every
+    ...     def __call__(self, epoch):
+    ...         return 0.5 ** (epoch // self.every)
+    ...     def get_config(self):
+    ...         return {"every": self.every}
+    >>> halve = Halve(every=2)
+    >>> [halve(e) for e in range(5)], halve
+    ([1.0, 1.0, 0.5, 0.5, 0.25], Halve(every=2))
+    >>> Halve.from_config(halve.get_config()) == halve
+    True
+    """
 
     def __call__(self, epoch):
         raise NotImplementedError
@@ -47,6 +68,15 @@ class WarmUp(Schedule):
 
     Args:
         epochs: number of epochs with weight 0.
+
+    Raises:
+        ValueError: `epochs` is negative.
+
+    Example:
+
+    >>> warmup = WarmUp(2)
+    >>> [warmup(e) for e in range(4)]
+    [0.0, 0.0, 1.0, 1.0]
     """
 
     def __init__(self, epochs):
@@ -71,6 +101,15 @@ class RampUp(Schedule):
 
     Args:
         length: number of epochs of the ramp.
+
+    Raises:
+        ValueError: `length` is below 1.
+
+    Example:
+
+    >>> rampup = RampUp(4)
+    >>> [round(rampup(e), 4) for e in range(5)]
+    [0.0067, 0.0601, 0.2865, 0.7316, 1.0]
     """
 
     def __init__(self, length=80):
@@ -99,6 +138,19 @@ class Decay(Schedule):
         gamma: decay rate of the exponential shape, > 0 (DKEL: 0.5).
         total_epochs: length E of the cosine and linear shapes.
         complement: return `1 - value` instead.
+
+    Raises:
+        ValueError: unknown `shape`, `gamma <= 0` for the exponential shape, or no `total_epochs >= 1` for the
+            cosine and linear shapes.
+
+    Example:
+
+    >>> round(Decay("exponential", gamma=0.5)(2), 4)
+    0.3679
+    >>> [Decay("linear", total_epochs=4)(e) for e in range(5)]
+    [1.0, 0.75, 0.5, 0.25, 0.0]
+    >>> [Decay("cosine", total_epochs=2, complement=True)(e) for e in range(3)]
+    [0.0, 0.5, 1.0]
     """
 
     SHAPES = ("exponential", "cosine", "linear")
@@ -132,12 +184,41 @@ class Decay(Schedule):
 
 
 def serialize_schedules(schedules):
-    """`{part: [Schedule]}` -> JSON-able config (used by `OnlineDistiller.get_config`)."""
+    """`{part: [Schedule]}` -> JSON-able config (used by `OnlineDistiller.get_config`).
+
+    Args:
+        schedules: dict mapping a knowledge part's name to a list of `Schedule`s (registered as Keras serializable).
+
+    Returns:
+        A dict of the same keys, each schedule replaced by its Keras serialization (a dict).
+
+    Example:
+
+    >>> config = serialize_schedules({"ta": [WarmUp(20)]})
+    >>> config["ta"][0]["registered_name"], config["ta"][0]["config"]
+    ('keras_okd>WarmUp', {'epochs': 20})
+    >>> deserialize_schedules(config)
+    {'ta': [WarmUp(epochs=20)]}
+    """
     return {part: [keras.saving.serialize_keras_object(s) for s in items] for part, items in schedules.items()}
 
 
 def deserialize_schedules(config):
-    """Inverse of `serialize_schedules`; accepts already-built schedules too."""
+    """Inverse of `serialize_schedules`; accepts already-built schedules too.
+
+    Args:
+        config: what `serialize_schedules` returns (schedules may be `Schedule` objects already), or None.
+
+    Returns:
+        `{part name: [Schedule, ...]}` (empty for None).
+
+    Example:
+
+    >>> deserialize_schedules({"ta": [WarmUp(20), serialize_schedules({"x": [RampUp(80)]})["x"][0]]})
+    {'ta': [WarmUp(epochs=20), RampUp(length=80)]}
+    >>> deserialize_schedules(None)
+    {}
+    """
     return {
         part: [s if isinstance(s, Schedule) else keras.saving.deserialize_keras_object(s) for s in items]
         for part, items in (config or {}).items()
@@ -187,7 +268,18 @@ def for_method(distiller):
         distiller: an `OnlineDistiller`.
 
     Returns:
-        A list of Keras callbacks.
+        A list of Keras callbacks: one `KnowledgeSchedule` with the distiller's schedules, or none when it has none.
+
+    Example:
+
+    ```python
+    students = [keras_okd.models.get("simple_cnn", num_classes=10) for _ in range(2)]
+    distiller = keras_okd.methods.tsb(students, num_train_samples=1_000, warmup_epochs=2)
+    callbacks = keras_okd.callbacks.for_method(distiller)   # [KnowledgeSchedule]: TSB's KD warm-up
+    callbacks[0].values(0)                                   # {'ta': 0.0, 'si': 0.0}: the weights at epoch 0
+    distiller.compile(optimizer="sgd")
+    distiller.fit(keras_okd.data.with_index(train_ds), epochs=2, callbacks=callbacks)
+    ```
     """
     return [KnowledgeSchedule(distiller.schedules)] if distiller.schedules else []
 
@@ -343,7 +435,25 @@ class PeerCollapse(keras.callbacks.Callback):
 
 def for_fit(distiller, callbacks, monitor_collapse=True):
     """`callbacks` plus what `OnlineDistiller.fit` adds: the distiller's schedules (unless a `KnowledgeSchedule` is
-    given) and a `PeerCollapse` monitor (unless one is given or `monitor_collapse` is False)."""
+    given) and a `PeerCollapse` monitor (unless one is given or `monitor_collapse` is False).
+
+    Args:
+        distiller: an `OnlineDistiller` (its `schedules` are read).
+        callbacks: the user's callbacks (a list, or None).
+        monitor_collapse: add a `PeerCollapse` when none is given.
+
+    Returns:
+        A new list: `callbacks` followed by what was added; the given list is not changed.
+
+    Example:
+
+    ```python
+    distiller = keras_okd.methods.dml([keras_okd.models.get("simple_cnn", num_classes=10) for _ in range(2)])
+    keras_okd.callbacks.for_fit(distiller, [keras.callbacks.CSVLogger("log.csv")])
+    # [CSVLogger, PeerCollapse]: DML has no schedules
+    keras_okd.callbacks.for_fit(distiller, None, monitor_collapse=False)   # []
+    ```
+    """
     callbacks = list(callbacks or [])
     if distiller.schedules and not any(isinstance(c, KnowledgeSchedule) for c in callbacks):
         callbacks.append(KnowledgeSchedule(distiller.schedules))

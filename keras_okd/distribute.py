@@ -74,7 +74,17 @@ def initialize_processes():
     """JAX: join the other processes named by the `KERAS_DISTRIBUTION_*` environment variables, once per process
     (`keras.distribution.initialize()`, when `KERAS_DISTRIBUTION_NUM_PROCESSES` is above 1); nothing elsewhere. JAX
     requires it before its first computation: `strategy_scope("jax_data_parallel")` and the experiment runner call it
-    first."""
+    first.
+
+    Example:
+
+    ```python
+    # in every process, started with KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES and _PROCESS_ID set
+    import keras_okd
+    keras_okd.distribute.initialize_processes()    # before any JAX computation; a no-op with one process
+    index, count = keras_okd.distribute.process("jax_data_parallel")
+    ```
+    """
     backend.initialize_processes()
 
 
@@ -84,19 +94,71 @@ def process(name="none"):
     `"multi_worker"`: from the strategy's cluster (`TF_CONFIG`; the task of type "chief" when the cluster has one,
     else worker 0, is index 0). `"jax_data_parallel"`: `jax.process_index()`, `jax.process_count()`. Otherwise
     `(0, 1)`.
+
+    Args:
+        name: one of `STRATEGIES`.
+
+    Returns:
+        `(index, count)`, two ints.
+
+    Example:
+
+    >>> import keras_okd
+    >>> keras_okd.distribute.process()   # a single process
+    (0, 1)
+
+    ```python
+    index, count = keras_okd.distribute.process("multi_worker")   # under TF_CONFIG: this worker's place
+    if index == 0:
+        distiller.save("distiller.keras")                         # only the chief writes
+    ```
     """
     return backend.process(name)
 
 
 def num_replicas():
-    """How many replicas the current strategy or distribution runs (1 without one)."""
+    """How many replicas the current strategy or distribution runs (1 without one).
+
+    Returns:
+        An int.
+
+    Example:
+
+    >>> import keras_okd
+    >>> keras_okd.distribute.num_replicas()   # outside any strategy scope
+    1
+
+    ```python
+    with keras_okd.distribute.strategy_scope("mirrored"):
+        global_batch = 64 * keras_okd.distribute.num_replicas()   # 64 samples per replica
+    ```
+    """
     return backend.num_replicas()
 
 
 def replica_values(variable):
-    """Every local replica's copy of `variable` as numpy arrays (one array without replicas).
+    """Every local replica's copy of `variable` as numpy arrays (a list of one array without replicas).
 
     For checks that replicas agree: a TensorFlow mirrored variable gives one array per device; a JAX array
     replicated over devices gives one per device shard (a sharded, not replicated, array is returned whole).
+
+    Args:
+        variable: a `keras.Variable` (or a backend tensor).
+
+    Returns:
+        A list of numpy arrays, one per local replica.
+
+    Example:
+
+    >>> import keras, keras_okd
+    >>> [a.tolist() for a in keras_okd.distribute.replica_values(keras.Variable([1.0, 2.0]))]
+    [[1.0, 2.0]]
+
+    ```python
+    with keras_okd.distribute.strategy_scope("mirrored"):
+        ...  # build, compile and fit the distiller
+    copies = keras_okd.distribute.replica_values(distiller.knowledge[0].bank)   # TSB's temporal accumulator
+    assert all(np.array_equal(copies[0], c) for c in copies[1:])
+    ```
     """
     return backend.replica_values(variable)

@@ -24,6 +24,15 @@ def soften(logits, temperature=1.0):
 
     Returns:
         Float32 tensor of the same shape whose last axis sums to one.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> logits = np.array([[0.0, np.log(3.0)]], "float32")
+    >>> np.round(keras.ops.convert_to_numpy(soften(logits)), 4)
+    array([[0.25, 0.75]], dtype=float32)
+    >>> np.round(keras.ops.convert_to_numpy(soften(logits, temperature=2.0)), 4)   # softer
+    array([[0.366, 0.634]], dtype=float32)
     """
     return ops.softmax(ops.cast(logits, "float32") / temperature, axis=-1)
 
@@ -74,6 +83,14 @@ def kd_divergence(target_probs, student_logits, temperature=1.0, sample_weight=N
 
     Returns:
         A float32 scalar.
+
+    Example:
+
+    >>> import numpy as np
+    >>> target = np.array([[0.5, 0.5]], "float32")
+    >>> student = np.array([[0.0, np.log(3.0)]], "float32")   # softmax: [0.25, 0.75]
+    >>> round(float(kd_divergence(target, student)), 4)         # 0.5 ln(0.5 / 0.25) + 0.5 ln(0.5 / 0.75)
+    0.1438
     """
     return pairwise_kd(
         ops.expand_dims(target_probs, 1),
@@ -94,6 +111,14 @@ def peer_cross_entropy(labels, peer_logits, sample_weight=None):
 
     Returns:
         Float32 tensor `(num_peers,)`.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> labels = np.array([1])
+    >>> logits = np.array([[[0.0, np.log(3.0)], [0.0, 0.0]]], "float32")   # 1 sample, 2 peers, 2 classes
+    >>> np.round(keras.ops.convert_to_numpy(peer_cross_entropy(labels, logits)), 4)   # -ln 0.75, ln 2
+    array([0.2877, 0.6931], dtype=float32)
     """
     log_p = ops.log_softmax(ops.cast(peer_logits, "float32"), axis=-1)
     onehot = ops.one_hot(ops.cast(labels, "int32"), ops.shape(peer_logits)[-1], dtype="float32")
@@ -102,7 +127,21 @@ def peer_cross_entropy(labels, peer_logits, sample_weight=None):
 
 
 def ensemble_probabilities(peer_logits):
-    """Mean of the peers' softmax probabilities: `(batch, peers, classes) -> (batch, classes)`."""
+    """Mean of the peers' softmax probabilities: `(batch, peers, classes) -> (batch, classes)`.
+
+    Args:
+        peer_logits: `(batch, num_peers, classes)` logits.
+
+    Returns:
+        Float32 tensor `(batch, classes)`: what `OnlineDistiller.predict` returns when every peer is deployed.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> logits = np.array([[[0.0, np.log(3.0)], [0.0, 0.0]]], "float32")   # peers: [0.25, 0.75] and [0.5, 0.5]
+    >>> np.round(keras.ops.convert_to_numpy(ensemble_probabilities(logits)), 4)
+    array([[0.375, 0.625]], dtype=float32)
+    """
     return ops.mean(soften(peer_logits), axis=1)
 
 
@@ -115,7 +154,24 @@ def _batch_mean(per_sample, sample_weight):
 
 def coupled_weight_decay(variables, decay):
     """`0.5 * decay * sum ||w||^2` over `variables` (float32): its gradient `decay * w` joins the loss's gradient
-    before momentum, as `torch.optim.SGD(weight_decay=decay)` applies it; 0 when `decay` is 0."""
+    before momentum, as `torch.optim.SGD(weight_decay=decay)` applies it; 0 when `decay` is 0.
+
+    Args:
+        variables: the weights to decay (`keras.Variable`s or tensors).
+        decay: the weight-decay factor (0 or None: no term).
+
+    Returns:
+        A float32 scalar.
+
+    Example:
+
+    >>> import keras
+    >>> weights = [keras.Variable([[1.0, 2.0]]), keras.Variable([3.0])]
+    >>> round(float(keras.ops.convert_to_numpy(coupled_weight_decay(weights, 0.1))), 4)   # 0.5 * 0.1 * (1 + 4 + 9)
+    0.7
+    >>> float(keras.ops.convert_to_numpy(coupled_weight_decay(weights, 0.0)))
+    0.0
+    """
     if not decay:
         return ops.zeros((), "float32")
     return 0.5 * decay * ops.sum(ops.stack([ops.sum(ops.square(ops.cast(v, "float32"))) for v in variables]))

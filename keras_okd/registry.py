@@ -99,7 +99,24 @@ class Registry:
 class PluginError(ImportError):
     """A plugin that cannot be loaded: not found, or its code raised an error while being imported (the message
     names the plugin, the error and the plugin's line that raised it; the original error is `__cause__`).
-    `missing` is True when the plugin itself was not found."""
+    `missing` is True when the plugin itself was not found.
+
+    A subclass of `ImportError`, raised by `load_plugin`; a config's `imports:` reports it as a `ConfigError` with
+    the key's line, and the CLI's `--import` shows its message and exits with status 2.
+
+    Args:
+        message: what went wrong, naming the plugin.
+        missing: whether the plugin itself was not found (rather than failing while being imported).
+
+    Example:
+
+    >>> from keras_okd.registry import PluginError, load_plugin
+    >>> try:
+    ...     load_plugin("no_such_plugin_module")
+    ... except PluginError as error:
+    ...     print(error.missing, error)
+    True Plugin module 'no_such_plugin_module' cannot be imported: No module named 'no_such_plugin_module'.
+    """
 
     def __init__(self, message, missing=False):
         super().__init__(message)
@@ -177,6 +194,26 @@ def load_entry_points():
     before they list their names or look up one they do not know). An entry point that does not load is reported
     with a `UserWarning` naming it and its error (a broken installed package must not stop unrelated runs); the
     others are loaded.
+
+    An installed package declares its plugin modules in its `pyproject.toml`:
+
+    ```toml
+    [project.entry-points."keras_okd.plugins"]
+    my_method = "my_package.my_method"
+    ```
+
+    Example:
+
+    ```python
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        keras_okd.registry.load_entry_points()   # imports them on the first call in a process (the first
+                                                 # registry listing does the same); later calls do nothing
+    for warning in caught:                       # a broken plugin: fix or uninstall the package it names
+        print(warning.message)
+    "my_method" in keras_okd.methods.names()
+    ```
     """
     if _entry_points_loaded:
         return

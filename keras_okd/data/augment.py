@@ -63,5 +63,19 @@ class PadCropFlip:
 
 
 def cifar_augment(seed=None):
-    """The CIFAR augmentation of both papers: pad 4, random 32x32 crop, horizontal flip."""
+    """The CIFAR augmentation of both papers: pad 4, random 32x32 crop, horizontal flip.
+
+    Args:
+        seed: seed of the crops and flips drawn when a call gives no `seed=` (`PadCropFlip`).
+
+    Returns:
+        A `PadCropFlip(padding=4, flip=True)`, for a tf.data pipeline (`keras_okd.data.pipeline(..., augment=)`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> augment = cifar_augment(seed=0)
+    >>> tuple(augment(np.ones((2, 32, 32, 3), "float32")).shape)
+    (2, 32, 32, 3)
+    """
     return PadCropFlip(padding=4, flip=True, seed=seed)

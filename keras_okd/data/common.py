@@ -8,7 +8,21 @@ import os
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """A dataset is not available on this machine; the message says what to download and where to put it."""
+    """A dataset is not available on this machine; the message says what to download and where to put it.
+
+    A subclass of `FileNotFoundError`, raised by the loaders (`keras_okd.data.get`, `load_tinyimagenet`,
+    `load_imagenet2012`, `load_image_folder`, ...) before anything is built; the CLI shows its message and exits
+    with status 2. Do what the message says (download the files, or pass `data_dir=` where they are), then run again.
+
+    Example:
+
+    >>> import keras_okd
+    >>> try:
+    ...     keras_okd.data.load_tinyimagenet("/no/such/folder")
+    ... except keras_okd.data.DatasetNotFoundError as error:
+    ...     print(isinstance(error, FileNotFoundError), "tiny-imagenet-200" in str(error))
+    True True
+    """
 
 
 def default_data_dir():

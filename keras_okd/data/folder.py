@@ -122,6 +122,23 @@ def load_image_folder(data_dir, split="train", image_size=None, channels=3, vali
 
     Returns:
         `(dataset, number of elements)`.
+
+    Raises:
+        DatasetNotFoundError: no such folder, or no images in it; the message says what layout is expected.
+        ValueError: an unknown `split`, a test folder with a class the training folder lacks, or a
+            `validation_split` outside (0, 1).
+
+    Example:
+
+    >>> import os, tempfile, numpy as np, keras, keras_okd
+    >>> folder = tempfile.mkdtemp()
+    >>> for name in ("cat", "dog"):
+    ...     os.makedirs(os.path.join(folder, name))
+    ...     for i in range(4):
+    ...         keras.utils.save_img(os.path.join(folder, name, f"{i}.png"), np.full((8, 8, 3), 40 * i, "uint8"))
+    >>> train, n = keras_okd.data.load_image_folder(folder, "train", validation_split=0.5)
+    >>> n, [tuple(spec.shape) for spec in train.element_spec]
+    (4, [(8, 8, 3), ()])
     """
     train, test, _ = file_lists(data_dir, validation_split, split_seed)
     if split not in ("train", "test"):

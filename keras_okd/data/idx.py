@@ -36,7 +36,24 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 
 class IDXFormatError(ValueError):
-    """A file is not a valid IDX file (bad magic number, truncated, wrong shape); the message names the file."""
+    """A file is not a valid IDX file (bad magic number, truncated, wrong shape); the message names the file.
+
+    A subclass of `ValueError`, raised by `read_idx` (and the Fashion-MNIST / MNIST loaders, which read IDX files);
+    a truncated or damaged download is the usual cause: download the file again.
+
+    Example:
+
+    >>> import os, tempfile, numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "labels-idx1-ubyte")
+    >>> write_idx(path, np.arange(10, dtype="uint8"))
+    >>> with open(path, "r+b") as f:
+    ...     _ = f.truncate(10)   # cut short: the 8-byte header and 2 of the 10 labels
+    >>> try:
+    ...     read_idx(path)
+    ... except IDXFormatError as error:
+    ...     print(str(error).split(": ", 1)[1])
+    truncated: the header says shape (10,) (10 bytes of data), the file holds 2 bytes of data. Download it again.
+    """
 
 
 def _read_bytes(path):
@@ -67,6 +84,15 @@ def read_idx(path):
         IDXFormatError: a bad magic number (not an IDX file), an unknown element type, a header or data shorter
             than the header says (truncated download), or bytes after the data; the message names the file and the
             numbers.
+
+    Example:
+
+    >>> import os, tempfile, numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "images-idx3-ubyte.gz")
+    >>> write_idx(path, np.zeros((5, 28, 28), "uint8"))
+    >>> images = read_idx(path)
+    >>> images.shape, images.dtype
+    ((5, 28, 28), dtype('uint8'))
     """
     path = os.fspath(path)
     data = _read_bytes(path)
@@ -107,7 +133,18 @@ def write_idx(path, array):
         array: a numpy array of uint8, int8, int16, int32, float32 or float64.
 
     Raises:
-        ValueError: a dtype IDX cannot hold.
+        ValueError: a dtype IDX cannot hold (cast the array first, e.g. int64 labels to uint8).
+
+    Example:
+
+    >>> import os, tempfile, numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "values-idx2.gz")
+    >>> write_idx(path, np.array([[1.5, -2.0]], "float32"))
+    >>> read_idx(path)
+    array([[ 1.5, -2. ]], dtype=float32)
+    >>> write_idx(path, np.array([1, 2], "int64"))
+    Traceback (most recent call last):
+    ValueError: write_idx: IDX holds uint8, int8, int16, int32, float32 or float64, got int64.
     """
     array = np.asarray(array)
     dtype = array.dtype.newbyteorder("=")

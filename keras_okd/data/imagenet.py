@@ -51,6 +51,15 @@ def load_imagenet2012(split="train", data_dir=None, manual_dir=None, decode=True
     Raises:
         DatasetNotFoundError: the dataset is neither prepared nor preparable (archives missing); the message says what
             to download and where to put it.
+
+    Example:
+
+    ```python
+    # ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar in ~/imagenet/manual; the first call prepares the dataset
+    val = keras_okd.data.load_imagenet2012("validation", data_dir="~/tensorflow_datasets",
+                                           manual_dir="~/imagenet/manual")
+    image, label = next(iter(val))   # uint8 (H, W, 3), int64
+    ```
     """
     import tensorflow_datasets as tfds
 
@@ -187,6 +196,16 @@ def imagenet2012(
 
     Raises:
         DatasetNotFoundError: the archives are not there; the message says what to download and where to put them.
+        ValueError: an unknown `augment` or `test_resize`.
+
+    Example:
+
+    ```python
+    train, val, n = keras_okd.data.imagenet2012(data_dir="~/tensorflow_datasets", manual_dir="~/imagenet/manual",
+                                                batch_size=256, seed=0)
+    students = [keras_okd.models.get("resnet18", num_classes=1000), keras_okd.models.get("resnet34", num_classes=1000)]
+    distiller = keras_okd.methods.tsb(students, num_train_samples=n)
+    ```
     """
     if augment not in ("standard", "crop", None):
         raise ValueError(f"imagenet2012: augment must be 'standard', 'crop' or None, got {augment!r}.")

@@ -117,9 +117,30 @@ def step_seed(key, step):
 def data_epoch(ds):
     """The `DataEpoch` callback of a training dataset made by `pipeline` (or `keras_okd.data.get`).
 
+    Args:
+        ds: the training dataset that `pipeline(..., training=True)` (or a loader) returned.
+
+    Returns:
+        Its `DataEpoch` callback, to pass to `fit` so that a resumed run sees the data an uninterrupted one would.
+
     Raises:
         ValueError: `ds` was not made by `pipeline(..., training=True)` (or was transformed afterwards, which loses
             the link: call this on the dataset `pipeline` returned).
+
+    Example:
+
+    >>> import keras_okd
+    >>> train, test, n = keras_okd.data.get("digits", seed=0)
+    >>> type(keras_okd.data.data_epoch(train)).__name__
+    'DataEpoch'
+    >>> keras_okd.data.data_epoch(train.map(lambda x, y: (x, y)))   # a new dataset: take it before the map
+    Traceback (most recent call last):
+    ValueError: data_epoch: this dataset was not made by keras_okd.data.pipeline(..., training=True) (or was transformed afterwards: .map, .rebatch, ... return new datasets). Take the callback from the dataset the pipeline returned, before transforming it.
+
+    ```python
+    distiller.fit(train, validation_data=test, epochs=20,
+                  callbacks=[keras_okd.data.data_epoch(train), keras.callbacks.BackupAndRestore("backup")])
+    ```
     """
     clock = getattr(ds, "_keras_okd_data_epoch", None)
     if clock is None:

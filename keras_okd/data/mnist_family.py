@@ -272,7 +272,28 @@ def fashion_mnist_arrays(data_dir=None, download=True, train_size=None, subset_s
 
 
 def mnist_arrays(data_dir=None, download=True, train_size=None, subset_seed=0):
-    """MNIST as float32 arrays in [0, 1] `(N, 28, 28, 1)` and int32 labels (see `arrays`)."""
+    """MNIST as float32 arrays in [0, 1] `(N, 28, 28, 1)` and int32 labels (see `arrays`).
+
+    Args:
+        data_dir: folder holding MNIST's four IDX files; None: Keras's cache, then Keras's download.
+        download: let Keras download the files when they are nowhere on disk.
+        train_size: keep a stratified subset of this many training images; None: all 60,000.
+        subset_seed: seed of that subset.
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test))`.
+
+    Raises:
+        DatasetNotFoundError: `data_dir` does not hold the files, or they are nowhere on disk and `download` is
+            False (or the download failed); the message says how to get them.
+
+    Example:
+
+    ```python
+    (x, y), (x_test, y_test) = keras_okd.data.mnist_arrays(train_size=10_000)   # x: (10000, 28, 28, 1)
+    distiller.fit(x, y, validation_data=(x_test, y_test), batch_size=128, epochs=5)
+    ```
+    """
     return arrays("mnist", data_dir, download, train_size, subset_seed)
 
 
@@ -372,5 +393,30 @@ def mnist(
     train_size: int | None = None,
     subset_seed: int = 0,
 ):
-    """MNIST's training and test pipelines (see `datasets`; the standard augmentation has no flip)."""
+    """MNIST's training and test pipelines (see `datasets`; the standard augmentation has no flip).
+
+    Args:
+        batch_size: batch size.
+        data_dir: folder holding the four IDX files; None: Keras's cache, then Keras's download.
+        download: let Keras download the files when they are nowhere on disk.
+        seed: shuffle and augmentation seed.
+        augment: `"standard"` (pad 2, random 28x28 crop), `"crop"`, `"flip"` or None.
+        shuffle: shuffle the training set every epoch.
+        train_size: keep a stratified subset of this many training images; None: all 60,000.
+        subset_seed: seed of that subset.
+
+    Returns:
+        `(train_ds, test_ds, num_train_samples)`; training elements are `({"inputs", "index"}, label)`.
+
+    Raises:
+        DatasetNotFoundError: `data_dir` does not hold the files, or they are nowhere on disk and `download` is
+            False (or the download failed); the message says how to get them.
+
+    Example:
+
+    ```python
+    train, test, n = keras_okd.data.mnist(batch_size=128, seed=0)
+    distiller.fit(train, validation_data=test, epochs=10, callbacks=[keras_okd.data.data_epoch(train)])
+    ```
+    """
     return datasets("mnist", batch_size, data_dir, download, seed, augment, shuffle, train_size, subset_seed)

@@ -192,15 +192,37 @@ _DATASETS = Registry("dataset", _LOADERS)
 
 
 def names():
-    """The dataset names `get` accepts, sorted."""
+    """The dataset names `get` accepts, sorted (those added by `register` and plugins included).
+
+    Returns:
+        A sorted list of strings.
+
+    Example:
+
+    >>> import keras_okd
+    >>> {"cifar10", "cifar100", "digits", "fashion_mnist", "tinyimagenet"} <= set(keras_okd.data.names())
+    True
+    """
     return _DATASETS.names()
 
 
 def loader(name):
     """The loader function registered as `name` (its signature lists the options `get` accepts).
 
+    Args:
+        name: one of `names()`.
+
+    Returns:
+        The loader, `loader(**options) -> (train_ds, test_ds, num_train_samples)`.
+
     Raises:
         ValueError: unknown name; the message lists the known ones.
+
+    Example:
+
+    >>> import inspect, keras_okd
+    >>> list(inspect.signature(keras_okd.data.loader("digits")).parameters)
+    ['batch_size', 'seed', 'validation_size', 'split_seed', 'augment', 'shuffle']
     """
     return _DATASETS.get(name)
 
@@ -273,6 +295,19 @@ def num_classes(name, **kwargs):
     Args:
         name: one of `names()`.
         **kwargs: the dataset's options (only `data_dir` is read).
+
+    Returns:
+        An int.
+
+    Raises:
+        ValueError: unknown name.
+        DatasetNotFoundError: `folder` or `tinyimagenet` without its data in `data_dir`.
+
+    Example:
+
+    >>> import keras_okd
+    >>> keras_okd.data.num_classes("cifar100"), keras_okd.data.num_classes("digits")
+    (100, 10)
     """
     loader(name)
     return int(_CLASSES[name](**kwargs))

@@ -115,6 +115,13 @@ def load_tinyimagenet(data_dir=None, split="train"):
 
     Raises:
         DatasetNotFoundError: the data is not there; the message says what to download and where to put it.
+
+    Example:
+
+    ```python
+    val = keras_okd.data.load_tinyimagenet("~/data", split="val")   # ~/data/tiny-imagenet-200/...
+    image, label = next(iter(val))                                   # uint8 (64, 64, 3), int64
+    ```
     """
     paths, labels = file_lists(data_dir, split)
     return files_dataset(paths, labels, IMAGE_SIZE, channels=3)

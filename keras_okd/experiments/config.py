@@ -89,7 +89,28 @@ _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
 class ConfigError(ValueError):
-    """An invalid config. `errors` lists one message per problem, each starting with `file:line: key:`."""
+    """An invalid config. `errors` lists one message per problem, each starting with `file:line: key:`.
+
+    A subclass of `ValueError`, raised by `load_config`, `config_from_dict` and the runner's checks before anything
+    is written; every problem is listed at once, so one round of fixes suffices. The CLI prints the message and exits
+    with status 2.
+
+    Args:
+        errors: the problems, one message each.
+
+    Example:
+
+    >>> from keras_okd.experiments import ConfigError, config_from_dict
+    >>> try:
+    ...     config_from_dict({"experiment": "quick", "method": {"name": "dml"},
+    ...                       "students": ["simple_cnn", "simple_cnn"], "dataset": {"name": "digits"},
+    ...                       "optimizer": {"name": "sgd", "learning_rate": -1}, "epochs": 0})
+    ... except ConfigError as error:
+    ...     for problem in error.errors:
+    ...         print(problem)
+    <dict>: optimizer.learning_rate: got -1.0; accepted: a number > 0.
+    <dict>: epochs: must be >= 1, got 0.
+    """
 
     def __init__(self, errors):
         self.errors = list(errors)
@@ -199,7 +220,29 @@ def load_config(path, overrides=(), check_params=True):
 
 
 def config_from_dict(data, overrides=(), source="<dict>", check_params=True):
-    """Check (and override) a config given as a dict; like `load_config` without a file."""
+    """Check (and override) a config given as a dict; like `load_config` without a file.
+
+    Args:
+        data: the config as a dict (the schema of this module's docstring); not changed.
+        overrides: `"key.sub=value"` strings, applied in order (as the CLI's `--set`).
+        source: the name problems are reported under (in place of `file:line`).
+        check_params: also try the method's params on its preset (see `load_config`).
+
+    Returns:
+        A `ResolvedConfig`: a dict with every section and default filled in.
+
+    Raises:
+        ConfigError: the config breaks the schema; every problem is listed.
+
+    Example:
+
+    >>> from keras_okd.experiments import config_from_dict
+    >>> config = config_from_dict({"experiment": "quick", "method": {"name": "dml"},
+    ...     "students": ["simple_cnn", "simple_cnn"], "dataset": {"name": "digits", "batch_size": 64},
+    ...     "optimizer": {"name": "sgd", "learning_rate": 0.05}, "epochs": 2}, overrides=["method.params.temperature=3"])
+    >>> config["method"], config["seeds"], config["schedule"]
+    ({'name': 'dml', 'params': {'temperature': 3.0, 'weight': 1.0, 'reduction': 'mean', 'features': None}}, [0], {'type': 'constant'})
+    """
     return _resolve(copy.deepcopy(data), _Sources(source), overrides, check_params)
 
 
@@ -821,7 +864,36 @@ def _string_number_hint(value):
 
 # ---------------------------------------------------------------------------------------------------------- output
 def dump_config(config, path=None):
-    """The resolved config as YAML text (keys in schema order); written to `path` when given."""
+    """The resolved config as YAML text (keys in schema order); written to `path` when given.
+
+    Args:
+        config: a resolved config (`load_config`, `config_from_dict`).
+        path: file to write the text to (None: only return it).
+
+    Returns:
+        The YAML text, which `load_config` reads back to the same config.
+
+    Example:
+
+    >>> from keras_okd.experiments import config_from_dict, dump_config
+    >>> config = config_from_dict({"experiment": "quick", "method": {"name": "dml"},
+    ...     "students": ["simple_cnn", "simple_cnn"], "dataset": {"name": "digits", "batch_size": 64},
+    ...     "optimizer": {"name": "sgd", "learning_rate": 0.05}, "epochs": 2})
+    >>> print(dump_config(config), end="")
+    experiment: quick
+    paper: ''
+    imports: []
+    method:
+      name: dml
+      params: {temperature: 1.0, weight: 1.0, reduction: mean, features: null}
+    students: [simple_cnn, simple_cnn]
+    dataset: {name: digits, batch_size: 64, validation_size: 360, split_seed: 0, augment: null, shuffle: true}
+    optimizer: {name: sgd, learning_rate: 0.05}
+    schedule: {type: constant}
+    epochs: 2
+    seeds: [0]
+    strategy: none
+    """
     text = yaml.safe_dump(_plain(config), sort_keys=False, default_flow_style=None, width=120)
     if path is not None:
         with open(path, "w") as f:

@@ -508,6 +508,14 @@ def make_report(paths, out_dir=None):
     Raises:
         NoRunsError: a path is not a directory, or no run under the paths has a complete epoch (the message lists
             why each run was left out).
+
+    Example:
+
+    ```python
+    report = keras_okd.experiments.make_report(["runs/digits_simple_cnn"])   # every method and seed below it
+    print(report["table"])      # the papers' layout: each network, the ensemble, paired differences to `independent`
+    report["markdown"], report["plots"], report["problems"]
+    ```
     """
     from keras_okd.experiments.config import ConfigError
 

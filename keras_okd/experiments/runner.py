@@ -238,7 +238,27 @@ def num_peers(config):
 def read_history(path, problems=None):
     """Rows of a `history.csv` as dicts of floats (epoch as int), one per epoch in order. Rows that a kill cut
     short, a second header and unreadable rows are skipped (a repeated epoch keeps its last row); what was skipped is
-    appended to `problems` when a list is given, else printed as a warning."""
+    appended to `problems` when a list is given, else printed as a warning.
+
+    Args:
+        path: a `history.csv` (Keras's `CSVLogger` format, as `run_experiment` writes it).
+        problems: a list that receives a message per skipped row (None: print them to stderr).
+
+    Returns:
+        A list of dicts, `{"epoch": int, "loss": float, "val_ensemble_accuracy": float, ...}`.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "history.csv")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("epoch,loss,val_ensemble_accuracy\\n0,2.25,0.5\\n1,1.5,0.75\\n2,1.2")   # a kill cut the last row
+    >>> problems = []
+    >>> [(row["epoch"], row["val_ensemble_accuracy"]) for row in read_history(path, problems)]
+    [(0, 0.5), (1, 0.75)]
+    >>> len(problems)
+    1
+    """
     rows, found = read_history_rows(str(path))
     if problems is not None:
         problems.extend(found)
@@ -278,6 +298,16 @@ def run_experiment(config, run_dir, seed, callbacks=(), verbose=1):
         RunDirectoryError: the directory holds a run of a different config, is a file, or has a damaged
             `results.json`; `RunLockedError` (a subclass): another live process trains in it.
         keras_okd.data.DatasetNotFoundError: the dataset is not on disk.
+
+    Example:
+
+    ```python
+    config = keras_okd.experiments.load_config("configs/digits/dml.yaml", ["epochs=2"])
+    for seed, run_dir in keras_okd.experiments.run_dirs(config):      # runs/digits_simple_cnn/dml/seed_<s>
+        results = keras_okd.experiments.run_experiment(config, run_dir, seed)
+        print(seed, results["ensemble_accuracy"], results["net_accuracy"])
+    # killed mid-run? the same call resumes from the last completed epoch
+    ```
     """
     if not isinstance(config, dict):
         config = load_config(config)
@@ -587,6 +617,14 @@ def evaluate_run(run_dir, batch_size=None):
 
     Raises:
         ConfigError: the run's `config.yaml` is missing or does not read (nothing to evaluate against).
+
+    Example:
+
+    ```python
+    evaluation = keras_okd.experiments.evaluate_run("runs/digits_simple_cnn/dml/seed_0")
+    evaluation["scores"]["ensemble"]["accuracy"], evaluation["scores"]["student_0"]["accuracy"]
+    evaluation["problems"]   # [] when every model file loaded
+    ```
     """
     config = load_config(os.path.join(run_dir, CONFIG), check_params=False)
     problems = []
@@ -651,7 +689,28 @@ def _softmax(z):
 
 def run_dirs(config, run_dir=None, seeds=None, root="runs"):
     """`[(seed, directory)]` for a config: `run_dir` itself for one seed given a `run_dir`, else `seed_<s>`
-    sub-directories of `run_dir` (default `runs/<experiment>/<method>`)."""
+    sub-directories of `run_dir` (default `runs/<experiment>/<method>`).
+
+    Args:
+        config: a resolved config (its `seeds`, `experiment` and method name are read).
+        run_dir: the base directory (None: `<root>/<experiment>/<method>`).
+        seeds: the seeds to run (None: the config's).
+        root: the root of the default directory.
+
+    Returns:
+        A list of `(seed, directory)` pairs, in the seeds' order.
+
+    Example:
+
+    >>> from keras_okd.experiments import config_from_dict, run_dirs
+    >>> config = config_from_dict({"experiment": "quick", "method": {"name": "dml"},
+    ...                            "students": ["simple_cnn", "simple_cnn"], "dataset": {"name": "digits"},
+    ...                            "optimizer": {"name": "sgd", "learning_rate": 0.05}, "epochs": 2, "seeds": [0, 1]})
+    >>> run_dirs(config)
+    [(0, 'runs/quick/dml/seed_0'), (1, 'runs/quick/dml/seed_1')]
+    >>> run_dirs(config, "my_run", seeds=[3])   # one seed: the directory itself
+    [(3, 'my_run')]
+    """
     seeds = list(config["seeds"] if seeds is None else seeds)
     if run_dir is not None and len(seeds) == 1:
         return [(seeds[0], str(run_dir))]

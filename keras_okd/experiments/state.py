@@ -135,11 +135,47 @@ def read_json(path):
 # ---------------------------------------------------------------------------------------------------------- lock
 class RunDirectoryError(ValueError):
     """The run directory cannot be used as asked (it holds a run of another config, is a file, or its results are
-    damaged); the message says what to do."""
+    damaged); the message says what to do.
+
+    A subclass of `ValueError`, raised by `run_experiment` before it writes anything; the CLI prints the message and
+    exits with status 2. Pass another run directory, or delete the old one to start over.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> from keras_okd.experiments import RunDirectoryError, config_from_dict, run_experiment
+    >>> config = config_from_dict({"experiment": "quick", "method": {"name": "dml"},
+    ...                            "students": ["simple_cnn", "simple_cnn"], "dataset": {"name": "digits"},
+    ...                            "optimizer": {"name": "sgd", "learning_rate": 0.05}, "epochs": 2})
+    >>> not_a_directory = os.path.join(tempfile.mkdtemp(), "a_file")
+    >>> open(not_a_directory, "w").close()
+    >>> try:
+    ...     run_experiment(config, not_a_directory, seed=0)
+    ... except RunDirectoryError as error:
+    ...     print(str(error).endswith("is a file, not a run directory: pass another --run-dir."))
+    True
+    """
 
 
 class RunLockedError(RunDirectoryError):
-    """Another live process owns the run directory; the message names it."""
+    """Another live process owns the run directory; the message names it.
+
+    A subclass of `RunDirectoryError`, raised by `RunLock.acquire` (and so by `run_experiment`) when another process
+    trains in the directory: wait for it to finish, or stop it; a lock left by a killed process is taken over
+    without an error.
+
+    Example:
+
+    >>> import tempfile
+    >>> from keras_okd.experiments import RunLock, RunLockedError
+    >>> run_dir = tempfile.mkdtemp()
+    >>> with RunLock(run_dir):
+    ...     try:
+    ...         RunLock(run_dir).acquire()   # a second owner, as another process would be
+    ...     except RunLockedError as error:
+    ...         print("in use by process" in str(error))
+    True
+    """
 
 
 def _process_start(pid):

@@ -232,6 +232,23 @@ def other_peers(num_peers, reduction="mean"):
     Args:
         num_peers: M.
         reduction: `"mean"` (average over the M - 1 other peers) or `"sum"`.
+
+    Returns:
+        A float32 `(M, M)` tensor, the `pair_weights` of `keras_okd.losses.pairwise_kd`.
+
+    Raises:
+        ValueError: `reduction` is neither `"mean"` nor `"sum"`.
+
+    Example:
+
+    >>> import keras
+    >>> keras.ops.convert_to_numpy(other_peers(3))
+    array([[0. , 0.5, 0.5],
+           [0.5, 0. , 0.5],
+           [0.5, 0.5, 0. ]], dtype=float32)
+    >>> keras.ops.convert_to_numpy(other_peers(2, reduction="sum"))
+    array([[0., 1.],
+           [1., 0.]], dtype=float32)
     """
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}.")

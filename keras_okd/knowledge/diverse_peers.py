@@ -39,6 +39,24 @@ def okddip_targets(peer_logits, features, query_kernel, key_kernel, target_gradi
 
     Returns:
         `(target_logits (batch, M, classes), attention (batch, M - 1, M - 1))`, float32.
+
+    Raises:
+        ValueError: `target_gradient` is not one of `"attention"`, `"all"`, `"none"`.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> z = np.array([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]], "float32")   # 2 auxiliary peers, then the leader
+    >>> h = np.ones((1, 3, 4), "float32"); w = np.ones((4, 2), "float32")  # equal features: equal attention
+    >>> targets, attention = okddip_targets(z, h, w, w)
+    >>> keras.ops.convert_to_numpy(targets)   # each auxiliary peer: the mean of both; the leader: their mean
+    array([[[0.5, 0.5],
+            [0.5, 0.5],
+            [0.5, 0.5]]], dtype=float32)
+    >>> targets, _ = okddip_targets(z, h, w, w, include_self=False)
+    >>> keras.ops.convert_to_numpy(targets)[0, :2]   # each auxiliary peer: the other one's logits
+    array([[0., 1.],
+           [1., 0.]], dtype=float32)
     """
     if target_gradient not in TARGET_GRADIENTS:
         raise ValueError(f"target_gradient must be one of {TARGET_GRADIENTS}, got {target_gradient!r}.")

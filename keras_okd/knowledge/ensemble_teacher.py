@@ -16,6 +16,13 @@ def min_logit(peer_logits, labels):
 
     Returns:
         `(batch, classes)` teacher logits; the true class gets 0, the others their least confusing margin.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> logits = np.array([[[2.0, 1.0, 0.0], [3.0, 0.0, 2.0]]], "float32")   # 1 sample, 2 students, 3 classes
+    >>> keras.ops.convert_to_numpy(min_logit(logits, np.array([0])))       # margins [0, -1, -2] and [0, -3, -1]
+    array([[ 0., -3., -2.]], dtype=float32)
     """
     peer_logits = ops.convert_to_tensor(peer_logits)
     true = ops.take_along_axis(peer_logits, ops.reshape(ops.cast(labels, "int32"), (-1, 1, 1)), axis=2)

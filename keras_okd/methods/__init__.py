@@ -25,15 +25,43 @@ _METHODS = Registry("method", _PRESETS)
 
 
 def names():
-    """Sorted names of the method presets."""
+    """Sorted names of the method presets (those registered by `register`, plugins' included).
+
+    Returns:
+        A sorted list of strings, each accepted by `get` and by a config's `method: {name: ...}`.
+
+    Example:
+
+    >>> import keras_okd
+    >>> {"dml", "dkel", "kdcl", "one", "pcl", "tsb"} <= set(keras_okd.methods.names())
+    True
+    """
     return _METHODS.names()
 
 
 def get(name):
     """The preset function called `name` (e.g. `get("tsb")(students, num_train_samples=50_000)`).
 
+    Args:
+        name: a name from `names()`.
+
+    Returns:
+        The preset function, `preset(students, **params) -> OnlineDistiller`.
+
     Raises:
-        ValueError: unknown name; the message lists the known ones.
+        ValueError: unknown name; the message lists the known ones (check the spelling, or `register` the method).
+
+    Example:
+
+    >>> import keras_okd
+    >>> keras_okd.methods.get("dml") is keras_okd.methods.dml
+    True
+
+    ```python
+    students = [keras_okd.models.get("simple_cnn", num_classes=10) for _ in range(2)]
+    distiller = keras_okd.methods.get("dml")(students, temperature=3.0)
+    keras_okd.methods.get("tbs")   # ValueError: Unknown method 'tbs'; known: cl, dkel, dml, ...
+    ```
     """
     return _METHODS.get(name)
 

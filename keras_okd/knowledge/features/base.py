@@ -118,6 +118,31 @@ class FeatureDistillation(KnowledgePart):
         per_sample: whether the loss is a mean over samples (then `sample_weight` weighs it); relational losses
             compare samples with each other and refuse sample weights.
         label: the method's short name in the papers' tables ("AT", "CRD", ...).
+
+    Raises:
+        ValueError: no `layers`, more layers per peer than the method reads (`max_layers`), or an unknown
+            `reduction`.
+
+    Example:
+
+    A new method is a subclass with its `layer_loss` (here the mean squared distance of equal-shape features):
+
+    >>> import keras, numpy as np
+    >>> class FeatureMSE(FeatureDistillation):
+    ...     def check_pair(self, own_shape, target_shape, what):
+    ...         if own_shape != target_shape:
+    ...             raise ValueError(f"{what}: shapes differ, {own_shape} and {target_shape}.")
+    ...     def layer_loss(self, own, target, peer, other, position, context):
+    ...         return keras.ops.mean(keras.ops.square(own - target), axis=-1)   # (batch,)
+    >>> part = FeatureMSE(layers=("pool",), name="feature_mse")
+    >>> part.build_for_peers(2, 10, {"peer_features": [{"pool": (None, 4)}, {"pool": (None, 4)}]})
+    >>> features = [{"pool": np.zeros((2, 4), "float32")}, {"pool": np.full((2, 4), 2.0, "float32")}]
+    >>> losses = part.targets(np.zeros((2, 2, 10), "float32"), {"peer_features": features})["peer_losses"]
+    >>> keras.ops.convert_to_numpy(losses)
+    array([4., 4.], dtype=float32)
+
+    In a distiller, register it with `keras.saving.register_keras_serializable` (so saved models restore it) and
+    pass it as knowledge: `keras_okd.methods.dml(students, features=FeatureMSE(layers=("pool",)))`.
     """
 
     per_sample = True
