@@ -58,8 +58,11 @@ def check_state_size(distiller, verbose):
 
 def moving_state(networks):
     """The float non-trainable variables of `networks` that a training forward pass updates (batch-norm moving
-    statistics and the like)."""
-    return [v for n in networks for v in n.non_trainable_variables if "float" in str(v.dtype)]
+    statistics and the like): those of trainable layers. A frozen layer's weights (`trainable=False`) are read by the
+    step, never written, and writing them back would break PyTorch's autograd (an in-place change of a saved tensor)."""
+    frozen = {id(v) for n in networks for layer in n._flatten_layers(include_self=False)
+              if not layer.trainable for v in layer.variables}
+    return [v for n in networks for v in n.non_trainable_variables if "float" in str(v.dtype) and id(v) not in frozen]
 
 
 def snapshot(variables):
