@@ -101,6 +101,12 @@ class Peers:
             )
         if views is not None and not isinstance(views, keras.layers.Layer):
             raise TypeError(f"views must be a Keras layer (e.g. keras_okd.data.peer_views(32, 32)), got {views!r}.")
+        if views is not None and not getattr(views, "supports_jit", True):
+            warnings.warn(
+                f"The views layer {views.name!r} ({type(views).__name__}) reports supports_jit=False, so Keras runs "
+                "the whole training step uncompiled on JAX and TensorFlow (jit_compile='auto' resolves to False), op "
+                "by op, which costs most of the step's speed there. keras_okd.data.RandomShiftFlip (peer_views) "
+                "compiles on every backend.", stacklevel=3)
         self.views = views
         self.num_peers = len(classes)
         self.num_classes = classes[0]

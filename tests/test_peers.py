@@ -117,3 +117,23 @@ def test_a_sequential_built_from_keras_input_is_a_student():
     unbuilt = keras.Sequential([keras.layers.Dense(10)], name="unbuilt")
     with pytest.raises(ValueError, match=r"students\[0\] \(unbuilt\) has no known output; build it first"):
         keras_okd.methods.dml([unbuilt, tiny_student(name="g")])
+
+
+def test_views_that_cannot_compile_are_accepted_with_a_warning_naming_them():
+    class Eager(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.supports_jit = False
+
+        def call(self, x, training=None):
+            return x
+
+    with pytest.warns(UserWarning, match=r"views layer 'eager_views' \(Eager\) reports supports_jit=False"):
+        distiller = keras_okd.methods.kdcl([tiny_student(name="a"), tiny_student(name="b")], views=Eager(name="eager_views"))
+    assert distiller.views.name == "eager_views"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the library's own views compile: no warning
+        keras_okd.methods.kdcl([tiny_student(name="c"), tiny_student(name="d")],
+                               views=keras_okd.data.peer_views(8, 8, padding=1))
