@@ -23,8 +23,9 @@ is a worker process that:
   flip, `flip`: no crop, null: none). Order and draws are numpy functions of (seed, epoch) and (seed, epoch, step),
   so they differ from tf.data's draws (same distribution, other random numbers);
 * trains with the runner's callbacks: the method's schedules, the config's step schedule
-  (`keras.callbacks.LearningRateScheduler(lr_schedule(config))`), `keras.callbacks.CSVLogger`, and the distiller's
-  default `PeerCollapse` monitor; validates on the test set after every epoch (batch 1000), as the runner does;
+  (the optimizer's per-step learning-rate schedule, `runner.lr_schedule`), `keras.callbacks.CSVLogger`, and the
+  distiller's default `PeerCollapse` monitor; validates on the test set every `validation_freq` epochs (batch 1000),
+  as the runner does;
 * writes a run directory in the runner's format at `<out>/<tag>/<experiment>/<method>/seed_<s>` (the layout of
   `keras-okd train`'s `runs/<experiment>/<method>/seed_<s>`): `config.yaml` (the resolved config, overrides
   included), `history.csv` (per-epoch training and validation logs), `progress.json`, the saved students, teacher
@@ -168,7 +169,8 @@ def worker(config_path, overrides, seed, run_dir, data_dir=None, save_models=Tru
                                                    dataset["subset_seed"])
     padding, flip = mnist_family.augmentation(name, dataset["augment"])
     train = make_batches(x, y, dataset["batch_size"], seed, padding, flip, dataset["shuffle"])
-    distiller, models = runner.build_distiller(resolved, len(y), mnist_family.NUM_CLASSES, mnist_family.INPUT_SHAPE)
+    distiller, models = runner.build_distiller(resolved, len(y), mnist_family.NUM_CLASSES, mnist_family.INPUT_SHAPE,
+                                               len(train))
     atomic_write(os.path.join(run_dir, runner.CONFIG), dump_config(resolved))
     history_path = os.path.join(run_dir, runner.HISTORY)
     timer = epoch_timer()
@@ -176,12 +178,11 @@ def worker(config_path, overrides, seed, run_dir, data_dir=None, save_models=Tru
         train.clock,
         timer,
         keras.callbacks.CSVLogger(history_path),
-        keras.callbacks.LearningRateScheduler(runner.lr_schedule(resolved)),
     ]
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
     distiller.fit(train, validation_data=(x_test, y_test), validation_batch_size=1000, epochs=resolved["epochs"],
-                  callbacks=callbacks, shuffle=False, verbose=verbose)
-    session_seconds = time.time() - start
+                  callbacks=callbacks, shuffle=False, verbose=verbose, validation_freq=resolved["validation_freq"])
+    session_seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
     atomic_json(os.path.join(run_dir, runner.PROGRESS), {"epochs": len(timer.seconds),
                                                         "seconds": round(sum(timer.seconds), 3)})
 
@@ -195,6 +196,7 @@ def worker(config_path, overrides, seed, run_dir, data_dir=None, save_models=Tru
         "produced_by": PRODUCED_BY,
         "device": keras_okd.backend.device_memory()[1],
         "epoch_seconds": [round(s, 2) for s in timer.seconds],
+        "cpu_seconds": round(cpu_seconds, 1),
         "tag": tag,
         "overrides": list(overrides),
         "data_dir": where,

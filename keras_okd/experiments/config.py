@@ -35,8 +35,13 @@ optimizer:                                 # required
   momentum: 0.9                            #   the schedule
   nesterov: false
   weight_decay: 5.0e-4                     # PyTorch-style (coupled) decay: OnlineDistiller.compile(coupled_weight_decay=)
-schedule: {type: step, milestones: [150, 180, 210], factor: 0.1}   # or {type: constant} (the default)
+schedule: {type: step, milestones: [150, 180, 210], factor: 0.1}   # or {type: cosine}, or {type: constant} (the
+                                           #   default); each takes warmup_epochs (default 0): a linear learning-
+                                           #   rate warm-up over that many epochs, per step
+                                           #   (keras_okd.experiments.schedules)
 epochs: 240                                # required, >= 1
+validation_freq: 1                         # validate on the test split every that many epochs (default 1); must
+                                           #   divide epochs, so the last epoch is always scored
 seeds: [0]                                 # default [0]; one run (one sub-directory) per seed
 strategy: none                             # none | mirrored | multi_worker (tensorflow) | jax_data_parallel (jax)
 ```
@@ -76,9 +81,9 @@ from keras_okd.distribute import STRATEGIES, STRATEGY_ENGINES
 from keras_okd.registry import PluginError, load_plugin
 
 TOP_LEVEL = ("experiment", "paper", "imports", "method", "students", "dataset", "optimizer", "schedule", "epochs",
-             "seeds", "strategy")
+             "validation_freq", "seeds", "strategy")
 REQUIRED = ("experiment", "method", "students", "dataset", "optimizer", "epochs")
-SCHEDULES = ("step", "constant")
+SCHEDULES = ("step", "cosine", "constant")
 #: The backend each strategy needs (keras_okd.distribute.strategy_scope refuses the others).
 STRATEGY_BACKENDS = {name: engine for name, engine in STRATEGY_ENGINES.items() if engine}
 #: Values of a preset's `views` param: per-peer augmentation made in the training step (keras_okd.data.peer_views).
@@ -495,6 +500,13 @@ class _Validator:
             if ok and epochs < 1:
                 self.error(("epochs",), f"must be >= 1, got {epochs}.")
             resolved["epochs"] = epochs
+        ok, freq = self.typed(("validation_freq",), data.get("validation_freq", 1), (int,))
+        if ok and freq < 1:
+            self.error(("validation_freq",), f"must be >= 1 (validate every that many epochs), got {freq}.")
+        elif ok and isinstance(resolved.get("epochs"), int) and resolved["epochs"] % freq:
+            self.error(("validation_freq",), f"{freq} does not divide epochs: {resolved['epochs']}, so the last "
+                       "epoch would not be validated and the run would have no final scores; use a divisor of epochs.")
+        resolved["validation_freq"] = freq
         resolved["seeds"] = self.seeds(data.get("seeds", [0]))
         ok, strategy = self.typed(("strategy",), data.get("strategy", "none"), (str,))
         if ok and strategy not in STRATEGIES:
@@ -709,12 +721,16 @@ class _Validator:
         if ok and kind not in SCHEDULES:
             self.error(path + ("type",), f"unknown schedule {kind!r}; known: {', '.join(SCHEDULES)}.")
             return None
-        known = ("type", "milestones", "factor") if kind == "step" else ("type",)
+        known = ("type", "milestones", "factor", "warmup_epochs") if kind == "step" else ("type", "warmup_epochs")
         for key in value:
             if key not in known:
                 self.unknown(path, key, known)
+        ok, warmup = self.typed(path + ("warmup_epochs",), value.get("warmup_epochs", 0.0), (float,))
+        if ok and not warmup >= 0:
+            self.error(path + ("warmup_epochs",), f"must be >= 0 (epochs of linear learning-rate warm-up), got "
+                       f"{warmup}.")
         if kind != "step":
-            return {"type": kind}
+            return {"type": kind, "warmup_epochs": warmup}
         if "milestones" not in value:
             self.error(path, "a step schedule needs 'milestones' (epochs at which the rate is multiplied by factor).")
             milestones = []
@@ -729,7 +745,7 @@ class _Validator:
         ok, factor = self.typed(path + ("factor",), value.get("factor", 0.1), (float,))
         if ok and not factor > 0:
             self.error(path + ("factor",), f"must be > 0, got {factor}.")
-        return {"type": "step", "milestones": milestones, "factor": factor}
+        return {"type": "step", "milestones": milestones, "factor": factor, "warmup_epochs": warmup}
 
     def seeds(self, value):
         path = ("seeds",)

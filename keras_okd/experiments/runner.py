@@ -55,6 +55,7 @@ from keras_okd.experiments.config import (
     where,
     with_seed,
 )
+from keras_okd.experiments.schedules import learning_rate
 from keras_okd.experiments.state import (
     RunCheckpoint,
     RunDirectoryError,
@@ -75,36 +76,30 @@ PROGRESS = "progress.json"
 BACKUP = "backup"
 
 
-class StepSchedule:
-    """Learning rate of a 0-based epoch: `base * factor ** (number of milestones <= epoch)`, or constant.
+def lr_schedule(config, steps_per_epoch):
+    """The optimizer's `learning_rate` for a resolved config: a number, or a Keras `LearningRateSchedule` of the
+    step (`keras_okd.experiments.schedules.learning_rate`: step, cosine or constant, with the optional linear
+    warm-up), evaluated at `optimizer.iterations`, which the backups save.
 
-    Milestones are counted like PyTorch's `MultiStepLR` stepped once per epoch: with milestones [150, 180, 210] the
-    rate is multiplied by `factor` from the 151st epoch (index 150) on.
+    Args:
+        config: a resolved config.
+        steps_per_epoch: training batches per epoch (`steps_per_epoch(train)`).
     """
-
-    def __init__(self, base_lr, milestones=(), factor=0.1):
-        self.base_lr, self.milestones, self.factor = float(base_lr), tuple(milestones), float(factor)
-
-    @classmethod
-    def at_fractions(cls, base_lr, epochs, fractions, factor=0.1):
-        """The schedule with milestones at `fractions` of `epochs` (rounded), e.g. TSB's 150/180/210 of 240 scaled to
-        any length: `StepSchedule.at_fractions(0.05, 40, (0.625, 0.75, 0.875))` steps at epochs 25, 30 and 35."""
-        return cls(base_lr, [round(epochs * f) for f in fractions], factor)
-
-    def __call__(self, epoch, lr=None):
-        return self.base_lr * self.factor ** sum(epoch >= m for m in self.milestones)
-
-    def __repr__(self):
-        return f"StepSchedule({self.base_lr}, milestones={list(self.milestones)}, factor={self.factor})"
+    return learning_rate(config["schedule"], config["optimizer"].get("learning_rate", 0.01), config["epochs"],
+                         steps_per_epoch)
 
 
-def lr_schedule(config):
-    """The `StepSchedule` of a resolved config (constant: no milestones)."""
-    schedule = config["schedule"]
-    base = config["optimizer"].get("learning_rate", 0.01)
-    if schedule["type"] == "step":
-        return StepSchedule(base, schedule["milestones"], schedule["factor"])
-    return StepSchedule(base)
+def steps_per_epoch(train):
+    """Batches per epoch of a training dataset: a `tf.data.Dataset` of known cardinality, or anything with `len`.
+
+    Raises:
+        ValueError: the number is unknown (an infinite or filtered dataset): the learning-rate schedule needs it.
+    """
+    count = len(train) if hasattr(train, "__len__") and not hasattr(train, "cardinality") else int(train.cardinality())
+    if count < 1:
+        raise ValueError(f"the training data have no known number of batches per epoch (got {count}); the "
+                         "learning-rate schedule counts epochs in batches.")
+    return count
 
 
 def build_optimizer(options):
@@ -131,8 +126,11 @@ def build_students(students, num_classes, input_shape, synchronized_bn=False):
     return models, models
 
 
-def build_distiller(config, num_train_samples, num_classes, input_shape):
+def build_distiller(config, num_train_samples, num_classes, input_shape, batches_per_epoch=None):
     """`(distiller, student models)`: the config's students, method preset and optimizer, compiled.
+
+    The optimizer's learning rate follows the config's `schedule` per step (`lr_schedule`) when
+    `batches_per_epoch` is given; without it (throw-away distillers that never train) it is the base rate.
 
     Raises:
         ConfigError: a student network cannot be built for the dataset's images (too deep for their size), named
@@ -161,6 +159,8 @@ def build_distiller(config, num_train_samples, num_classes, input_shape):
     options = dict(config["optimizer"])
     # The papers' weight decay is PyTorch's (added to the gradient before momentum): the distiller's coupled decay.
     weight_decay = options.pop("weight_decay", None) or 0.0
+    if batches_per_epoch is not None:
+        options["learning_rate"] = lr_schedule(config, batches_per_epoch)
     distiller.compile(optimizer=build_optimizer(options), coupled_weight_decay=weight_decay)
     return distiller, models
 
@@ -360,7 +360,7 @@ def _run_owned(config, run_dir, seed, callbacks, verbose):
     keras.utils.set_random_seed(seed)
     train, test, n, classes, input_shape, clock = load_checked_dataset(resolved, seed)
     with keras_okd.distribute.strategy_scope(resolved["strategy"]):
-        distiller, models = build_distiller(resolved, n, classes, input_shape)
+        distiller, models = build_distiller(resolved, n, classes, input_shape, steps_per_epoch(train))
     config_path = os.path.join(run_dir, CONFIG)
     if not os.path.exists(config_path):  # written once training can start: an error before leaves nothing behind
         atomic_write(config_path, dump_config(resolved))
@@ -369,7 +369,6 @@ def _run_owned(config, run_dir, seed, callbacks, verbose):
         checkpoint,  # before CSVLogger: it restores the history that CSVLogger appends to
         keras.callbacks.CSVLogger(history_path, append=True),
         *tensorboard(os.path.join(run_dir, "tensorboard")),
-        keras.callbacks.LearningRateScheduler(lr_schedule(resolved)),
         *callbacks,
     ]
     done, total = checkpoint.latest_epoch(), resolved["epochs"]
@@ -383,7 +382,8 @@ def _run_owned(config, run_dir, seed, callbacks, verbose):
         print(f"\n== {what}, {total} epochs")
     start = time.time()
     with keras_okd.distribute.strategy_scope(resolved["strategy"]):
-        distiller.fit(train, validation_data=test, epochs=total, callbacks=fit_callbacks, verbose=verbose)
+        distiller.fit(train, validation_data=test, epochs=total, callbacks=fit_callbacks, verbose=verbose,
+                      validation_freq=resolved["validation_freq"])
     session_seconds = time.time() - start
 
     files = save_models(distiller, models, resolved["students"], run_dir)

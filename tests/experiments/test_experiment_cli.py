@@ -49,8 +49,10 @@ def _demo_args(*argv):
 def test_the_demo_config_per_dataset():
     digits = cli._demo_config("tsb", _demo_args("--epochs", "40"))
     assert digits["experiment"] == "digits_demo" and "train_size" not in digits["dataset"]
-    assert digits["schedule"] == {"type": "step", "milestones": [25, 30, 35], "factor": 0.1}
-    assert [runner.lr_schedule(digits)(e) for e in (24, 25, 30, 35)] == pytest.approx([0.05, 5e-3, 5e-4, 5e-5])
+    assert digits["schedule"] == {"type": "step", "milestones": [25, 30, 35], "factor": 0.1,
+                                  "warmup_epochs": digits["schedule"]["warmup_epochs"]}
+    rate = runner.lr_schedule(digits, steps_per_epoch=4)
+    assert [float(rate(4 * e)) for e in (24, 25, 30, 35)] == pytest.approx([0.05, 5e-3, 5e-4, 5e-5])
     fashion = cli._demo_config("dml", _demo_args("--dataset", "fashion_mnist", "--epochs", "2"))
     assert fashion["experiment"] == "fashion_mnist_demo"
     assert (fashion["dataset"]["name"], fashion["dataset"]["batch_size"], fashion["dataset"]["train_size"],

@@ -12,7 +12,7 @@ from conftest import Crash
 import keras_okd
 from keras_okd import cli, experiments
 from keras_okd.experiments import dump_config, load_config, read_history, run_experiment
-from keras_okd.experiments.runner import StepSchedule
+from keras_okd.experiments.schedules import learning_rate, rate_at
 
 # 500 training digits, shuffled and augmented (random shifts) in tf.data: two full batches an epoch and one validation
 # batch, so JAX compiles one train step and one test step per run; no KD warm-up, so that the step is not traced again.
@@ -65,9 +65,10 @@ def straight(tmp_path_factory):
 
 
 def test_step_schedule_counts_milestones_like_multisteplr():
-    schedule = StepSchedule(0.05, [150, 180, 210], 0.1)
-    assert [round(schedule(e), 8) for e in (0, 149, 150, 179, 180, 210, 239)] == [
-        0.05, 0.05, 0.005, 0.005, 0.0005, 0.00005, 0.00005]
+    rate = learning_rate({"type": "step", "milestones": [150, 180, 210], "factor": 0.1}, 0.05, 240, 7)
+    # the first and the last step of each epoch run at that epoch's rate
+    for epoch, expected in zip((0, 149, 150, 179, 180, 210, 239), (0.05, 0.05, 0.005, 0.005, 5e-4, 5e-5, 5e-5)):
+        assert [rate_at(rate, 7 * epoch), rate_at(rate, 7 * epoch + 6)] == pytest.approx([expected] * 2, rel=1e-6)
 
 
 @pytest.mark.heavy

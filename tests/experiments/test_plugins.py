@@ -12,7 +12,8 @@ import pytest
 import keras_okd
 from keras_okd import cli, distribute
 from keras_okd.experiments import ConfigError, config, config_from_dict, load_config
-from keras_okd.experiments.runner import StepSchedule, read_history
+from keras_okd.experiments.runner import read_history
+from keras_okd.experiments.schedules import learning_rate, rate_at
 from keras_okd.registry import PluginError, load_plugin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -219,10 +220,13 @@ def test_one_definition_of_strategies_and_of_the_step_schedule():
     train = next(a for a in cli._parser()._subparsers._group_actions[0].choices["train"]._actions
                  if a.dest == "strategy")
     assert tuple(train.choices) == distribute.STRATEGIES
-    schedule = StepSchedule.at_fractions(0.05, 40, (0.625, 0.75, 0.875))
+    args = cli._parser().parse_args(["train", "--epochs", "40"])
+    args.seed = 0
+    demo = cli._demo_config("tsb", args)
+    rate = learning_rate(demo["schedule"], 0.05, 40, steps_per_epoch=3)
     expected = [0.05 * 0.1 ** ((e >= 25) + (e >= 30) + (e >= 35)) for e in range(40)]
-    np.testing.assert_allclose([schedule(e) for e in range(40)], expected, rtol=1e-12)
-    assert schedule.milestones == (25, 30, 35)
+    np.testing.assert_allclose([rate_at(rate, 3 * e + 2) for e in range(40)], expected, rtol=1e-6)
+    assert demo["schedule"]["milestones"] == [25, 30, 35]
 
 
 def test_installed_plugins_register_through_entry_points(tmp_path, monkeypatch):
