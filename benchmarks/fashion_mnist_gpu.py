@@ -205,6 +205,34 @@ def worker(config_path, overrides, seed, run_dir, data_dir=None, save_models=Tru
     return results
 
 
+def rerun(path, tolerance, data_dir=None):
+    """Train a ledger record's config and seed again (a worker in a temporary folder, removed) and print whether
+    each accuracy is within `tolerance` points of the record's; returns 0 (reproduced) or 1."""
+    import tempfile
+
+    import keras
+
+    from keras_okd.experiments import ledger, read_history
+    from keras_okd.experiments.config import dump_config
+
+    record = ledger.read_record(path)
+    if record["backend"] != keras.backend.backend():
+        raise SystemExit(f"{path} ran on KERAS_BACKEND={record['backend']}; set it (this process runs "
+                         f"{keras.backend.backend()}).")
+    with tempfile.TemporaryDirectory(prefix="rerun-") as work:
+        config_path = os.path.join(work, "config.yaml")
+        dump_config(record["config"], config_path)
+        run_dir = os.path.join(work, "run")
+        results = worker(config_path, [], record["seed"], run_dir, data_dir, save_models=False, tag=record["tag"])
+        again = ledger.make_record(record["config"], results, read_history(os.path.join(run_dir, "history.csv")),
+                                   tag=record["tag"])
+    ok, lines = ledger.compare(record, again, tolerance)
+    print("\n".join(lines))
+    print(f"{'reproduced' if ok else 'NOT reproduced'} within {tolerance} points "
+          f"({results['seconds']:.0f} s of training)")
+    return 0 if ok else 1
+
+
 def epoch_timer():
     """A Keras callback that records each epoch's wall seconds (training and validation) in `.seconds`."""
     import keras
@@ -227,8 +255,9 @@ def epoch_timer():
 class Job:
     """One (config, overrides, seed) of a tag, with its run directory."""
 
-    def __init__(self, tag, config, overrides, seed, run_dir, label, work=1.0):
+    def __init__(self, tag, config, overrides, seed, run_dir, label, work=1.0, resolved=None):
         self.tag, self.config, self.overrides, self.seed, self.run_dir = tag, config, list(overrides), seed, run_dir
+        self.resolved = resolved  # the one-seed resolved config (for the ledger's "already recorded" check)
         self.label = label  # "<tag>/<config file name>": jobs with the same label take the same time
         self.work = float(work)  # epochs x training images: scales a time measured on another variant of the config
         self.process = self.started = self.log = None
@@ -266,7 +295,7 @@ def read_plan(path):
 def expand(entries, default_seeds, out, root=ROOT):
     """`[Job]` of plan entries, in priority order: entry by entry, each seed-major. Each config is read once with
     its overrides (`load_config`, checked), so a bad value stops the call before anything runs."""
-    from keras_okd.experiments.config import ConfigError, default_run_dir, load_config
+    from keras_okd.experiments.config import ConfigError, default_run_dir, load_config, with_seed
 
     jobs, seen = [], set()
     for entry in entries:
@@ -293,7 +322,8 @@ def expand(entries, default_seeds, out, root=ROOT):
                 seen.add(run_dir)
                 config = resolved[path]
                 work = config["epochs"] * (config["dataset"].get("train_size") or 60_000)
-                jobs.append(Job(tag, path, overrides, seed, run_dir, f"{tag}/{os.path.basename(path)}", work))
+                jobs.append(Job(tag, path, overrides, seed, run_dir, f"{tag}/{os.path.basename(path)}", work,
+                                with_seed(config, seed)))
     return jobs
 
 
@@ -346,6 +376,11 @@ def estimate_for(job, estimates):
 def drive(jobs, args, say=print):
     """Run `jobs` in order, `args.parallel` at a time, within `args.time_budget` seconds; returns
     `{"done": [...], "failed": [...], "skipped": [...], "stopped": [...], "reused": [...]}` of jobs."""
+    import keras
+
+    from keras_okd.experiments import ledger
+
+    backend = keras.backend.backend()
     out = args.out
     deadline = time.time() + args.time_budget
     outcome = {k: [] for k in ("done", "failed", "skipped", "stopped", "reused")}
@@ -370,6 +405,8 @@ def drive(jobs, args, say=print):
                 accuracy = " ".join(f"{100 * a:.2f}" for a in results["net_accuracy"] if a is not None)
                 log(f"done    {job} in {seconds:.0f} s: nets {accuracy}, ensemble "
                     f"{100 * (results['ensemble_accuracy'] or float('nan')):.2f} ({job.run_dir})")
+                if args.ledger:
+                    log(f"record  {ledger.record_run_dir(job.run_dir, args.ledger, job.tag)}")
                 outcome["done"].append(job)
             else:
                 where = move_aside(job, out, "failed")
@@ -396,6 +433,12 @@ def drive(jobs, args, say=print):
             job = pending.pop(0)
             if os.path.exists(os.path.join(job.run_dir, "results.json")):
                 log(f"reused  {job}: {job.run_dir} is complete")
+                if args.ledger and not ledger.has_record(args.ledger, job.tag, job.resolved, backend):
+                    log(f"record  {ledger.record_run_dir(job.run_dir, args.ledger, job.tag)}")
+                outcome["reused"].append(job)
+                continue
+            if args.ledger and ledger.has_record(args.ledger, job.tag, job.resolved, backend):
+                log(f"reused  {job}: its ledger record is in {args.ledger}")
                 outcome["reused"].append(job)
                 continue
             need = estimate_for(job, estimates)
@@ -486,6 +529,14 @@ def main(argv=None):
                         help="seconds for the whole call; no job starts that cannot finish in what is left")
     parser.add_argument("--no-models", action="store_true", help="do not save the trained models (.keras files)")
     parser.add_argument("--dry-run", action="store_true", help="check the configs and list the jobs; train nothing")
+    parser.add_argument("--ledger", default=None, metavar="DIR",
+                        help="write each finished run's record under DIR/<tag>/ (keras_okd.experiments.ledger) and "
+                             "skip the jobs whose record is there already, so a campaign resumes on another machine")
+    parser.add_argument("--rerun", default=None, metavar="RECORD",
+                        help="train a ledger record's config and seed again (this script's records) and say whether "
+                             "the accuracies reproduce within --tolerance points")
+    parser.add_argument("--tolerance", type=float, default=0.0, metavar="POINTS",
+                        help="with --rerun: accepted difference of each accuracy in points (default 0: identical)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)
@@ -495,6 +546,8 @@ def main(argv=None):
         worker(args.configs[0], args.overrides, args.seed, args.run_dir, args.data_dir, not args.no_models,
                args.tag)
         return None
+    if args.rerun:
+        return rerun(args.rerun, args.tolerance, args.data_dir)
     if args.parallel < 1 or args.time_budget <= 0:
         parser.error(f"--parallel must be >= 1 and --time-budget > 0; got {args.parallel} and {args.time_budget}.")
     if bool(args.plan) == bool(args.configs):
@@ -536,4 +589,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    outcome = main()
+    sys.exit(outcome if isinstance(outcome, int) else 0)

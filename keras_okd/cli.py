@@ -109,6 +109,24 @@ def _parser():
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (or directories holding them)")
     report.add_argument("--out", default=None, metavar="DIR",
                         help="output directory (default: <common parent of the RUN_DIRs>/report)")
+    ledger = sub.add_parser("ledger", help="the results ledger: record finished runs, print or refresh the tables "
+                                           "generated from records, rerun a record (keras_okd.experiments.ledger)")
+    what = ledger.add_subparsers(dest="ledger_command", required=True)
+    add = what.add_parser("add", help="write the record of each finished run directory")
+    add.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (or directories holding them)")
+    add.add_argument("--ledger", default="ledger", metavar="DIR", help="the ledger folder (default: ledger)")
+    add.add_argument("--tag", default=None, help="the regime's name (default: the run's tag, else its experiment)")
+    show = what.add_parser("table", help="print the report's table of the records under PATHs")
+    show.add_argument("paths", nargs="+", metavar="PATH", help="ledger folders or record files")
+    readme = what.add_parser("readme", help="rewrite the README's <!-- ledger: PATH --> tables from the records")
+    readme.add_argument("readme", metavar="README", help="the Markdown file (README.md)")
+    readme.add_argument("--check", action="store_true", help="change nothing; exit 1 when a table differs")
+    rerun = what.add_parser("rerun", help="train a record's config and seed again and compare the accuracies")
+    rerun.add_argument("record", metavar="RECORD", help="a *.record.json file")
+    rerun.add_argument("--tolerance", type=float, default=0.0, metavar="POINTS",
+                       help="accepted difference of each accuracy, in points (default 0: identical, as measured "
+                            "for a rerun on the same backend and machine; see the README)")
+    rerun.add_argument("--run-dir", default=None, help="where to train (default: a temporary folder, removed)")
     methods = sub.add_parser("methods", help="list the registered methods (built-in, entry points and --import)")
     methods.add_argument("--import", action="append", default=[], dest="imports", metavar="PLUGIN",
                          help="import a plugin (.py file or module) first (repeatable)")
@@ -142,6 +160,8 @@ def main(argv=None):
         return _guarded(report_runs, args)
     if args.command == "methods":
         return _guarded(list_methods, args)
+    if args.command == "ledger":
+        return _guarded(ledger_command, args)
     return 2  # pragma: no cover - argparse enforces the choices
 
 
@@ -335,6 +355,76 @@ def report_runs(args):
     for problem in report["problems"]:
         print(f"keras-okd report: {problem}", file=sys.stderr)
     return 1 if report["problems"] else 0
+
+
+def ledger_command(args):
+    """`keras-okd ledger add|table|readme|rerun ...` (see `keras_okd.experiments.ledger`)."""
+    from keras_okd.experiments import ledger
+    from keras_okd.experiments.report import find_runs
+
+    try:
+        if args.ledger_command == "add":
+            runs = find_runs(args.run_dirs)
+            done = [r for r in runs if os.path.exists(os.path.join(r, "results.json"))]
+            for run in done:
+                print(f"recorded {run} -> {ledger.record_run_dir(run, args.ledger, args.tag)}")
+            skipped = sorted(set(runs) - set(done))
+            for run in skipped:
+                print(f"keras-okd ledger: {run} has not finished (no results.json); not recorded", file=sys.stderr)
+            return 1 if skipped or not done else 0
+        if args.ledger_command == "table":
+            print(ledger.table(args.paths))
+            return 0
+        if args.ledger_command == "readme":
+            with open(args.readme) as f:
+                blocks = ledger.readme_blocks(f.read(), os.path.dirname(os.path.abspath(args.readme)))
+            stale = [paths for paths, body, generated in blocks if body != generated]
+            if args.check:
+                for paths in stale:
+                    print(f"{args.readme}: the table of <!-- ledger: {paths} --> differs from its records",
+                          file=sys.stderr)
+                return 1 if stale else 0
+            ledger.update_readme(args.readme)
+            print(f"{args.readme}: {len(blocks)} ledger tables, {len(stale)} rewritten")
+            return 0
+        return _rerun_record(args, ledger)
+    except (ledger.LedgerError, OSError) as error:
+        print(f"keras-okd ledger {args.ledger_command}: {error}", file=sys.stderr)
+        return 2
+
+
+def _rerun_record(args, ledger):
+    """`keras-okd ledger rerun RECORD`: train the record's config and seed with `run_experiment` (records written
+    by `keras-okd train`; benchmarks/fashion_mnist_gpu.py reruns its own records with --rerun), then compare."""
+    import tempfile
+
+    import keras
+
+    from keras_okd.experiments import config_from_dict, read_history, run_experiment
+
+    record = ledger.read_record(args.record)
+    if record.get("produced_by", "keras-okd train") != "keras-okd train":
+        print(f"keras-okd ledger rerun: {args.record} was produced by {record['produced_by']}, whose data pipeline "
+              f"differs from keras-okd train's: rerun it with `python {record['produced_by']} --rerun "
+              f"{args.record}`.", file=sys.stderr)
+        return 2
+    if record["backend"] != keras.backend.backend():
+        print(f"keras-okd ledger rerun: {args.record} ran on KERAS_BACKEND={record['backend']}; this process runs "
+              f"{keras.backend.backend()}. Set KERAS_BACKEND={record['backend']}.", file=sys.stderr)
+        return 2
+    config = config_from_dict(record["config"], source=args.record)
+    work = args.run_dir or tempfile.mkdtemp(prefix="keras-okd-rerun-")
+    try:
+        results = run_experiment(config, work, record["seed"], verbose=0)
+        again = ledger.make_record(config, results, read_history(os.path.join(work, "history.csv")),
+                                   tag=record["tag"])
+    finally:
+        if args.run_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    ok, lines = ledger.compare(record, again, args.tolerance)
+    print("\n".join(lines))
+    print(f"{'reproduced' if ok else 'NOT reproduced'} within {args.tolerance} points")
+    return 0 if ok else 1
 
 
 def list_methods(args):

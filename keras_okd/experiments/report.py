@@ -49,6 +49,7 @@ import os
 import re
 import statistics
 
+from keras_okd.experiments import ledger
 from keras_okd.experiments.config import load_config
 from keras_okd.experiments.runner import CONFIG, HISTORY, RESULTS, metric_keys, read_history
 from keras_okd.experiments.state import atomic_json, atomic_save, atomic_write, read_json
@@ -92,6 +93,11 @@ class Run:
         return self.history[-1] if self.history else {}
 
     @property
+    def epochs_done(self):
+        """Epochs completed: one more than the last logged epoch (0 before the first)."""
+        return int(self.final["epoch"]) + 1 if self.history else 0
+
+    @property
     def networks(self):
         students = self.config["students"]
         if isinstance(students, dict):
@@ -129,6 +135,12 @@ class Run:
     def ensemble_accuracy(self):
         return self.final.get(self.ensemble_key)
 
+    def train_accuracy(self):
+        """The mean over the peers of their training accuracy in the last epoch (None if one is not logged)."""
+        peer = "branch" if "branch_0_accuracy" in self.final else "student"
+        accs = [self.final.get(f"{peer}_{i}_accuracy") for i in range(len(self.networks))]
+        return statistics.fmean(accs) if all(isinstance(a, float) for a in accs) else None
+
     @property
     def seed(self):
         """The run's seed (`results.json`, else the resolved config's single seed); None if neither says."""
@@ -144,12 +156,64 @@ def find_runs(paths):
     for path in paths:
         path = str(path)
         if not os.path.isdir(path):
-            raise NoRunsError(f"{path} is not a directory{'' if os.path.exists(path) else ' (it does not exist)'}.")
+            if os.path.isfile(path) and path.endswith(ledger.SUFFIX):
+                continue  # a ledger record (`runs_from` reads it)
+            raise NoRunsError(f"{path} is not a directory or a ledger record"
+                              f"{'' if os.path.exists(path) else ' (it does not exist)'}.")
         for root, dirs, files in os.walk(path):
             dirs[:] = sorted(d for d in dirs if d not in _SKIP and not d.startswith("."))  # .worker{i}: copies
             if CONFIG in files and HISTORY in files:
                 found.add(os.path.normpath(root))
     return sorted(found)
+
+
+class RecordRun(Run):
+    """A ledger record (`keras_okd.experiments.ledger`) read as a run: its config, the logs of its validated epochs
+    and its results.
+
+    Raises:
+        keras_okd.experiments.ledger.LedgerError: the record does not read.
+    """
+
+    def __init__(self, path):
+        record = ledger.read_record(path)
+        self.path, self.problems = path, []
+        self.config, self.history, self.results = record["config"], record["history"], record
+
+
+def runs_from(paths):
+    """`(runs, problems)`: the run directories and ledger records at or below `paths` that have a complete epoch,
+    and what was left out or partly read, and why.
+
+    Raises:
+        NoRunsError: a path is neither a directory nor a record, or nothing was found under the paths.
+    """
+    from keras_okd.experiments.config import ConfigError
+
+    paths = [str(p) for p in paths]
+    found = [(Run, p) for p in find_runs(paths)] + [(RecordRun, p) for p in ledger.find_records(paths)]
+    if not found:
+        raise NoRunsError(f"No run directories (with {CONFIG} and {HISTORY}) or ledger records "
+                          f"(*{ledger.SUFFIX}) under {', '.join(paths)}.")
+    runs, problems = [], []
+    for kind, path in found:
+        try:
+            run = kind(path)
+        except ConfigError as error:
+            problems.append(f"{path}: left out, its {CONFIG} does not read: {error}")
+            continue
+        except ledger.LedgerError as error:
+            problems.append(f"{path}: left out: {error}")
+            continue
+        problems += [f"{path}: {p}" for p in run.problems]
+        if run.history:
+            runs.append(run)
+        else:
+            problems.append(f"{path}: left out, {HISTORY} has no complete epoch yet")
+    if not runs:
+        raise NoRunsError(f"No run under {', '.join(paths)} has a complete epoch to report:\n  " +
+                          "\n  ".join(problems))
+    return runs, problems
 
 
 def _group_key(config):
@@ -245,6 +309,9 @@ class Group:
     def average(self):
         return _stats([r.average_accuracy() for r in self.runs])
 
+    def train_average(self):
+        return _stats([r.train_accuracy() for r in self.runs])
+
     def by_seed(self, value):
         """`{seed: value(run)}` over the runs with a known seed and a value (the mean where runs share a seed)."""
         values = {}
@@ -256,7 +323,7 @@ class Group:
 
     def epochs_cell(self):
         total = self.config["epochs"]
-        done = min(len(r.history) for r in self.runs)
+        done = min(r.epochs_done for r in self.runs)
         return str(total) if done >= total else f"{done}/{total}"
 
 
@@ -385,13 +452,14 @@ def markdown_table(groups, pairs=None):
         rows = [g for g in groups if g.paper == paper]
         width = max(len(g.networks) for g in rows)
         header = ["Dataset", "Networks", "Method", "Ind"] + [f"Net {i + 1}" for i in range(width)] + [
-            "Ens", "Avg", "Δ Avg vs Ind [95% CI]", "Δ Ens vs Ind [95% CI]", "Runs", "Epochs"]
+            "Ens", "Avg", "Train Avg", "Δ Avg vs Ind [95% CI]", "Δ Ens vs Ind [95% CI]", "Runs", "Epochs"]
         lines += [f"### {paper or 'Experiments'}", "", "| " + " | ".join(header) + " |",
                   "|" + "---|" * 3 + "---:|" * (len(header) - 3)]
         for g in rows:
             nets = [_cell(s) for s in g.nets()] + [""] * (width - len(g.networks))
             cells = [g.dataset, g.networks_label, g.label, _ind_cell(groups, g), *nets, _cell(g.ensemble()),
-                     _cell(g.average()), _paired_cell(pairs[id(g)]["avg"]), _paired_cell(pairs[id(g)]["ensemble"]),
+                     _cell(g.average()), _cell(g.train_average()), _paired_cell(pairs[id(g)]["avg"]),
+                     _paired_cell(pairs[id(g)]["ensemble"]),
                      str(len(g.runs)), g.epochs_cell()]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
@@ -401,7 +469,8 @@ def markdown_table(groups, pairs=None):
     lines.append("Top-1 test accuracy (%) after the last epoch; mean ± sample standard deviation over the runs "
                  "(seeds) of a config. Ind: the same architecture trained alone (independent runs on the same "
                  "dataset, closest recipe). Ens: the ensemble of the students' averaged predictions. Avg: mean of the "
-                 "Net columns. Δ Avg vs Ind: the mean over the seeds a row shares with independent training of "
+                 "Net columns. Train Avg: the peers' mean training accuracy in the last epoch (as fit logs it: on the "
+                 "training batches, augmented, while the weights change). Δ Avg vs Ind: the mean over the seeds a row shares with independent training of "
                  "(Avg - independent Avg) of that seed, in points, with its 95% Student-t interval "
                  "(n - 1 degrees of freedom) and n, the paired seeds; Δ Ens: the same for the ensemble against the "
                  "ensemble of independently trained networks of the same kind. A row with no independent run, no "
@@ -436,7 +505,8 @@ def plot_curves(groups, out_dir):
                     curves = []
                     for r in g.runs:
                         metric = r.keys["ce"][i] if j == 0 else r.keys["accuracy"][i]
-                        curves.append([(row["epoch"] + 1, row[metric] * scale) for row in r.history if metric in row])
+                        curves.append([(row["epoch"] + 1, row[metric] * scale) for row in r.history
+                                       if isinstance(row.get(metric), float)])  # "NA": not validated that epoch
                     curves = [c for c in curves if c]
                     if not curves:
                         continue
@@ -517,27 +587,8 @@ def make_report(paths, out_dir=None):
     report["markdown"], report["plots"], report["problems"]
     ```
     """
-    from keras_okd.experiments.config import ConfigError
-
     paths = [str(p) for p in paths]
-    run_paths = find_runs(paths)
-    if not run_paths:
-        raise NoRunsError(f"No run directories (with {CONFIG} and {HISTORY}) under {', '.join(paths)}.")
-    runs, problems = [], []
-    for path in run_paths:
-        try:
-            run = Run(path)
-        except ConfigError as error:
-            problems.append(f"{path}: left out, its {CONFIG} does not read: {error}")
-            continue
-        problems += [f"{path}: {p}" for p in run.problems]
-        if run.history:
-            runs.append(run)
-        else:
-            problems.append(f"{path}: left out, {HISTORY} has no complete epoch yet")
-    if not runs:
-        raise NoRunsError(f"No run under {', '.join(paths)} has a complete epoch to report:\n  " +
-                          "\n  ".join(problems))
+    runs, problems = runs_from(paths)
     groups = build_groups(runs)
     problems += _seed_problems(groups)
     out_dir = out_dir or default_out_dir(paths)
@@ -562,7 +613,7 @@ def make_report(paths, out_dir=None):
             "paired_avg": pairs[id(g)]["avg"],
             "paired_ensemble": pairs[id(g)]["ensemble"],
             "deploy": [r.deploy for r in g.runs],
-            "epochs": [len(r.history) for r in g.runs],
+            "epochs": [r.epochs_done for r in g.runs],
         }
         for g in groups
     ]
