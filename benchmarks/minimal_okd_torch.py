@@ -11,9 +11,13 @@ Everything is written here from the papers and the recipe, not from keras-okd's 
 - Network: keras_okd's `simple_cnn` layer for layer: conv3x3(width, no bias) - BN - ReLU - maxpool2 - conv3x3(2 width,
   no bias) - BN - ReLU - maxpool2 - flatten - linear(10). BN momentum 0.1 (Keras 0.9), epsilon 1e-5 (the zoo's).
   --init torch keeps PyTorch's default initialisers; --init keras uses Keras's (Glorot-uniform kernels, zero biases).
+- Students: --students copies of width --width, or one student per entry of --widths (a heterogeneous group, e.g.
+  --widths 8 64: simple_cnn_8 beside simple_cnn_64).
 - Optimiser: SGD momentum 0.9, PyTorch's own (coupled) weight decay 5e-4 on every parameter, batch 128 (last batch
   partial), cosine decay of the learning rate to 0, per step (--lr-step step) or per epoch (--lr-step epoch), or
-  with --milestones the step schedule of configs/fashion_mnist (x0.1 from each milestone epoch).
+  with --milestones the step schedule of configs/fashion_mnist (x0.1 from each milestone epoch); --lr-warmup-epochs W
+  multiplies step s's rate by min(1, (s + 1) / (W x steps per epoch)), a linear warm-up (PyTorch's LinearLR per
+  batch), the rule of the configs' `schedule.warmup_epochs`.
 - Losses (per student i, summed over students; KD = tau^2 KL(target || softmax(z_i / tau)), batch mean, targets
   detached):
   independent: CE_i.
@@ -22,8 +26,9 @@ Everything is written here from the papers and the recipe, not from keras-okd's 
   lambdas 0.5; TA_j[k] <- beta TA_j[k] + (1 - beta) softmax(z_j(x_k) / tau) on every visit of sample k (folded in,
   then read), read with the bias correction 1 / (1 - beta^n_k), n_k the visits so far; w(e) = 0 for the first
   --warmup epochs, then 1 (the bank is updated during the warm-up too).
-- Output: per epoch the training CE, accuracy and logit spread of each student and its test accuracy; at the end the
-  test accuracy of each student and of the ensemble (mean of probabilities), per seed, and one JSON line.
+- Output: per epoch the training CE, accuracy and logit spread of each student and its test accuracy (every
+  --eval-every epochs and after the last); at the end the test accuracy of each student and of the ensemble (mean of
+  probabilities) and each student's training accuracy in the last epoch, per seed, and one JSON line.
 
     python benchmarks/minimal_okd_torch.py --method dml --lr 0.01 --epochs 15 --train-size 20000 --seeds 0
 """
@@ -174,7 +179,7 @@ def run(seed, args, data):
     torch.manual_seed(seed)
     np.random.seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    models = [SimpleCNN(args.width) for _ in range(args.students)]
+    models = [SimpleCNN(width) for width in args.widths]
     if args.init == "keras":
         for model in models:
             keras_init(model)
@@ -184,6 +189,7 @@ def run(seed, args, data):
     steps_per_epoch = math.ceil(n / args.batch_size)
     total = steps_per_epoch * args.epochs
     bank = TemporalBank(n, args.students, 10, args.beta) if args.method == "tsb" else None
+    warmup_steps = round(args.lr_warmup_epochs * steps_per_epoch)
     step = 0
     start = time.time()
     for epoch in range(args.epochs):
@@ -199,6 +205,8 @@ def run(seed, args, data):
                     group["lr"] = args.lr * 0.1 ** sum(epoch >= m for m in args.milestones)
                 else:
                     group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * min(when, total) / total))
+                if warmup_steps >= 1:
+                    group["lr"] *= min(1.0, (step + 1) / warmup_steps)
             xb = augment(x[index], generator, flip=not args.no_flip) if args.augment else x[index]
             yb = y[index]
             logits = [model(xb) for model in models]
@@ -211,14 +219,17 @@ def run(seed, args, data):
                 for i, z in enumerate(logits):
                     sums[:, i] += [F.cross_entropy(z, yb).item(), (z.argmax(-1) == yb).float().mean().item(),
                                    z.std(-1, unbiased=False).mean().item()]
-        accuracy, ensemble = evaluate(models, xt, yt)
         sums /= steps_per_epoch
+        if (epoch + 1) % args.eval_every and epoch + 1 < args.epochs:
+            continue
+        accuracy, ensemble = evaluate(models, xt, yt)
         if args.verbose:
             cells = [f"s{i}: ce {sums[0, i]:.4f} acc {sums[1, i]:.4f} logit_std {sums[2, i]:.4f} test {accuracy[i]:.4f}"
                      for i in range(args.students)]
             print(f"seed {seed} epoch {epoch + 1}: " + " | ".join(cells) + f" | ens {ensemble:.4f}", flush=True)
     return {"seed": seed, "students": [round(100 * float(a), 2) for a in accuracy],
-            "ensemble": round(100 * ensemble, 2), "seconds": round(time.time() - start, 1)}
+            "ensemble": round(100 * ensemble, 2), "train": [round(100 * float(a), 2) for a in sums[1]],
+            "seconds": round(time.time() - start, 1)}
 
 
 def main():
@@ -231,6 +242,11 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--students", type=int, default=2)
     parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--widths", type=int, nargs="+", default=None,
+                        help="one width per student (a heterogeneous group); default: --students x --width")
+    parser.add_argument("--lr-warmup-epochs", type=float, default=0.0,
+                        help="linear learning-rate warm-up over this many epochs, per step (default 0: none)")
+    parser.add_argument("--eval-every", type=int, default=1, help="test every this many epochs (and after the last)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--init", default="torch", choices=["torch", "keras"])
@@ -249,6 +265,8 @@ def main():
     parser.add_argument("--data-dir", default=DEBIAN)
     parser.add_argument("--quiet", dest="verbose", action="store_false")
     args = parser.parse_args()
+    args.widths = args.widths or [args.width] * args.students
+    args.students = len(args.widths)
     torch.set_num_threads(args.threads)
     (x, y), (xt, yt) = load(args.data_dir)
     if args.train_size < len(y):
@@ -265,12 +283,13 @@ def main():
         result = run(seed, args, data)
         results.append(result)
         print(f"seed {seed}: {args.method} test accuracy, students {result['students']}, ensemble "
-              f"{result['ensemble']}, {result['seconds']} s", flush=True)
+              f"{result['ensemble']}, train {result['train']}, {result['seconds']} s", flush=True)
     mean = float(np.mean([np.mean(r["students"]) for r in results]))
     summary = {"implementation": "torch", "method": args.method, "lr": args.lr, "epochs": args.epochs,
                "train_size": args.train_size, "init": args.init, "lr_step": args.lr_step, "milestones": args.milestones, "augment": args.augment,
-               "width": args.width, "runs": results, "mean_student": round(mean, 2),
-               "params_per_student": sum(p.numel() for p in SimpleCNN(args.width).parameters())}
+               "widths": args.widths, "lr_warmup_epochs": args.lr_warmup_epochs, "batch_size": args.batch_size,
+               "runs": results, "mean_student": round(mean, 2),
+               "params_per_student": [sum(p.numel() for p in SimpleCNN(w).parameters()) for w in args.widths]}
     print(json.dumps(summary))
 
 
