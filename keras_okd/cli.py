@@ -49,6 +49,7 @@ import sys
 # Options of the digits demo only, with their defaults (warmup_epochs None: 5 for methods that take warmup_epochs).
 _DEMO_DEFAULTS = {"method": "tsb", "dataset": "digits", "train_size": None, "data_dir": None, "students": 2,
                   "model": "simple_cnn", "epochs": 40, "warmup_epochs": None, "batch_size": 64, "lr": 0.05,
+                  "lr_warmup_epochs": 2.0,
                   "no_baseline": False, "imports": []}
 #: The demo's training-set size per dataset when --train-size is not given (others: the loader's default, all).
 _DEMO_TRAIN_SIZES = {"fashion_mnist": 5000, "mnist": 5000}
@@ -93,6 +94,10 @@ def _parser():
                             f"{_DEMO_WARMUP_EPOCHS})")
     train.add_argument("--batch-size", type=int, default=demo["batch_size"], help="demo: batch size (default: 64)")
     train.add_argument("--lr", type=float, default=demo["lr"], help="demo: initial SGD learning rate (default: 0.05)")
+    train.add_argument("--lr-warmup-epochs", type=float, default=demo["lr_warmup_epochs"], metavar="E",
+                       help="demo: linear learning-rate warm-up over the first E epochs, per step (default: "
+                            f"{demo['lr_warmup_epochs']:g}; 0: none), so that the first steps at the full rate do not "
+                            "blow up (benchmarks/lr_warmup_spike.py)")
     train.add_argument("--seed", type=int, default=None,
                        help="random seed (demo default: 0; with --config: train only this seed)")
     train.add_argument("--run-dir", default=None,
@@ -176,7 +181,9 @@ def _check_demo(parser, args):
               ("--epochs", args.epochs, args.epochs >= 1, "an integer >= 1"),
               ("--warmup-epochs", warmup, warmup is None or warmup >= 0, "an integer >= 0"),
               ("--batch-size", args.batch_size, args.batch_size >= 1, "an integer >= 1"),
-              ("--lr", args.lr, args.lr > 0 and args.lr != float("inf"), "a finite number > 0")]
+              ("--lr", args.lr, args.lr > 0 and args.lr != float("inf"), "a finite number > 0"),
+              ("--lr-warmup-epochs", args.lr_warmup_epochs, 0 <= args.lr_warmup_epochs < float("inf"),
+               "a finite number >= 0")]
     for flag, value, ok, accepted in ranges:
         if not ok:
             parser.error(f"{flag} {value}: accepted: {accepted}.")
@@ -463,7 +470,8 @@ def _demo_config(method, args):
     """The demo run of `method` as an experiment config (checked like a YAML one): `args.students` x `args.model`
     (or one multi-branch `args.model` of `args.students` branches for methods that take one student) on
     `args.dataset` (Fashion-MNIST and MNIST: a stratified subset of `args.train_size`, default 5,000 images), SGD
-    with momentum 0.9 and coupled weight decay 5e-4, the rate multiplied by 0.1 at 62.5%, 75% and 87.5% of training
+    with momentum 0.9 and coupled weight decay 5e-4, a linear warm-up of the rate over `args.lr_warmup_epochs`, the
+    rate multiplied by 0.1 at 62.5%, 75% and 87.5% of training
     (TSB's 150/180/210 of 240 epochs)."""
     import keras_okd.methods
     from keras_okd.experiments import config_from_dict
@@ -488,7 +496,8 @@ def _demo_config(method, args):
         "experiment": f"{args.dataset}_demo", "method": {"name": method, "params": params}, "students": students,
         "dataset": dataset,
         "optimizer": {"name": "sgd", "learning_rate": args.lr, "momentum": 0.9, "weight_decay": 5e-4},
-        "schedule": {"type": "step", "milestones": milestones, "factor": 0.1},
+        "schedule": {"type": "step", "milestones": milestones, "factor": 0.1,
+                     "warmup_epochs": args.lr_warmup_epochs},
         "epochs": args.epochs, "seeds": [args.seed],
     }, source="keras-okd train (the demo's options)")
 
