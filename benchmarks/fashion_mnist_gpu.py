@@ -145,6 +145,9 @@ def worker(config_path, overrides, seed, run_dir, data_dir=None, save_models=Tru
     from keras_okd.experiments.config import dump_config, load_config, with_seed
     from keras_okd.experiments.state import atomic_json, atomic_write
 
+    from keras_okd.experiments.ledger import git_commit
+
+    commit = git_commit()  # the code that trains (a ledger record names it)
     resolved = with_seed(load_config(config_path, overrides), seed)
     runner.check_for_backend(resolved)
     dataset = dict(resolved["dataset"])
@@ -197,6 +200,7 @@ def worker(config_path, overrides, seed, run_dir, data_dir=None, save_models=Tru
         "device": keras_okd.backend.device_memory()[1],
         "epoch_seconds": [round(s, 2) for s in timer.seconds],
         "cpu_seconds": round(cpu_seconds, 1),
+        "commit": commit,
         "tag": tag,
         "overrides": list(overrides),
         "data_dir": where,

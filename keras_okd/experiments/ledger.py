@@ -105,7 +105,8 @@ def make_record(config, results, history, tag=None, produced_by="keras-okd train
         tag: the regime's name (default: the config's experiment).
         produced_by: what trained it.
         cpu_seconds: the training process's CPU seconds, when measured (else `results["cpu_seconds"]`, if any).
-        commit: the code's git commit (default: this checkout's, `git_commit()`).
+        commit: the code's git commit (default: `results["commit"]`, which the trainer records when it starts,
+            else this checkout's now, `git_commit()`).
 
     Example:
 
@@ -132,7 +133,7 @@ def make_record(config, results, history, tag=None, produced_by="keras-okd train
         "epochs": results.get("epochs", len(history)),
         "backend": results["backend"],
         "versions": versions(results["backend"]),
-        "commit": commit if commit is not None else git_commit(),
+        "commit": commit or results.get("commit") or git_commit(),
         "deploy": results.get("deploy", "students"),
         "net_accuracy": [_round(a) for a in results["net_accuracy"]],
         "ensemble_accuracy": _round(results["ensemble_accuracy"]),
