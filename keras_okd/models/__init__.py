@@ -5,8 +5,9 @@ core Keras layers only (BatchNormalization momentum 0.9 / epsilon 1e-5, He-norma
 so a saved `.keras` file loads without keras_okd. Build by name with `get` (see
 `names()`), or call a builder directly (`resnet32(num_classes=100)`).
 
-The builders live in private modules named for their family (`_vgg.py`, `_cifar_resnet.py`, ...), so that
-`keras_okd.models.vgg` means one thing: the builder.
+The builders live in private modules named for their family (`_vgg.py`, `_cifar_resnet.py`, `_densenet.py`, ...), so
+that `keras_okd.models.vgg` means one thing: the builder. The named networks (`resnet32`, `wrn_16_4`, ...) are the rows
+of one table, `_variants.py`, which makes their builders and registers them for `get`.
 
 Feature layers: every network names its stage outputs `stage_1`, `stage_2`, ... and its pooled features `pool`, so
 feature-distillation parts read them by name; `feature_layers(model)` lists them with their shapes.
@@ -37,7 +38,7 @@ from keras_okd.models.branches import (
     scale_trunk_gradients,
     trunk_gradient_scale,
 )
-from keras_okd.models.densenet import densenet_bc
+from keras_okd.models._densenet import densenet_bc
 from keras_okd.models.features import feature_layers
 from keras_okd.models.gradient_scale import GradientScale
 from keras_okd.models.registry import get, names, register

@@ -17,7 +17,7 @@ from keras_okd.models._mobilenet_v2 import mobilenet_v2_parts
 from keras_okd.models._simple_cnn import simple_cnn_parts
 from keras_okd.models._vgg import vgg_parts
 from keras_okd.models._wide_resnet import wide_resnet_parts
-from keras_okd.models.densenet import densenet_bc_parts
+from keras_okd.models._densenet import densenet_bc_parts
 
 CIFAR = (32, 32, 3)
 TINY = (64, 64, 3)
