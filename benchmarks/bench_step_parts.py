@@ -16,7 +16,7 @@ images/s is divided by the unchanged step's, and the median ratio is printed (> 
 
 `micro` mode (any backend, eager): the parts alone on ResNet-32-sized variable lists, repeated: the EMA as one
 assign per variable (the loop of `keras_okd.backend`'s generic `lerp_variables`) vs `fused_lerp`; 25 `keras.metrics.Mean` updates vs
-two `keras_okd.metrics.MeanGroup` updates; `LossScaleOptimizer(scale 1).apply` vs the plain optimizer's `apply`;
+two `mean_group.MeanGroup` updates; `LossScaleOptimizer(scale 1).apply` vs the plain optimizer's `apply`;
 the teacher's inference forward on three views as the multi-branch model runs it (the trunk once per view) vs the
 trunk once on the three views concatenated along the batch, then branch i on its part (the same logits in inference
 mode, checked before timing).
@@ -39,7 +39,7 @@ from keras import ops  # noqa: E402
 
 import bench_dkel_official as bench  # noqa: E402
 import keras_okd  # noqa: E402
-from keras_okd.metrics import MeanGroup  # noqa: E402
+from mean_group import MeanGroup  # noqa: E402
 
 
 def loop_lerp(targets, sources, amount):

@@ -26,7 +26,6 @@ MODULES = (
     "keras_okd.distribute",
     "keras_okd.losses",
     "keras_okd.registry",
-    "keras_okd.metrics",
 )
 
 # Model builds make the zoo's examples slow (seconds to tens of seconds each); every other module's `>>>` examples

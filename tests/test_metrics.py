@@ -1,11 +1,16 @@
-"""`keras_okd.metrics.MeanGroup` against separate `keras.metrics.Mean` trackers, and through `fit`."""
+"""`MeanGroup` (benchmarks/mean_group.py, the prototype bench_step_parts.py times) against separate
+`keras.metrics.Mean` trackers, and through `fit`."""
+
+import pathlib
+import sys
 
 import keras
 import numpy as np
 import pytest
 from conftest import to_numpy
 
-from keras_okd.metrics import MeanGroup
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+from mean_group import MeanGroup  # noqa: E402
 
 
 def test_mean_group_equals_separate_means():

@@ -15,8 +15,8 @@ from keras_okd.knowledge.features import (
     SimilarityPreserving,
 )
 from keras_okd.knowledge.frozen_teacher import FrozenTeacher
-from keras_okd.knowledge.heads import GateEnsemble, GateHead, PeerEnsemble, PeerEnsembleHead
-from keras_okd.knowledge.mean_teacher import TeacherEnsemble, TeacherPeers
+from keras_okd.knowledge.trained_ensembles import GateEnsemble, GateHead, PeerEnsemble, PeerEnsembleHead
+from keras_okd.knowledge.teacher_targets import TeacherEnsemble, TeacherPeers
 from keras_okd.knowledge.peer_distillation import PeerDistillation
 from keras_okd.knowledge.spatial_integrator import SpatialIntegrator
 from keras_okd.knowledge.temporal_accumulator import TemporalAccumulator

@@ -2,26 +2,18 @@
 
 `get(name)` returns a preset function by name, `names()` lists them, `register(name)` adds one (used by configs and
 the CLI; see `keras_okd.registry` for a method in a file of your own).
+
+A built-in preset registers itself as a plugin does: one public module of this package, whose preset function is
+decorated with `@register("name")`. Importing this package imports each of them (every module whose name does not
+start with `_`), so a new built-in method is one new file here.
 """
+
+import importlib
+import pkgutil
 
 from keras_okd.registry import Registry
 
-from keras_okd.methods.collaborative_learning import cl
-from keras_okd.methods.decoupled_knowledge import dkel
-from keras_okd.methods.diverse_peers import okddip
-from keras_okd.methods.independent_training import independent
-from keras_okd.methods.kd_collaborative_learning import kdcl
-from keras_okd.methods.knowledge_distillation import kd
-from keras_okd.methods.mutual_learning import dml
-from keras_okd.methods.native_ensemble import one
-from keras_okd.methods.peer_collaborative_learning import pcl
-from keras_okd.methods.temporal_spatial_boosting import tsb
-
-_PRESETS = {"independent": independent, "dml": dml, "tsb": tsb, "kdcl": kdcl, "one": one, "pcl": pcl, "dkel": dkel,
-            "cl": cl, "okddip": okddip, "kd": kd}
-
-
-_METHODS = Registry("method", _PRESETS)
+_METHODS = Registry("method")
 
 
 def names():
@@ -82,4 +74,11 @@ def register(name, preset=None, overwrite=False):
     return _METHODS.register(name, preset, overwrite=overwrite)
 
 
-__all__ = ["cl", "dkel", "dml", "get", "independent", "kd", "kdcl", "names", "okddip", "one", "pcl", "register", "tsb"]
+# Every public module of this package holds a built-in preset, registered with `@register(name)` as it is imported.
+for _info in pkgutil.iter_modules(__path__):
+    if not _info.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_info.name}")
+_BUILTIN = dict(_METHODS._entries)
+globals().update(_BUILTIN)  # keras_okd.methods.dml, .tsb, ...: the presets by their names
+
+__all__ = ["get", "names", "register", *sorted(_BUILTIN)]

@@ -5,8 +5,10 @@ from keras_okd.distiller import OnlineDistiller
 from keras_okd.knowledge import PeerConsensus
 from keras_okd.methods._checks import branch_student
 from keras_okd.models import scale_trunk_gradients, trunk_gradient_scale
+from keras_okd.methods import register
 
 
+@register("cl")
 def cl(student, temperature=2.0, beta=0.5, backprop_rescaling=True, rampup_epochs=0, num_branches=None, name="cl"):
     """Collaborative learning with intermediate-level representation sharing on a multi-branch student.
 

@@ -4,8 +4,10 @@ from keras_okd.callbacks import Decay, RampUp
 from keras_okd.distiller import OnlineDistiller
 from keras_okd.knowledge import PeerEnsemble, TeacherEnsemble, TeacherPeers
 from keras_okd.methods._checks import branch_student
+from keras_okd.methods import register
 
 
+@register("dkel")
 def dkel(
     student,
     views=None,

@@ -1,8 +1,10 @@
 """Independent training: the students in one model with cross-entropy only (the papers' "Ind" baseline)."""
 
 from keras_okd.distiller import OnlineDistiller
+from keras_okd.methods import register
 
 
+@register("independent")
 def independent(students, name="independent"):
     """Train the students side by side with no knowledge transfer (CE only); the baseline of every table.
 

@@ -3,8 +3,10 @@
 from keras_okd.distiller import OnlineDistiller
 from keras_okd.knowledge import EnsembleTeacher
 from keras_okd.methods._checks import independent_students
+from keras_okd.methods import register
 
 
+@register("kdcl")
 def kdcl(students, views=None, mode="mean_logits", temperature=4.0, alpha=0.5, name="kdcl"):
     """Each student learns from the labels and from one ensemble teacher of all students' logits.
 

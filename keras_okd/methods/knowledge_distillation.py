@@ -4,8 +4,10 @@ in a neural network", NIPS Deep Learning Workshop 2015); the "KD" row of DKEL's 
 from keras_okd.distiller import OnlineDistiller
 from keras_okd.knowledge import FrozenTeacher
 from keras_okd.methods._checks import is_multi_branch
+from keras_okd.methods import register
 
 
+@register("kd")
 def kd(students, teacher, temperature=4.0, alpha=0.9, views=None, name="kd"):
     """Each student (or branch) learns from the labels and from a pretrained, frozen teacher:
 

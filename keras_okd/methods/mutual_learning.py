@@ -10,8 +10,10 @@ from keras_okd.knowledge import FeatureDistillation, PeerDistillation
 from keras_okd.knowledge.features import METHODS, feature_part
 from keras_okd.models import feature_layers
 from keras_okd.peers import is_multi_branch
+from keras_okd.methods import register
 
 
+@register("dml")
 def dml(students, temperature=1.0, weight=1.0, reduction="mean", features=None, num_train_samples=None, name="dml"):
     """Each student learns from the labels and from every other student's prediction, and, with `features`, from
     every other student's intermediate features.

@@ -4,8 +4,10 @@ from keras_okd.callbacks import RampUp
 from keras_okd.distiller import OnlineDistiller
 from keras_okd.knowledge import PeerEnsemble, TeacherPeers
 from keras_okd.methods._checks import branch_student
+from keras_okd.methods import register
 
 
+@register("pcl")
 def pcl(student, views=None, temperature=3.0, teacher_eta=0.001, rampup_epochs=80, num_branches=None, name="pcl"):
     """Peer ensemble + peer mean teacher on a multi-branch student (DKEL's Eq. 2-5).
 

@@ -18,8 +18,10 @@ weight and warm-up as the TA term it is replaced by: the TA term with beta = 0 i
 from keras_okd.callbacks import WarmUp
 from keras_okd.distiller import OnlineDistiller
 from keras_okd.knowledge import PeerDistillation, SpatialIntegrator, TemporalAccumulator
+from keras_okd.methods import register
 
 
+@register("tsb")
 def tsb(
     students,
     num_train_samples,

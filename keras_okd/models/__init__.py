@@ -5,8 +5,9 @@ core Keras layers only (BatchNormalization momentum 0.9 / epsilon 1e-5, He-norma
 so a saved `.keras` file loads without keras_okd. Build by name with `get` (see
 `names()`), or call a builder directly (`resnet32(num_classes=100)`).
 
-The builders live in private modules named for their family (`_vgg.py`, `_cifar_resnet.py`, ...), so that
-`keras_okd.models.vgg` means one thing: the builder.
+The builders live in private modules named for their family (`_vgg.py`, `_cifar_resnet.py`, `_densenet.py`, ...), so
+that `keras_okd.models.vgg` means one thing: the builder. The named networks (`resnet32`, `wrn_16_4`, ...) are the rows
+of one table, `_variants.py`, which makes their builders and registers them for `get`.
 
 Feature layers: every network names its stage outputs `stage_1`, `stage_2`, ... and its pooled features `pool`, so
 feature-distillation parts read them by name; `feature_layers(model)` lists them with their shapes.
@@ -22,30 +23,13 @@ Example:
 (None, 100)
 """
 
-from keras_okd.models._cifar_resnet import (
-    bottleneck_resnet_2x2x2_w512,
-    cifar_resnet,
-    resnet20,
-    resnet32,
-    resnet56,
-    resnet110,
-    resnet110_bottleneck,
-)
-from keras_okd.models._imagenet_resnet import (
-    imagenet_resnet,
-    resnet18,
-    resnet18_tiny,
-    resnet34,
-    resnet34_tiny,
-)
-from keras_okd.models._mobilenet_v2 import (
-    mobilenet_v2,
-    mobilenet_v2_imagenet,
-    mobilenet_v2_x0_5,
-)
-from keras_okd.models._simple_cnn import simple_cnn, simple_cnn_8, simple_cnn_16, simple_cnn_64
-from keras_okd.models._vgg import vgg, vgg13, vgg16
-from keras_okd.models._wide_resnet import wide_resnet, wrn_16_2, wrn_16_4, wrn_28_2, wrn_40_2
+from keras_okd.models._cifar_resnet import cifar_resnet
+from keras_okd.models._imagenet_resnet import imagenet_resnet
+from keras_okd.models._mobilenet_v2 import mobilenet_v2
+from keras_okd.models._simple_cnn import simple_cnn
+from keras_okd.models._variants import BUILDERS as _BUILDERS
+from keras_okd.models._vgg import vgg
+from keras_okd.models._wide_resnet import wide_resnet
 from keras_okd.models.branches import (
     branch_name,
     extract_branch,
@@ -54,50 +38,32 @@ from keras_okd.models.branches import (
     scale_trunk_gradients,
     trunk_gradient_scale,
 )
-from keras_okd.models.densenet import densenet_bc, densenet_bc_40_12
+from keras_okd.models._densenet import densenet_bc
 from keras_okd.models.features import feature_layers
 from keras_okd.models.gradient_scale import GradientScale
 from keras_okd.models.registry import get, names, register
 
-__all__ = [
+# The named networks (`resnet32`, `wrn_16_4`, `simple_cnn_8`, ...): one builder per row of `_variants.VARIANTS`.
+globals().update(_BUILDERS)
+
+__all__ = sorted([
     "GradientScale",
-    "bottleneck_resnet_2x2x2_w512",
     "branch_name",
     "cifar_resnet",
     "densenet_bc",
-    "densenet_bc_40_12",
     "extract_branch",
     "feature_layers",
     "get",
     "imagenet_resnet",
     "mobilenet_v2",
-    "mobilenet_v2_imagenet",
-    "mobilenet_v2_x0_5",
     "multi_branch",
     "names",
     "register",
     "num_branches_of",
-    "resnet110",
-    "resnet110_bottleneck",
-    "resnet18",
-    "resnet18_tiny",
-    "resnet20",
-    "resnet32",
-    "resnet34",
-    "resnet34_tiny",
-    "resnet56",
     "scale_trunk_gradients",
     "simple_cnn",
-    "simple_cnn_16",
-    "simple_cnn_64",
-    "simple_cnn_8",
     "trunk_gradient_scale",
     "vgg",
-    "vgg13",
-    "vgg16",
     "wide_resnet",
-    "wrn_16_2",
-    "wrn_16_4",
-    "wrn_28_2",
-    "wrn_40_2",
-]
+    *_BUILDERS,
+])

@@ -18,7 +18,7 @@ stage 3 + global average pooling + linear classifier.
 
 from keras import layers
 
-from keras_okd.models._common import ModelParts, basic_block, batch_norm, conv2d, stage_output
+from keras_okd.models._common import ModelParts, basic_block, batch_norm, conv2d, residual_sum, stage_output
 
 CIFAR_INPUT_SHAPE = (32, 32, 3)
 
@@ -26,7 +26,6 @@ CIFAR_INPUT_SHAPE = (32, 32, 3)
 def _bottleneck_block(x, planes, strides, base_width, name, sync):
     width = planes * base_width // 64
     out_filters = planes * 4
-    shortcut = x
     y = conv2d(width, 1, name=f"{name}_conv1")(x)
     y = batch_norm(f"{name}_bn1", sync)(y)
     y = layers.ReLU(name=f"{name}_relu1")(y)
@@ -35,11 +34,7 @@ def _bottleneck_block(x, planes, strides, base_width, name, sync):
     y = layers.ReLU(name=f"{name}_relu2")(y)
     y = conv2d(out_filters, 1, name=f"{name}_conv3")(y)
     y = batch_norm(f"{name}_bn3", sync)(y)
-    if strides != 1 or x.shape[-1] != out_filters:
-        shortcut = conv2d(out_filters, 1, strides, name=f"{name}_proj_conv")(x)
-        shortcut = batch_norm(f"{name}_proj_bn", sync)(shortcut)
-    y = layers.Add(name=f"{name}_add")([shortcut, y])
-    return layers.ReLU(name=f"{name}_out")(y)
+    return residual_sum(x, y, strides, name, sync)
 
 
 def cifar_resnet_parts(
@@ -118,150 +113,3 @@ def cifar_resnet(
         blocks_per_stage, block, base_width, num_classes, synchronized_bn, name
     )
     return parts.build(input_shape, name)
-
-
-def resnet20(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, synchronized_bn=False, name="resnet20"):
-    """ResNet-20 for CIFAR (3 basic blocks per stage; 272,474 params at 10 classes).
-
-    Args:
-        num_classes: number of output logits.
-        input_shape: `(height, width, channels)` of one image.
-        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
-        name: model name.
-
-    Returns:
-        A functional `keras.Model` mapping images to logits.
-
-    Example:
-
-    >>> resnet20(num_classes=100).output_shape
-    (None, 100)
-    """
-    return cifar_resnet((3, 3, 3), "basic", 64, num_classes, input_shape, synchronized_bn, name)
-
-
-def resnet32(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, synchronized_bn=False, name="resnet32"):
-    """ResNet-32 for CIFAR (5 basic blocks per stage; 466,906 params at 10 classes).
-
-    Args:
-        num_classes: number of output logits.
-        input_shape: `(height, width, channels)` of one image.
-        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
-        name: model name.
-
-    Returns:
-        A functional `keras.Model` mapping images to logits.
-
-    Example:
-
-    >>> resnet32(num_classes=100).output_shape
-    (None, 100)
-    """
-    return cifar_resnet((5, 5, 5), "basic", 64, num_classes, input_shape, synchronized_bn, name)
-
-
-def resnet56(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, synchronized_bn=False, name="resnet56"):
-    """ResNet-56 for CIFAR (9 basic blocks per stage; 855,770 params at 10 classes).
-
-    Args:
-        num_classes: number of output logits.
-        input_shape: `(height, width, channels)` of one image.
-        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
-        name: model name.
-
-    Returns:
-        A functional `keras.Model` mapping images to logits.
-
-    Example:
-
-    >>> resnet56(num_classes=100).output_shape
-    (None, 100)
-    """
-    return cifar_resnet((9, 9, 9), "basic", 64, num_classes, input_shape, synchronized_bn, name)
-
-
-def resnet110(num_classes=10, input_shape=CIFAR_INPUT_SHAPE, synchronized_bn=False, name="resnet110"):
-    """ResNet-110 for CIFAR with basic blocks (18 per stage; 1,730,714 params at 10 classes).
-
-    This is He et al.'s ResNet-110. The "ResNet-110" of ONE/OKDDip/PCL/DKEL is a
-    different network: see `resnet110_bottleneck`.
-
-    Args:
-        num_classes: number of output logits.
-        input_shape: `(height, width, channels)` of one image.
-        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
-        name: model name.
-
-    Returns:
-        A functional `keras.Model` mapping images to logits.
-
-    Example:
-
-    >>> resnet110(num_classes=100).output_shape
-    (None, 100)
-    """
-    return cifar_resnet((18, 18, 18), "basic", 64, num_classes, input_shape, synchronized_bn, name)
-
-
-def resnet110_bottleneck(
-    num_classes=10,
-    input_shape=CIFAR_INPUT_SHAPE,
-    synchronized_bn=False,
-    name="resnet110_bottleneck",
-):
-    """The "ResNet-110" of ONE / OKDDip / PCL / DKEL: bottleneck blocks [12, 12, 12].
-
-    12 bottleneck blocks per stage (3 convs each): 3 * 12 * 3 + 2 = 110 layers.
-    Stage outputs have 64, 128 and 256 channels; 1,147,738 params at 10 classes.
-
-    Args:
-        num_classes: number of output logits.
-        input_shape: `(height, width, channels)` of one image.
-        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
-        name: model name.
-
-    Returns:
-        A functional `keras.Model` mapping images to logits.
-
-    Example:
-
-    >>> resnet110_bottleneck(num_classes=100).output_shape
-    (None, 100)
-    """
-    return cifar_resnet(
-        (12, 12, 12), "bottleneck", 64, num_classes, input_shape, synchronized_bn, name
-    )
-
-
-def bottleneck_resnet_2x2x2_w512(
-    num_classes=10,
-    input_shape=CIFAR_INPUT_SHAPE,
-    synchronized_bn=False,
-    name="bottleneck_resnet_2x2x2_w512",
-):
-    """The network PCL and DKEL call "WRN-20-8": bottleneck blocks [2, 2, 2], width 512.
-
-    Two bottleneck blocks per stage whose 3x3 convolutions are 8x wider than a plain
-    bottleneck (inner widths 128, 256, 512, the "width 512" of torchvision's
-    `width_per_group` convention); outputs 64, 128, 256 channels; 6,848,090 params
-    at 10 classes. It is *not* a Zagoruyko wide ResNet: a WRN has depth 6n + 4 and
-    pre-activation basic blocks, so "WRN-20-8" does not exist in that family. The
-    name here says what the network is.
-
-    Args:
-        num_classes: number of output logits.
-        input_shape: `(height, width, channels)` of one image.
-        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
-        name: model name.
-
-    Returns:
-        A functional `keras.Model` mapping images to logits.
-
-    Example:
-
-    >>> bottleneck_resnet_2x2x2_w512(num_classes=100).output_shape
-    (None, 100)
-    """
-    return cifar_resnet(
-        (2, 2, 2), "bottleneck", 512, num_classes, input_shape, synchronized_bn, name
-    )

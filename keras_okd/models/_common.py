@@ -144,14 +144,20 @@ class ModelParts:
 def basic_block(x, filters, strides, name, sync):
     """The ResNet basic block (two 3x3 conv-BN, ReLU between), with a 1x1 conv + BN projection shortcut when the
     shape changes; shared by the CIFAR and the ImageNet ResNets."""
-    shortcut = x
     y = conv2d(filters, 3, strides, name=f"{name}_conv1")(x)
     y = batch_norm(f"{name}_bn1", sync)(y)
     y = layers.ReLU(name=f"{name}_relu1")(y)
     y = conv2d(filters, 3, name=f"{name}_conv2")(y)
     y = batch_norm(f"{name}_bn2", sync)(y)
-    if strides != 1 or x.shape[-1] != filters:
-        shortcut = conv2d(filters, 1, strides, name=f"{name}_proj_conv")(x)
+    return residual_sum(x, y, strides, name, sync)
+
+
+def residual_sum(x, y, strides, name, sync):
+    """`ReLU(shortcut(x) + y)`, the end of a post-activation ResNet block: the shortcut is `x` itself, or a 1x1 conv +
+    BN projection when the block changes the shape (`strides` or channels)."""
+    shortcut = x
+    if strides != 1 or x.shape[-1] != y.shape[-1]:
+        shortcut = conv2d(y.shape[-1], 1, strides, name=f"{name}_proj_conv")(x)
         shortcut = batch_norm(f"{name}_proj_bn", sync)(shortcut)
     y = layers.Add(name=f"{name}_add")([shortcut, y])
     return layers.ReLU(name=f"{name}_out")(y)

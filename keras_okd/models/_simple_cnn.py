@@ -56,22 +56,3 @@ def simple_cnn(num_classes=10, input_shape=(8, 8, 1), width=32, name=None, synch
     """
     parts = simple_cnn_parts(num_classes, width, synchronized_bn, name)
     return parts.build(input_shape, parts.name)
-
-
-def _width_variant(width):
-    """`simple_cnn` of a fixed `width`, as a zoo builder (configs name students, they cannot pass a width)."""
-
-    def builder(num_classes=10, input_shape=(8, 8, 1), name=None, synchronized_bn=False):
-        return simple_cnn(num_classes, input_shape, width, name, synchronized_bn)
-
-    builder.__name__ = builder.__qualname__ = f"simple_cnn_{width}"
-    builder.__doc__ = (f"`simple_cnn` of width {width} (conv blocks of {width} and {2 * width} filters; `simple_cnn` "
-                       "itself is width 32): the student-capacity axis of the regime studies, by zoo name "
-                       f"(`students: [simple_cnn_{width}, simple_cnn_{width}]`).\n\n    Example:\n\n    ```python\n"
-                       f"    model = keras_okd.models.get(\"simple_cnn_{width}\", input_shape=(28, 28, 1))\n    ```\n")
-    return builder
-
-
-#: Width variants in the zoo (`simple_cnn` is 32).
-WIDTHS = (8, 16, 64)
-simple_cnn_8, simple_cnn_16, simple_cnn_64 = (_width_variant(w) for w in WIDTHS)

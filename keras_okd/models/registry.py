@@ -2,133 +2,18 @@
 descriptions that `multi_branch` uses."""
 
 import collections
-import functools
 
 from keras_okd.registry import Registry
 
-from keras_okd.models._cifar_resnet import (
-    bottleneck_resnet_2x2x2_w512,
-    cifar_resnet_parts,
-    resnet20,
-    resnet32,
-    resnet56,
-    resnet110,
-    resnet110_bottleneck,
-)
-from keras_okd.models._imagenet_resnet import (
-    imagenet_resnet_parts,
-    resnet18,
-    resnet18_tiny,
-    resnet34,
-    resnet34_tiny,
-)
-from keras_okd.models._mobilenet_v2 import (
-    mobilenet_v2_imagenet,
-    mobilenet_v2_parts,
-    mobilenet_v2_x0_5,
-)
-from keras_okd.models import _simple_cnn
+from keras_okd.models import _variants
 from keras_okd.models._simple_cnn import simple_cnn, simple_cnn_parts
-from keras_okd.models._vgg import vgg13, vgg16, vgg_parts
-from keras_okd.models._wide_resnet import wide_resnet_parts, wrn_16_2, wrn_16_4, wrn_28_2, wrn_40_2
-from keras_okd.models.densenet import densenet_bc_40_12, densenet_bc_parts
 
 _Entry = collections.namedtuple("_Entry", ["builder", "parts", "input_shape"])
 
-_CIFAR = (32, 32, 3)
-_TINY = (64, 64, 3)
-_IMAGENET = (224, 224, 3)
-
-
-def _cifar_resnet(name, blocks, block="basic", base_width=64):
-    return functools.partial(cifar_resnet_parts, blocks, block, base_width, name=name)
-
-
-_REGISTRY = {
-    "simple_cnn": _Entry(simple_cnn, simple_cnn_parts, (8, 8, 1)),
-    "resnet20": _Entry(resnet20, _cifar_resnet("resnet20", (3, 3, 3)), _CIFAR),
-    "resnet32": _Entry(resnet32, _cifar_resnet("resnet32", (5, 5, 5)), _CIFAR),
-    "resnet56": _Entry(resnet56, _cifar_resnet("resnet56", (9, 9, 9)), _CIFAR),
-    "resnet110": _Entry(resnet110, _cifar_resnet("resnet110", (18, 18, 18)), _CIFAR),
-    "resnet110_bottleneck": _Entry(
-        resnet110_bottleneck,
-        _cifar_resnet("resnet110_bottleneck", (12, 12, 12), "bottleneck"),
-        _CIFAR,
-    ),
-    "bottleneck_resnet_2x2x2_w512": _Entry(
-        bottleneck_resnet_2x2x2_w512,
-        _cifar_resnet("bottleneck_resnet_2x2x2_w512", (2, 2, 2), "bottleneck", 512),
-        _CIFAR,
-    ),
-    "wrn_16_2": _Entry(
-        wrn_16_2,
-        functools.partial(wide_resnet_parts, 16, 2, name="wrn_16_2"),
-        _CIFAR,
-    ),
-    "wrn_16_4": _Entry(
-        wrn_16_4,
-        functools.partial(wide_resnet_parts, 16, 4, name="wrn_16_4"),
-        _CIFAR,
-    ),
-    "wrn_28_2": _Entry(
-        wrn_28_2,
-        functools.partial(wide_resnet_parts, 28, 2, name="wrn_28_2"),
-        _CIFAR,
-    ),
-    "wrn_40_2": _Entry(
-        wrn_40_2,
-        functools.partial(wide_resnet_parts, 40, 2, name="wrn_40_2"),
-        _CIFAR,
-    ),
-    "vgg13": _Entry(vgg13, functools.partial(vgg_parts, 13, name="vgg13"), _CIFAR),
-    "vgg16": _Entry(vgg16, functools.partial(vgg_parts, 16, name="vgg16"), _CIFAR),
-    "mobilenet_v2_x0_5": _Entry(
-        mobilenet_v2_x0_5,
-        functools.partial(
-            mobilenet_v2_parts, 0.5, variant="cifar", dropout_rate=0.0,
-            name="mobilenet_v2_x0_5",
-        ),
-        _CIFAR,
-    ),
-    "densenet_bc_40_12": _Entry(
-        densenet_bc_40_12,
-        functools.partial(densenet_bc_parts, 40, 12, 0.5, 24, name="densenet_bc_40_12"),
-        _CIFAR,
-    ),
-    "resnet18_tiny": _Entry(
-        resnet18_tiny,
-        functools.partial(imagenet_resnet_parts, 18, "tiny", name="resnet18_tiny"),
-        _TINY,
-    ),
-    "resnet34_tiny": _Entry(
-        resnet34_tiny,
-        functools.partial(imagenet_resnet_parts, 34, "tiny", name="resnet34_tiny"),
-        _TINY,
-    ),
-    "resnet18": _Entry(
-        resnet18,
-        functools.partial(imagenet_resnet_parts, 18, "imagenet", name="resnet18"),
-        _IMAGENET,
-    ),
-    "resnet34": _Entry(
-        resnet34,
-        functools.partial(imagenet_resnet_parts, 34, "imagenet", name="resnet34"),
-        _IMAGENET,
-    ),
-    "mobilenet_v2_imagenet": _Entry(
-        mobilenet_v2_imagenet,
-        functools.partial(
-            mobilenet_v2_parts, 1.0, variant="imagenet", name="mobilenet_v2_imagenet"
-        ),
-        _IMAGENET,
-    ),
-}
-
-_REGISTRY.update({  # simple_cnn of other widths, by name (a config's students are zoo names)
-    f"simple_cnn_{w}": _Entry(getattr(_simple_cnn, f"simple_cnn_{w}"), functools.partial(simple_cnn_parts, width=w),
-                              (8, 8, 1))
-    for w in _simple_cnn.WIDTHS
-})
+# `simple_cnn` (any width) and every row of the variant table.
+_REGISTRY = {"simple_cnn": _Entry(simple_cnn, simple_cnn_parts, _variants.DIGITS)}
+_REGISTRY.update({variant.name: _Entry(_variants.BUILDERS[variant.name], _variants.parts(variant), variant.input_shape)
+                  for variant in _variants.VARIANTS})
 
 _ZOO = Registry("model", _REGISTRY)
 

@@ -4,8 +4,10 @@ from keras_okd.callbacks import RampUp
 from keras_okd.distiller import OnlineDistiller
 from keras_okd.knowledge import GateEnsemble
 from keras_okd.methods._checks import branch_student
+from keras_okd.methods import register
 
 
+@register("one")
 def one(student, temperature=3.0, rampup_epochs=80, num_branches=None, name="one"):
     """Gated native ensemble on a multi-branch student.
 

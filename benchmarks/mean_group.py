@@ -1,4 +1,9 @@
-"""`MeanGroup`: the running means of several named values in one metric, updated by one call per step."""
+"""`MeanGroup`: the running means of several named values in one metric, updated by one call per step.
+
+A prototype of a cheaper metric tracker, timed against one `keras.metrics.Mean` per value by bench_step_parts.py
+(tests/test_metrics.py holds it to those means). keras_okd itself does not use it, so it lives here, not in the
+package.
+"""
 
 import keras
 from keras import ops

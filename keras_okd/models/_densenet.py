@@ -109,30 +109,3 @@ def densenet_bc(
         depth, growth_rate, compression, initial_features, num_classes, synchronized_bn, name
     )
     return parts.build(input_shape, parts.name)
-
-
-def densenet_bc_40_12(
-    num_classes=10,
-    input_shape=CIFAR_INPUT_SHAPE,
-    synchronized_bn=False,
-    name="densenet_bc_40_12",
-):
-    """DenseNet-BC-40-12, 24 initial features, compression 0.5 (176,122 params at 10 classes).
-
-    The "DenseNet-40-12" of PCL and DKEL.
-
-    Args:
-        num_classes: number of output logits.
-        input_shape: `(height, width, channels)` of one image.
-        synchronized_bn: use synchronized BatchNormalization (TensorFlow only).
-        name: model name.
-
-    Returns:
-        A functional `keras.Model` mapping images to logits.
-
-    Example:
-
-    >>> densenet_bc_40_12(num_classes=100).output_shape
-    (None, 100)
-    """
-    return densenet_bc(40, 12, 0.5, 24, num_classes, input_shape, synchronized_bn, name)

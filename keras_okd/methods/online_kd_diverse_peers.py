@@ -4,8 +4,10 @@ from keras_okd.callbacks import RampUp
 from keras_okd.distiller import OnlineDistiller
 from keras_okd.knowledge import DiversePeers
 from keras_okd.methods._checks import branch_student
+from keras_okd.methods import register
 
 
+@register("okddip")
 def okddip(student, temperature=3.0, weight=1.0, rampup_epochs=80, projection_factor=8, target_gradient="attention",
            include_self=True, num_branches=None, name="okddip"):
     """Two-level distillation with diverse peers on a multi-branch student of M >= 3 branches.
