@@ -354,7 +354,8 @@ FASHION_METHODS = (  # (file stem, method name, params, per-peer views, multi-br
 def fashion_mnist_configs():
     """Every preset on real Fashion-MNIST (Debian's dataset-fashion-mnist, no download) with one CPU-sized recipe:
     20,000 training images (stratified subset, subset seed 0), the 10,000 test images, simple CNN students, 15 epochs,
-    batch 128, SGD momentum 0.9, lr 0.01, coupled weight decay 5e-4, x0.1 at epochs 10 and 13."""
+    batch 128, SGD momentum 0.9, lr 0.01 with one epoch of linear warm-up, coupled weight decay 5e-4, x0.1 at epochs 10
+    and 13."""
     out = {}
     for stem, method, params, views, branches, suffix, row in FASHION_METHODS:
         students = {"model": "simple_cnn", "branches": 3} if branches else ["simple_cnn", "simple_cnn"]
@@ -367,7 +368,7 @@ def fashion_mnist_configs():
                         "subset_seed": 0, "augment": None if views else "standard"},
             "optimizer": {"name": "sgd", "learning_rate": 0.01, "momentum": 0.9, "nesterov": False,
                           "weight_decay": 5e-4},
-            "schedule": {"type": "step", "milestones": [10, 13], "factor": 0.1},
+            "schedule": {"type": "step", "milestones": [10, 13], "factor": 0.1, "warmup_epochs": 1},
             "epochs": 15,
             "seeds": [0, 1, 2, 3, 4],
             "strategy": "none",
@@ -380,7 +381,8 @@ def fashion_mnist_configs():
             "10,000; pad-2 crop + flip; 15 epochs, batch 128,",
             "SGD momentum 0.9, lr 0.01 (at 0.05 DML falls far behind or collapses: benchmarks/fashion_mnist_recipe.py "
             "--method dml --lr 0.05),",
-            "coupled weight decay 5e-4, x0.1 at epochs 10 and 13.",
+            "coupled weight decay 5e-4, a linear learning-rate warm-up over the first epoch (per step), x0.1 at epochs "
+            "10 and 13.",
         ]
         if views:
             header.append("Each peer sees its own view (views: standard: shift up to 3 pixels + flip, made in the "
