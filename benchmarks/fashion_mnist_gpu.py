@@ -385,6 +385,7 @@ def drive(jobs, args, say=print):
     from keras_okd.experiments import ledger
 
     backend = keras.backend.backend()
+    records = getattr(args, "ledger", None)  # the ledger folder, or None
     out = args.out
     deadline = time.time() + args.time_budget
     outcome = {k: [] for k in ("done", "failed", "skipped", "stopped", "reused")}
@@ -409,8 +410,8 @@ def drive(jobs, args, say=print):
                 accuracy = " ".join(f"{100 * a:.2f}" for a in results["net_accuracy"] if a is not None)
                 log(f"done    {job} in {seconds:.0f} s: nets {accuracy}, ensemble "
                     f"{100 * (results['ensemble_accuracy'] or float('nan')):.2f} ({job.run_dir})")
-                if args.ledger:
-                    log(f"record  {ledger.record_run_dir(job.run_dir, args.ledger, job.tag)}")
+                if records:
+                    log(f"record  {ledger.record_run_dir(job.run_dir, records, job.tag)}")
                 outcome["done"].append(job)
             else:
                 where = move_aside(job, out, "failed")
@@ -437,12 +438,12 @@ def drive(jobs, args, say=print):
             job = pending.pop(0)
             if os.path.exists(os.path.join(job.run_dir, "results.json")):
                 log(f"reused  {job}: {job.run_dir} is complete")
-                if args.ledger and not ledger.has_record(args.ledger, job.tag, job.resolved, backend):
-                    log(f"record  {ledger.record_run_dir(job.run_dir, args.ledger, job.tag)}")
+                if records and not ledger.has_record(records, job.tag, job.resolved, backend):
+                    log(f"record  {ledger.record_run_dir(job.run_dir, records, job.tag)}")
                 outcome["reused"].append(job)
                 continue
-            if args.ledger and ledger.has_record(args.ledger, job.tag, job.resolved, backend):
-                log(f"reused  {job}: its ledger record is in {args.ledger}")
+            if records and ledger.has_record(records, job.tag, job.resolved, backend):
+                log(f"reused  {job}: its ledger record is in {records}")
                 outcome["reused"].append(job)
                 continue
             need = estimate_for(job, estimates)

@@ -16,6 +16,7 @@ from keras_okd.data import mnist_family, write_idx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "fashion_mnist_gpu.py")
+SCRIPT_NAME = "benchmarks/fashion_mnist_gpu.py"
 gpu = runpy.run_path(SCRIPT)  # the script's functions, without running main
 
 #: results.json keys that keras_okd.experiments.runner writes for a run of list students.
@@ -116,10 +117,26 @@ def test_driver_writes_runs_that_report_reads(tmp_path):
         assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr  # the block holds
     command = [sys.executable, SCRIPT, "configs/fashion_mnist/independent.yaml", "configs/fashion_mnist/tsb.yaml",
                "--seeds", "0", "--set", "dataset.train_size=256", "--set", "epochs=1", "--tag", "tiny",
-               "--data-dir", data, "--out", str(out), "--parallel", "2", "--time-budget", "600"]
+               "--data-dir", data, "--out", str(out), "--parallel", "2", "--time-budget", "600",
+               "--ledger", str(tmp_path / "ledger")]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "done 2; failed 0" in done.stdout, done.stdout[-3000:]
+    from keras_okd.experiments import ledger
+
+    records = ledger.find_records([tmp_path / "ledger" / "tiny"])
+    assert len(records) == 2 and all(ledger.read_record(p)["produced_by"] == SCRIPT_NAME for p in records)
+    # another machine with the ledger but not the run directories: nothing is trained again
+    again = subprocess.run([*command[:command.index("--out") + 1], str(tmp_path / "elsewhere"),
+                            *command[command.index("--out") + 2:]], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=900)
+    assert again.returncode == 0 and "done 0; failed 0; skipped 0; stopped 0; reused 2" in again.stdout, \
+        again.stdout[-3000:] + again.stderr[-3000:]
+    # a record trains again to the same accuracies on its backend
+    rerun = subprocess.run([sys.executable, SCRIPT, "--rerun", records[0], "--data-dir", data], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0 and "reproduced within 0.0 points" in rerun.stdout, \
+        rerun.stdout[-3000:] + rerun.stderr[-3000:]
 
     from keras_okd.experiments import load_config
     from keras_okd.experiments.report import make_report
