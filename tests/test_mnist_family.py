@@ -314,3 +314,19 @@ def test_real_debian_fashion_mnist():
         np.testing.assert_array_equal(y, np.frombuffer(f.read(), np.uint8, offset=8))
     keep = keras_okd.data.stratified_subset(y, 20_000, 0)
     assert np.bincount(y[keep]).tolist() == [2000] * 10
+
+
+def test_the_bundled_subset_is_the_full_sets_stratified_1000():
+    from keras_okd.data.registry import FASHION_MNIST_1K
+
+    (x, y), (xt, yt) = mnist_family.load_raw("fashion_mnist", FASHION_MNIST_1K, download=False)
+    assert (x.shape, xt.shape, np.bincount(y).tolist()) == ((1000, 28, 28), (10000, 28, 28), [100] * 10)
+    assert keras_okd.data.num_classes("fashion_mnist_1k") == 10
+    if not os.path.isfile(os.path.join(mnist_family.DEBIAN_DIR, "train-images-idx3-ubyte.gz")):
+        pytest.skip("Debian's dataset-fashion-mnist is not installed: the comparison with the full set needs it")
+    (fx, fy), (fxt, fyt) = mnist_family.load_raw("fashion_mnist", mnist_family.DEBIAN_DIR, download=False)
+    keep = keras_okd.data.stratified_subset(fy, 1000, 0)
+    np.testing.assert_array_equal(x, fx[keep])
+    np.testing.assert_array_equal(y, fy[keep])
+    np.testing.assert_array_equal(xt, fxt)
+    np.testing.assert_array_equal(yt, fyt)
