@@ -160,7 +160,7 @@ def main(argv=None):
     if args.command == "report":
         return _guarded(report_runs, args)
     if args.command == "methods":
-        return list_methods(args)
+        return _guarded(list_methods, args)
     return 2  # pragma: no cover - argparse enforces the choices
 
 
@@ -235,23 +235,31 @@ class Interrupted(Exception):
     """Ctrl-C during a command; the message says how to resume."""
 
 
-def _guarded(command, args):
-    """Run a command. User errors (a config error, missing data, an unusable run directory, no runs to report)
-    print their message without a traceback and exit with status 2; Ctrl-C prints how to resume and exits with 130
-    (128 + SIGINT, the shell's convention)."""
+def _user_errors():
+    """The exceptions whose message is the whole story for a user: no traceback."""
     from keras_okd.data import DatasetNotFoundError
     from keras_okd.experiments import ConfigError
     from keras_okd.experiments.report import NoRunsError
     from keras_okd.experiments.runner import RunDirectoryError
 
+    return ConfigError, DatasetNotFoundError, RunDirectoryError, NoRunsError
+
+
+def _guarded(command, args):
+    """Run a command. User errors (a config error, missing data, an unusable run directory, no runs to report)
+    print their message without a traceback and exit with status 2; Ctrl-C prints how to resume and exits with 130
+    (128 + SIGINT, the shell's convention). The error classes are imported once one is raised (they bring the
+    engine), so a command that needs none (`methods`) loads none."""
     try:
         return command(args)
-    except (ConfigError, DatasetNotFoundError, RunDirectoryError, NoRunsError) as error:
-        print(f"keras-okd {args.command}: {error}", file=sys.stderr)
-        return 2
     except (KeyboardInterrupt, Interrupted) as error:
         print(f"\nkeras-okd {args.command}: interrupted. {error or ''}".rstrip(), file=sys.stderr)
         return 130
+    except Exception as error:
+        if not isinstance(error, _user_errors()):
+            raise
+        print(f"keras-okd {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 def _strategy_before_validation(path, overrides):
