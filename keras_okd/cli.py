@@ -36,8 +36,10 @@ Every name the CLI accepts comes from the registries (`keras_okd.methods`, `kera
 """
 
 import argparse
+import ast
 import datetime
 import errno
+import importlib.util
 import inspect
 import json
 import os
@@ -59,8 +61,7 @@ _DEMO_LR_STEPS = (0.625, 0.75, 0.875)
 
 
 def _parser():
-    from keras_okd.distribute import STRATEGIES
-
+    # Nothing here imports Keras: `--help`, `methods` and argument errors answer before an engine loads.
     parser = argparse.ArgumentParser(prog="keras-okd", description="Online knowledge distillation for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train students together (default: the TSB demo on the bundled digits; "
@@ -68,9 +69,9 @@ def _parser():
     train.add_argument("--config", default=None, metavar="FILE",
                        help="YAML experiment config (see configs/); without it, the quick demo runs (default: on the "
                             "bundled digits)")
-    train.add_argument("--strategy", default=None, choices=STRATEGIES,
-                       help="with --config: multi-device training (the config key `strategy`; see "
-                            "keras_okd.distribute)")
+    train.add_argument("--strategy", default=None, choices=_Strategies(), metavar="NAME",
+                       help="with --config: multi-device training (the config key `strategy`, one of "
+                            "keras_okd.distribute.STRATEGIES)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                        help="override a config value, e.g. --set method.params.beta=0.5 (repeatable; values are YAML)")
     demo = _DEMO_DEFAULTS
@@ -138,8 +139,26 @@ def _parser():
     return parser
 
 
+class _Strategies:
+    """`keras_okd.distribute.STRATEGIES` for argparse's `choices`, imported (with the engine) only when a `--strategy`
+    value is checked."""
+
+    def __contains__(self, name):
+        return name in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+    @staticmethod
+    def _names():
+        from keras_okd.distribute import STRATEGIES
+
+        return STRATEGIES
+
+
 def main(argv=None):
     """Entry point of the `keras-okd` console script."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up lines (oneDNN, CPU features)
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "train":
@@ -243,23 +262,31 @@ class Interrupted(Exception):
     """Ctrl-C during a command; the message says how to resume."""
 
 
-def _guarded(command, args):
-    """Run a command. User errors (a config error, missing data, an unusable run directory, no runs to report)
-    print their message without a traceback and exit with status 2; Ctrl-C prints how to resume and exits with 130
-    (128 + SIGINT, the shell's convention)."""
+def _user_errors():
+    """The exceptions whose message is the whole story for a user: no traceback."""
     from keras_okd.data import DatasetNotFoundError
     from keras_okd.experiments import ConfigError
     from keras_okd.experiments.report import NoRunsError
     from keras_okd.experiments.runner import RunDirectoryError
 
+    return ConfigError, DatasetNotFoundError, RunDirectoryError, NoRunsError
+
+
+def _guarded(command, args):
+    """Run a command. User errors (a config error, missing data, an unusable run directory, no runs to report)
+    print their message without a traceback and exit with status 2; Ctrl-C prints how to resume and exits with 130
+    (128 + SIGINT, the shell's convention). The error classes are imported once one is raised (they bring the
+    engine), so a command that needs none (`methods`) loads none."""
     try:
         return command(args)
-    except (ConfigError, DatasetNotFoundError, RunDirectoryError, NoRunsError) as error:
-        print(f"keras-okd {args.command}: {error}", file=sys.stderr)
-        return 2
     except (KeyboardInterrupt, Interrupted) as error:
         print(f"\nkeras-okd {args.command}: interrupted. {error or ''}".rstrip(), file=sys.stderr)
         return 130
+    except Exception as error:
+        if not isinstance(error, _user_errors()):
+            raise
+        print(f"keras-okd {args.command}: {error}", file=sys.stderr)
+        return 2
 
 
 def _strategy_before_validation(path, overrides):
@@ -435,7 +462,20 @@ def _rerun_record(args, ledger):
 
 
 def list_methods(args):
-    """`keras-okd methods [--import PLUGIN]`: every registered method with the first line of its docstring."""
+    """`keras-okd methods [--import PLUGIN]`: every registered method with the first line of its docstring.
+
+    Without plugins (no `--import`, no installed entry point) the built-in presets are read from their files, so no
+    engine is imported; a plugin is imported, and then so is every preset."""
+    from importlib.metadata import entry_points
+
+    from keras_okd.registry import ENTRY_POINT_GROUP
+
+    if not args.imports and not entry_points(group=ENTRY_POINT_GROUP):
+        presets = builtin_presets()
+        width = max(len(name) for name in presets)
+        for name, doc in sorted(presets.items()):
+            print(f"{name:<{width}}  {_summary(doc)}")
+        return 0
     import keras_okd.methods
     from keras_okd.registry import load_entry_points
 
@@ -448,13 +488,36 @@ def list_methods(args):
     width = max(len(name) for name in names)
     for name in names:
         preset = keras_okd.methods.get(name)
-        print(f"{name:<{width}}  {_summary(preset)}{_origin(preset)}")
+        print(f"{name:<{width}}  {_summary(preset.__doc__)}{_origin(preset)}")
     return 0
 
 
-def _summary(function, limit=100):
+def builtin_presets():
+    """`{name: docstring}` of the built-in presets, read from the files of `keras_okd.methods` without importing them:
+    each public module's functions decorated with `@register("name")` (how the package registers them on import).
+
+    Example:
+
+    >>> sorted(builtin_presets())[:3]
+    ['cl', 'dkel', 'dml']
+    """
+    folder = importlib.util.find_spec("keras_okd.methods").submodule_search_locations[0]
+    presets = {}
+    for file in sorted(os.listdir(folder)):
+        if not file.endswith(".py") or file.startswith("_"):
+            continue
+        with open(os.path.join(folder, file)) as f:
+            tree = ast.parse(f.read())
+        for node in tree.body:
+            for decorator in getattr(node, "decorator_list", ()):
+                if isinstance(decorator, ast.Call) and getattr(decorator.func, "id", None) == "register":
+                    presets[decorator.args[0].value] = ast.get_docstring(node, clean=False)
+    return presets
+
+
+def _summary(doc, limit=100):
     """The first sentence of a docstring's first paragraph, on one line (cut at `limit` characters)."""
-    paragraph = " ".join((function.__doc__ or "").strip().split("\n\n")[0].split()) or "(no docstring)"
+    paragraph = " ".join((doc or "").strip().split("\n\n")[0].split()) or "(no docstring)"
     end = re.search(r"[.:]\s+(?=[A-Z])", paragraph)  # "Eq. 12" does not end a sentence
     sentence = paragraph if end is None else paragraph[:end.start() + 1]
     return sentence if len(sentence) <= limit else sentence[:limit - 3].rstrip() + "..."

@@ -86,3 +86,19 @@ def test_interrupted_run_with_a_saved_backup_finishes_with_the_saved_weights(tmp
     for name in ("student_0", "student_1", "ensemble"):
         model = keras.saving.load_model(run_dir / f"{name}.keras")
         np.testing.assert_allclose(to_numpy(model(X, training=False)), EXPECTED[name], **TOLERANCE)
+
+
+@pytest.mark.heavy
+def test_saved_distiller_loads_after_import_keras_and_import_keras_okd_alone():
+    """`import keras_okd` is lazy, but with Keras loaded it registers the distiller's classes for `load_model`."""
+    import os
+    import subprocess
+    import sys
+
+    root = str(SAVED.parents[2])
+    code = ("import keras, keras_okd, sys; d = keras.saving.load_model(sys.argv[1]); "
+            "print(type(d).__name__, [p.name for p in d.knowledge])")
+    done = subprocess.run([sys.executable, "-c", code, str(SAVED / "distiller.keras")], cwd=root, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-2] == "OnlineDistiller ['ta', 'si']"
