@@ -122,6 +122,9 @@ def _parser():
     add.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (or directories holding them)")
     add.add_argument("--ledger", default="ledger", metavar="DIR", help="the ledger folder (default: ledger)")
     add.add_argument("--tag", default=None, help="the regime's name (default: the run's tag, else its experiment)")
+    add.add_argument("--commit", default=None,
+                     help="the git commit of the code that trained the runs, for runs whose results.json does not "
+                          "name it (default: this checkout's commit now)")
     show = what.add_parser("table", help="print the report's table of the records under PATHs")
     show.add_argument("paths", nargs="+", metavar="PATH", help="ledger folders or record files")
     readme = what.add_parser("readme", help="rewrite the README's <!-- ledger: PATH --> tables from the records")
@@ -401,7 +404,7 @@ def ledger_command(args):
             runs = find_runs(args.run_dirs)
             done = [r for r in runs if os.path.exists(os.path.join(r, "results.json"))]
             for run in done:
-                print(f"recorded {run} -> {ledger.record_run_dir(run, args.ledger, args.tag)}")
+                print(f"recorded {run} -> {ledger.record_run_dir(run, args.ledger, args.tag, args.commit)}")
             skipped = sorted(set(runs) - set(done))
             for run in skipped:
                 print(f"keras-okd ledger: {run} has not finished (no results.json); not recorded", file=sys.stderr)

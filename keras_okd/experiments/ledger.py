@@ -206,8 +206,9 @@ def find_records(paths):
     return sorted(set(os.path.normpath(p) for p in found))
 
 
-def record_run_dir(run_dir, ledger_dir, tag=None):
+def record_run_dir(run_dir, ledger_dir, tag=None, commit=None):
     """Write the record of a finished run directory (`results.json` present) under `ledger_dir`; returns its path.
+    `commit`: the code's commit when `results.json` does not name it (default: this checkout's now).
 
     Raises:
         LedgerError: the run has not finished, or its files do not read.
@@ -224,7 +225,8 @@ def record_run_dir(run_dir, ledger_dir, tag=None):
     except ConfigError as error:
         raise LedgerError(f"{run_dir}: its {CONFIG} does not read: {error}") from None
     history = read_history(os.path.join(run_dir, HISTORY))
-    return write_record(ledger_dir, make_record(config, results, history, tag=tag or results.get("tag")))
+    return write_record(ledger_dir, make_record(config, results, history, tag=tag or results.get("tag"),
+                                                commit=results.get("commit") or commit))
 
 
 def table(paths):

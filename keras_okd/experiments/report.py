@@ -470,7 +470,7 @@ def markdown_table(groups, pairs=None):
                  "(seeds) of a config. Ind: the same architecture trained alone (independent runs on the same "
                  "dataset, closest recipe). Ens: the ensemble of the students' averaged predictions. Avg: mean of the "
                  "Net columns. Train Avg: the peers' mean training accuracy in the last epoch (as fit logs it: on the "
-                 "training batches, augmented, while the weights change). Δ Avg vs Ind: the mean over the seeds a row shares with independent training of "
+                 "training batches, augmented if the pipeline augments, while the weights change). Δ Avg vs Ind: the mean over the seeds a row shares with independent training of "
                  "(Avg - independent Avg) of that seed, in points, with its 95% Student-t interval "
                  "(n - 1 degrees of freedom) and n, the paired seeds; Δ Ens: the same for the ensemble against the "
                  "ensemble of independently trained networks of the same kind. A row with no independent run, no "
