@@ -227,12 +227,34 @@ def _guarded(command, args):
 
     try:
         return command(args)
-    except (ConfigError, DatasetNotFoundError, RunDirectoryError, NoRunsError) as error:
+    except DatasetNotFoundError as error:
+        print(f"keras-okd {args.command}: {error.spelled(_cli_spelling(args))}", file=sys.stderr)
+        return 2
+    except (ConfigError, RunDirectoryError, NoRunsError) as error:
         print(f"keras-okd {args.command}: {error}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Interrupted) as error:
         print(f"\nkeras-okd {args.command}: interrupted. {error or ''}".rstrip(), file=sys.stderr)
         return 130
+
+
+#: The demo's flags for dataset loader options.
+_DEMO_DATASET_FLAGS = {"data_dir": "--data-dir", "train_size": "--train-size"}
+
+
+def _cli_spelling(args):
+    """How this command takes a dataset loader option that an error message advises (`DatasetNotFoundError.spelled`):
+    `--set dataset.NAME=VALUE` with --config, the demo's flag (`--data-dir DIR`), else the config key."""
+    def spell(name, value):
+        value = value if value.startswith("<") else shlex.quote(value)
+        if args.command == "train" and args.config is not None:
+            return f"`--set dataset.{name}={value}`"
+        if args.command == "train" and name in _DEMO_DATASET_FLAGS:
+            return f"`{_DEMO_DATASET_FLAGS[name]} {value}`"
+        where = "a --config file" if args.command == "train" else "the run's config.yaml"
+        return f"`dataset.{name}: {value}` in {where}"
+
+    return spell
 
 
 def _strategy_before_validation(path, overrides):

@@ -86,7 +86,22 @@ def test_demo_on_a_dataset_not_on_disk_is_a_message(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"keras-okd train: Fashion-MNIST not found in data_dir={str(empty)!r}" in err
     assert "apt-get install dataset-fashion-mnist" in err and "Traceback" not in err
+    assert f"pass `--data-dir {empty}`." in err and "pass `data_dir=" not in err  # the advice in the demo's flags
     assert not run_dir.exists()  # the demo made it: nothing is left behind
+
+
+def test_config_run_on_a_dataset_not_on_disk_advises_set_and_leaves_nothing(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run_dir = tmp_path / "run"
+    argv = ["train", "--config", "configs/fashion_mnist/independent.yaml", "--set", f"dataset.data_dir={empty}",
+            "--seed", "0", "--run-dir", str(run_dir), "--verbose", "0"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"pass `--set dataset.data_dir={empty}`." in err and "Traceback" not in err
+    assert not run_dir.exists()  # no run.lock (nor an empty directory) from a run that never started
+    run_dir.mkdir()  # a directory the user made stays, without a lock
+    assert cli.main(argv) == 2 and sorted(p.name for p in run_dir.iterdir()) == []
 
 
 def test_the_conclusion_off_the_digits_points_at_several_seeds():
