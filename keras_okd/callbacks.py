@@ -228,6 +228,11 @@ def deserialize_schedules(config):
 class KnowledgeSchedule(keras.callbacks.Callback):
     """Sets each knowledge part's `schedule` variable at the start of every epoch.
 
+    At the start of `fit` it warns about the parts whose weight is 0 in all the epochs of the fit (a warm-up as long
+    as the run, or longer): such a run trains the students exactly as independent training would, and its results
+    cannot differ from it. The warning goes where `PeerCollapse`'s go (printed with `verbose > 0`, else the
+    `keras_okd.callbacks` logger).
+
     Args:
         schedules: dict mapping a knowledge part's name to a list of `Schedule`s; the part's weight for an epoch is
             the product of their values.
@@ -237,6 +242,8 @@ class KnowledgeSchedule(keras.callbacks.Callback):
     >>> cb = KnowledgeSchedule({"ta": [WarmUp(20)], "si": [WarmUp(20)]})
     >>> cb.values(0), cb.values(20)
     ({'ta': 0.0, 'si': 0.0}, {'ta': 1.0, 'si': 1.0})
+    >>> cb.idle_parts(20), cb.idle_parts(21)
+    (['ta', 'si'], [])
     """
 
     def __init__(self, schedules):
@@ -246,6 +253,22 @@ class KnowledgeSchedule(keras.callbacks.Callback):
     def values(self, epoch):
         """`{part name: weight}` for a 0-based `epoch`."""
         return {part: math.prod(s(epoch) for s in items) for part, items in self.schedules.items()}
+
+    def idle_parts(self, epochs):
+        """The parts whose weight is 0 in every epoch of a run of `epochs` epochs."""
+        weights = [self.values(epoch) for epoch in range(int(epochs))]
+        return [part for part in self.schedules if all(w[part] == 0 for w in weights)]
+
+    def on_train_begin(self, logs=None):
+        epochs = (self.params or {}).get("epochs") or 0
+        idle = self.idle_parts(epochs)
+        if idle:
+            schedules = "; ".join(f"{part!r}: {', '.join(map(repr, self.schedules[part]))}" for part in idle)
+            _warn(self, f"keras_okd: knowledge part{'s' * (len(idle) > 1)} {', '.join(map(repr, idle))} "
+                        f"{'have' if len(idle) > 1 else 'has'} weight 0 in all {epochs} epochs of this fit "
+                        f"({schedules}: a warm-up as long as the run or longer), so the students train exactly as "
+                        "independent training would. Train for more epochs than the warm-up, or shorten it (TSB: "
+                        "warmup_epochs; the CLI demo: --warmup-epochs).")
 
     def on_epoch_begin(self, epoch, logs=None):
         parts = {part.name: part for part in self.model.knowledge}
@@ -292,6 +315,17 @@ COLLAPSE_REMEDIES = (
     "PCL, DKEL: rampup_epochs; any method: a KnowledgeSchedule with WarmUp or RampUp); a higher KD temperature "
     "(softer peer targets)"
 )
+
+
+def _warn(callback, message):
+    """Print `message` when the callback's `fit` runs with `verbose > 0`, else log it at WARNING level (printed once)."""
+    verbose = callback.params.get("verbose", 0) if callback.params else 0
+    shown = verbose not in (0, False, None)
+    if shown:
+        print(message, flush=True)
+    # with no handler configured, Python's last-resort handler would print it to stderr a second time
+    if not shown or _collapse_logger.hasHandlers():
+        _collapse_logger.warning(message)
 
 
 def collapse_kind(ce, accuracy, logit_std, num_classes, ce_tolerance=0.05, accuracy_factor=1.5, spread=0.5):
@@ -416,13 +450,7 @@ class PeerCollapse(keras.callbacks.Callback):
                 f"{COLLAPSE_REMEDIES}.")
 
     def _warn(self, message):
-        verbose = self.params.get("verbose", 0) if self.params else 0
-        shown = verbose not in (0, False, None)
-        if shown:
-            print(message, flush=True)
-        # with no handler configured, Python's last-resort handler would print it to stderr a second time
-        if not shown or _collapse_logger.hasHandlers():
-            _collapse_logger.warning(message)
+        _warn(self, message)
 
     def get_config(self):
         return {"ce_tolerance": self.ce_tolerance, "accuracy_factor": self.accuracy_factor, "spread": self.spread,
