@@ -461,14 +461,63 @@ class PeerCollapse(keras.callbacks.Callback):
         return cls(**config)
 
 
-def for_fit(distiller, callbacks, monitor_collapse=True):
-    """`callbacks` plus what `OnlineDistiller.fit` adds: the distiller's schedules (unless a `KnowledgeSchedule` is
-    given) and a `PeerCollapse` monitor (unless one is given or `monitor_collapse` is False).
+class ProgressBar(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, without the logged values named in `hidden` (and their `val_` twins).
+
+    `OnlineDistiller.fit` uses it (`progress="short"`) to show the loss and the peers' and ensembles' accuracies
+    only: a distiller logs a cross-entropy, a logit spread and a term per knowledge part for every peer (25 values
+    for TSB with two students), too many for one line. Only the display changes: `History`, `CSVLogger`, TensorBoard
+    and every other callback still receive every value.
 
     Args:
-        distiller: an `OnlineDistiller` (its `schedules` are read).
+        hidden: the names to leave out.
+
+    Example:
+
+    ```python
+    bar = keras_okd.callbacks.ProgressBar(hidden=distiller.logs.details())
+    distiller.fit(train, epochs=3, callbacks=[bar])      # what fit(progress="short") does by itself
+    ```
+    """
+
+    def __init__(self, hidden=()):
+        super().__init__()
+        self.hidden = frozenset(hidden)
+
+    def _shown(self, logs):
+        return None if logs is None else {k: v for k, v in logs.items() if k.removeprefix("val_") not in self.hidden}
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, self._shown(logs))
+
+    def on_test_batch_end(self, batch, logs=None):
+        super().on_test_batch_end(batch, self._shown(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, self._shown(logs))
+
+    def on_test_end(self, logs=None):
+        super().on_test_end(self._shown(logs))
+
+
+PROGRESS = ("short", "all")
+
+
+def for_fit(distiller, callbacks, monitor_collapse=True, progress="short"):
+    """`callbacks` plus what `OnlineDistiller.fit` adds: the distiller's schedules (unless a `KnowledgeSchedule` is
+    given), a `PeerCollapse` monitor (unless one is given or `monitor_collapse` is False) and, with
+    `progress="short"`, a `ProgressBar` that shows the loss and the accuracies only (unless a
+    `keras.callbacks.ProgbarLogger` is given).
+
+    Args:
+        distiller: an `OnlineDistiller` (its `schedules` and `logs` are read).
         callbacks: the user's callbacks (a list, or None).
         monitor_collapse: add a `PeerCollapse` when none is given.
+        progress: `"short"` (the loss, the peers' and ensembles' accuracies) or `"all"` (Keras's own bar: every
+            logged value).
+
+    Raises:
+        ValueError: another `progress`.
 
     Returns:
         A new list: `callbacks` followed by what was added; the given list is not changed.
@@ -478,11 +527,16 @@ def for_fit(distiller, callbacks, monitor_collapse=True):
     ```python
     distiller = keras_okd.methods.dml([keras_okd.models.get("simple_cnn", num_classes=10) for _ in range(2)])
     keras_okd.callbacks.for_fit(distiller, [keras.callbacks.CSVLogger("log.csv")])
-    # [CSVLogger, PeerCollapse]: DML has no schedules
-    keras_okd.callbacks.for_fit(distiller, None, monitor_collapse=False)   # []
+    # [CSVLogger, ProgressBar, PeerCollapse]: DML has no schedules
+    keras_okd.callbacks.for_fit(distiller, None, monitor_collapse=False, progress="all")   # []
     ```
     """
+    if progress not in PROGRESS:
+        raise ValueError(f"progress must be one of {PROGRESS} (short: the loss and the accuracies; all: every logged "
+                         f"value), got {progress!r}.")
     callbacks = list(callbacks or [])
+    if progress == "short" and not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks):
+        callbacks.append(ProgressBar(distiller.logs.details()))
     if distiller.schedules and not any(isinstance(c, KnowledgeSchedule) for c in callbacks):
         callbacks.append(KnowledgeSchedule(distiller.schedules))
     if monitor_collapse and not any(isinstance(c, PeerCollapse) for c in callbacks):

@@ -294,14 +294,16 @@ class OnlineDistiller(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, callbacks=None, validation_data=None,
-            monitor_collapse=True, **kwargs):
+            monitor_collapse=True, progress="short", **kwargs):
         """`keras.Model.fit` with input checks (`keras_okd.inputs`: numpy arrays whole, tf.data batch by batch; numpy
-        arrays without indices get their positions), the method's schedules and a `PeerCollapse` monitor
-        (`keras_okd.callbacks.for_fit`; `monitor_collapse=False`: no monitor). A non-finite loss raises
-        `FloatingPointError` after its step changed nothing, unless `keras.callbacks.TerminateOnNaN` is given."""
+        arrays without indices get their positions), the method's schedules, a `PeerCollapse` monitor and a short
+        progress bar (`keras_okd.callbacks.for_fit`; `monitor_collapse=False`: no monitor; `progress="all"`: every
+        logged value in the bar, as Keras shows them; `History` and the other callbacks get every value either way).
+        A non-finite loss raises `FloatingPointError` after its step changed nothing, unless
+        `keras.callbacks.TerminateOnNaN` is given."""
         if any(part.needs_index for part in self.knowledge):
             safety.check_state_size(self, kwargs.get("verbose", "auto"))
-        callbacks = okd_callbacks.for_fit(self, callbacks, monitor_collapse)
+        callbacks = okd_callbacks.for_fit(self, callbacks, monitor_collapse, progress)
         raise_on_nonfinite = not any(isinstance(c, keras.callbacks.TerminateOnNaN) for c in callbacks)
         callbacks.append(safety.Guard(raise_on_nonfinite))
         if is_dataset(x):

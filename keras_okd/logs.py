@@ -1,5 +1,9 @@
 """What `fit` and `evaluate` log for every peer: the metric trackers of an `OnlineDistiller`.
 
+`loss` (Keras's) is the total that is minimised: the sum over the peers of their cross-entropies and weighted
+knowledge terms, plus weight decay and the students' own losses. It is a sum, not a mean: with M students it is about
+M times one student's cross-entropy.
+
 Per peer `{peer}_ce` (cross-entropy), `{peer}_accuracy`, `{peer}_logit_std` (batch mean of the standard deviation of
 the peer's logits over classes: near zero for a peer collapsed to uniform output), and for every knowledge part
 `{peer}_{part}` (its term before weight and schedule) and the part's own losses `{part}_{name}`; `ensemble_accuracy`
@@ -75,6 +79,12 @@ class PeerLogs(MetricsList):
 
     def result(self):
         return self.get_result()
+
+    def details(self):
+        """The names a short progress bar leaves out (`keras_okd.callbacks.ProgressBar`): all but the peers' and the
+        ensembles' accuracies. `loss` is Keras's, not one of these."""
+        shown = {m.name for m in (*self.accuracy[0], *self.ensemble)}
+        return [m.name for m in self.metrics if m.name not in shown]
 
     def update_part(self, k, terms, losses):
         """Log part `k`'s per-peer terms `(M,)` and its own losses `{name: scalar}`."""

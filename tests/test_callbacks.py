@@ -78,3 +78,22 @@ def test_the_distillers_own_warm_up_is_named_in_fit(capsys):
     distiller.fit(x, y, epochs=1, batch_size=8, verbose=1)
     assert capsys.readouterr().out.count("knowledge parts 'ta', 'si' have weight 0 in all 1 epochs of this fit "
                                          "('ta': WarmUp(epochs=1); 'si': WarmUp(epochs=1)") == 1
+
+
+@pytest.mark.heavy("tensorflow", "jax", "torch")
+def test_the_progress_bar_shows_a_few_values_and_history_keeps_all(capsys):
+    x = np.random.default_rng(0).normal(size=(8, 8, 8, 1)).astype("float32")
+    y = np.arange(8) % 10
+    distiller = keras_okd.methods.tsb([tiny_student(), tiny_student()], num_train_samples=8, warmup_epochs=0)
+    distiller.compile(optimizer="sgd")
+    history = distiller.fit(x, y, validation_data=(x, y), epochs=1, batch_size=8, verbose=1).history
+    assert {"student_0_ce", "val_student_1_logit_std", "student_0_ta", "val_student_1_si"} <= set(history)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    shown = [item.split(":")[0] for item in last.split(" - ")[1:]]
+    assert shown == ["ensemble_accuracy", "loss", "student_0_accuracy", "student_1_accuracy", "val_ensemble_accuracy",
+                     "val_loss", "val_student_0_accuracy", "val_student_1_accuracy"], last
+    distiller.fit(x, y, validation_data=(x, y), epochs=1, batch_size=8, verbose=1, progress="all")
+    everything = capsys.readouterr().out.strip().splitlines()[-1]
+    assert " - student_0_ce: " in everything and " - val_student_1_logit_std: " in everything
+    with pytest.raises(ValueError, match="progress must be one of .'short', 'all'. .*got 'some'"):
+        distiller.fit(x, y, epochs=1, batch_size=8, progress="some")
