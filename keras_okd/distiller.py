@@ -45,7 +45,13 @@ class OnlineDistiller(keras.Model):
     Parts that keep per-sample state (the temporal accumulator) need the index; numpy arrays given to `fit` use their
     positions.
 
-    Logs (fit and evaluate, `keras_okd.logs`): `loss`; per peer `student_{i}_ce` (`branch_{i}_...` for branches),
+    Outputs, in one place: `distiller(x)` returns a dict (`call`: `"peer_logits"` `(B, M, C)`, `"probabilities"`
+    `(B, C)`, ...); `predict(x)` returns the deployed networks' probabilities `(N, C)` alone. The exports are plain
+    Keras models: `students[i]` and `peer_model(i)` output **logits**; `ensemble_model()` and `deployed_model()`
+    output **probabilities** (their output layer is named `probabilities`), so the run directories' `student_*.keras`
+    give logits and `ensemble.keras` probabilities.
+
+    Logs (fit and evaluate, `keras_okd.logs`): `loss` (the sum over the peers, not a mean); per peer `student_{i}_ce` (`branch_{i}_...` for branches),
     `_accuracy`, `_logit_std` and one term per knowledge part; `ensemble_accuracy`; the teacher's accuracies.
 
     Args:
