@@ -323,6 +323,15 @@ class OnlineDistiller(keras.Model):
                 return super().fit(x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
                                    validation_data=validation_data, **kwargs)
 
+    def load_weights(self, filepath, *args, **kwargs):
+        """`keras.Model.load_weights`, restoring the optimizer's state too when the distiller is compiled but has not
+        trained yet: its optimizer is built first (Keras builds it on the first step), so that the saved momentum
+        and counters have variables to go into instead of being skipped with a warning."""
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.trainable_variables)
+        return super().load_weights(filepath, *args, **kwargs)
+
     def state_bytes(self):
         """Bytes held by the per-sample state of the knowledge parts (the temporal accumulator's bank and counts)."""
         return sum(part.state_bytes() for part in self.knowledge)
