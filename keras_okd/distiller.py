@@ -236,7 +236,9 @@ class OnlineDistiller(keras.Model):
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Called by Keras's TensorFlow trainer only, under a strategy: build from one replica's inputs (see
         # keras_okd.backend.first_replica_batch) rather than from a cross-replica average of the batch.
-        if iterator is not None and data_batch is None:
+        # Without a strategy Keras builds later, from the traced step, and reads no batch here: neither do we (a batch
+        # read here would leave a cached pipeline partly read, which TensorFlow warns about at every fit).
+        if iterator is not None and data_batch is None and getattr(self, "_distribute_strategy", None) is not None:
             data_batch = backend.first_replica_batch(self.distribute_strategy, iterator)
         return super()._maybe_symbolic_build(data_batch=data_batch)
 

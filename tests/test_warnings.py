@@ -42,3 +42,19 @@ def test_load_weights_into_a_fresh_distiller_restores_the_optimizer_silently(tmp
     assert len(fresh.optimizer.variables) == len(trained.optimizer.variables)
     for got, want in zip(fresh.optimizer.variables, trained.optimizer.variables):
         np.testing.assert_array_equal(to_numpy(got), to_numpy(want))  # momentum and counters, not only the weights
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="Keras's TensorFlow trainer alone calls it")
+def test_fit_without_a_strategy_reads_no_batch_before_training():
+    # Reading one batch to build the model left the cached training pipeline partly read: TensorFlow then warned
+    # "The calling iterator did not fully read the dataset being cached" at the start of every CLI run.
+    read = []
+
+    class Iterator:
+        def __iter__(self):
+            read.append("epoch iterator")
+            return iter(())
+
+    distiller = keras_okd.methods.dml([tiny_student(), tiny_student()])
+    distiller._maybe_symbolic_build(iterator=Iterator())
+    assert read == []
