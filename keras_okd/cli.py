@@ -31,6 +31,11 @@ Experiments from YAML configs (schema: `keras_okd.experiments.config`; the paper
         the papers' table (Ind, Net 1, Net 2, ..., Ens, Avg) in Markdown and the per-student test loss/accuracy curves
     keras-okd methods [--import FILE]  the registered methods, one line each (plugins' too)
 
+Exit status: 0 done; 1 a failure while running (some runs could not be evaluated or reported, a full disk, a module
+missing from the install); 2 a usage error (a bad option or config value, an unusable run directory, no runs where
+named); 3 the dataset is not on this machine (the message says how to get it, with the option to pass); 130 Ctrl-C.
+`keras-okd --version` prints the installed version.
+
 Every name the CLI accepts comes from the registries (`keras_okd.methods`, `keras_okd.models`, `keras_okd.data`,
 `keras_okd.distribute.STRATEGIES`): a method registered by a plugin is usable exactly like a built-in one.
 """
@@ -57,10 +62,32 @@ _DEMO_WARMUP_EPOCHS = 5
 _DEMO_LR_STEPS = (0.625, 0.75, 0.875)
 
 
+#: Exit statuses (see the module docstring).
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NO_DATA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _version():
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        own = version("keras-okd")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        own = "(not installed)"
+    try:
+        keras = version("keras")
+    except PackageNotFoundError:
+        keras = "not installed"
+    return f"keras-okd {own} (keras {keras})"
+
+
 def _parser():
     from keras_okd.distribute import STRATEGIES
 
-    parser = argparse.ArgumentParser(prog="keras-okd", description="Online knowledge distillation for Keras 3.")
+    parser = argparse.ArgumentParser(
+        prog="keras-okd", description="Online knowledge distillation for Keras 3.",
+        epilog="exit status: 0 done, 1 a failure while running, 2 a usage error, 3 the dataset is not on this machine, "
+               "130 Ctrl-C.")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train students together (default: the TSB demo on the bundled digits; "
                                          "--config: a YAML experiment)")
@@ -218,8 +245,8 @@ class Interrupted(Exception):
 
 def _guarded(command, args):
     """Run a command. User errors (a config error, missing data, an unusable run directory, no runs to report)
-    print their message without a traceback and exit with status 2; Ctrl-C prints how to resume and exits with 130
-    (128 + SIGINT, the shell's convention)."""
+    print their message without a traceback and exit with status 2 (usage) or 3 (missing data); a module missing from
+    the install, with 1; Ctrl-C prints how to resume and exits with 130 (128 + SIGINT, the shell's convention)."""
     from keras_okd.data import DatasetNotFoundError
     from keras_okd.experiments import ConfigError
     from keras_okd.experiments.report import NoRunsError
@@ -229,13 +256,16 @@ def _guarded(command, args):
         return command(args)
     except DatasetNotFoundError as error:
         print(f"keras-okd {args.command}: {error.spelled(_cli_spelling(args))}", file=sys.stderr)
-        return 2
+        return EXIT_NO_DATA
     except (ConfigError, RunDirectoryError, NoRunsError) as error:
         print(f"keras-okd {args.command}: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except ModuleNotFoundError as error:  # a broken install: the message names the module
+        print(f"keras-okd {args.command}: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     except (KeyboardInterrupt, Interrupted) as error:
         print(f"\nkeras-okd {args.command}: interrupted. {error or ''}".rstrip(), file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 #: The demo's flags for dataset loader options.

@@ -14,7 +14,7 @@ class DatasetNotFoundError(FileNotFoundError):
 
     A subclass of `FileNotFoundError`, raised by the loaders (`keras_okd.data.get`, `load_tinyimagenet`,
     `load_imagenet2012`, `load_image_folder`, ...) before anything is built; the CLI shows its message, with the
-    loader options it advises in the CLI's spelling (`spelled`), and exits with status 2. Do what the message says
+    loader options it advises in the CLI's spelling (`spelled`), and exits with status 3. Do what the message says
     (download the files, or pass `data_dir=` where they are), then run again.
 
     The message writes each loader option it advises as `` `name=value` `` (a Python keyword argument, with
