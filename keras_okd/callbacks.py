@@ -228,6 +228,11 @@ def deserialize_schedules(config):
 class KnowledgeSchedule(keras.callbacks.Callback):
     """Sets each knowledge part's `schedule` variable at the start of every epoch.
 
+    At the start of `fit` it warns about the parts whose weight is 0 in all the epochs of the fit (a warm-up as long
+    as the run, or longer): such a run trains the students exactly as independent training would, and its results
+    cannot differ from it. The warning goes where `PeerCollapse`'s go (printed with `verbose > 0`, else the
+    `keras_okd.callbacks` logger).
+
     Args:
         schedules: dict mapping a knowledge part's name to a list of `Schedule`s; the part's weight for an epoch is
             the product of their values.
@@ -237,6 +242,8 @@ class KnowledgeSchedule(keras.callbacks.Callback):
     >>> cb = KnowledgeSchedule({"ta": [WarmUp(20)], "si": [WarmUp(20)]})
     >>> cb.values(0), cb.values(20)
     ({'ta': 0.0, 'si': 0.0}, {'ta': 1.0, 'si': 1.0})
+    >>> cb.idle_parts(20), cb.idle_parts(21)
+    (['ta', 'si'], [])
     """
 
     def __init__(self, schedules):
@@ -246,6 +253,22 @@ class KnowledgeSchedule(keras.callbacks.Callback):
     def values(self, epoch):
         """`{part name: weight}` for a 0-based `epoch`."""
         return {part: math.prod(s(epoch) for s in items) for part, items in self.schedules.items()}
+
+    def idle_parts(self, epochs):
+        """The parts whose weight is 0 in every epoch of a run of `epochs` epochs."""
+        weights = [self.values(epoch) for epoch in range(int(epochs))]
+        return [part for part in self.schedules if all(w[part] == 0 for w in weights)]
+
+    def on_train_begin(self, logs=None):
+        epochs = (self.params or {}).get("epochs") or 0
+        idle = self.idle_parts(epochs)
+        if idle:
+            schedules = "; ".join(f"{part!r}: {', '.join(map(repr, self.schedules[part]))}" for part in idle)
+            _warn(self, f"keras_okd: knowledge part{'s' * (len(idle) > 1)} {', '.join(map(repr, idle))} "
+                        f"{'have' if len(idle) > 1 else 'has'} weight 0 in all {epochs} epochs of this fit "
+                        f"({schedules}: a warm-up as long as the run or longer), so the students train exactly as "
+                        "independent training would. Train for more epochs than the warm-up, or shorten it (TSB: "
+                        "warmup_epochs; the CLI demo: --warmup-epochs).")
 
     def on_epoch_begin(self, epoch, logs=None):
         parts = {part.name: part for part in self.model.knowledge}
@@ -292,6 +315,17 @@ COLLAPSE_REMEDIES = (
     "PCL, DKEL: rampup_epochs; any method: a KnowledgeSchedule with WarmUp or RampUp); a higher KD temperature "
     "(softer peer targets)"
 )
+
+
+def _warn(callback, message):
+    """Print `message` when the callback's `fit` runs with `verbose > 0`, else log it at WARNING level (printed once)."""
+    verbose = callback.params.get("verbose", 0) if callback.params else 0
+    shown = verbose not in (0, False, None)
+    if shown:
+        print(message, flush=True)
+    # with no handler configured, Python's last-resort handler would print it to stderr a second time
+    if not shown or _collapse_logger.hasHandlers():
+        _collapse_logger.warning(message)
 
 
 def collapse_kind(ce, accuracy, logit_std, num_classes, ce_tolerance=0.05, accuracy_factor=1.5, spread=0.5):
@@ -416,13 +450,7 @@ class PeerCollapse(keras.callbacks.Callback):
                 f"{COLLAPSE_REMEDIES}.")
 
     def _warn(self, message):
-        verbose = self.params.get("verbose", 0) if self.params else 0
-        shown = verbose not in (0, False, None)
-        if shown:
-            print(message, flush=True)
-        # with no handler configured, Python's last-resort handler would print it to stderr a second time
-        if not shown or _collapse_logger.hasHandlers():
-            _collapse_logger.warning(message)
+        _warn(self, message)
 
     def get_config(self):
         return {"ce_tolerance": self.ce_tolerance, "accuracy_factor": self.accuracy_factor, "spread": self.spread,
@@ -433,14 +461,63 @@ class PeerCollapse(keras.callbacks.Callback):
         return cls(**config)
 
 
-def for_fit(distiller, callbacks, monitor_collapse=True):
-    """`callbacks` plus what `OnlineDistiller.fit` adds: the distiller's schedules (unless a `KnowledgeSchedule` is
-    given) and a `PeerCollapse` monitor (unless one is given or `monitor_collapse` is False).
+class ProgressBar(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, without the logged values named in `hidden` (and their `val_` twins).
+
+    `OnlineDistiller.fit` uses it (`progress="short"`) to show the loss and the peers' and ensembles' accuracies
+    only: a distiller logs a cross-entropy, a logit spread and a term per knowledge part for every peer (25 values
+    for TSB with two students), too many for one line. Only the display changes: `History`, `CSVLogger`, TensorBoard
+    and every other callback still receive every value.
 
     Args:
-        distiller: an `OnlineDistiller` (its `schedules` are read).
+        hidden: the names to leave out.
+
+    Example:
+
+    ```python
+    bar = keras_okd.callbacks.ProgressBar(hidden=distiller.logs.details())
+    distiller.fit(train, epochs=3, callbacks=[bar])      # what fit(progress="short") does by itself
+    ```
+    """
+
+    def __init__(self, hidden=()):
+        super().__init__()
+        self.hidden = frozenset(hidden)
+
+    def _shown(self, logs):
+        return None if logs is None else {k: v for k, v in logs.items() if k.removeprefix("val_") not in self.hidden}
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, self._shown(logs))
+
+    def on_test_batch_end(self, batch, logs=None):
+        super().on_test_batch_end(batch, self._shown(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, self._shown(logs))
+
+    def on_test_end(self, logs=None):
+        super().on_test_end(self._shown(logs))
+
+
+PROGRESS = ("short", "all")
+
+
+def for_fit(distiller, callbacks, monitor_collapse=True, progress="short"):
+    """`callbacks` plus what `OnlineDistiller.fit` adds: the distiller's schedules (unless a `KnowledgeSchedule` is
+    given), a `PeerCollapse` monitor (unless one is given or `monitor_collapse` is False) and, with
+    `progress="short"`, a `ProgressBar` that shows the loss and the accuracies only (unless a
+    `keras.callbacks.ProgbarLogger` is given).
+
+    Args:
+        distiller: an `OnlineDistiller` (its `schedules` and `logs` are read).
         callbacks: the user's callbacks (a list, or None).
         monitor_collapse: add a `PeerCollapse` when none is given.
+        progress: `"short"` (the loss, the peers' and ensembles' accuracies) or `"all"` (Keras's own bar: every
+            logged value).
+
+    Raises:
+        ValueError: another `progress`.
 
     Returns:
         A new list: `callbacks` followed by what was added; the given list is not changed.
@@ -450,11 +527,16 @@ def for_fit(distiller, callbacks, monitor_collapse=True):
     ```python
     distiller = keras_okd.methods.dml([keras_okd.models.get("simple_cnn", num_classes=10) for _ in range(2)])
     keras_okd.callbacks.for_fit(distiller, [keras.callbacks.CSVLogger("log.csv")])
-    # [CSVLogger, PeerCollapse]: DML has no schedules
-    keras_okd.callbacks.for_fit(distiller, None, monitor_collapse=False)   # []
+    # [CSVLogger, ProgressBar, PeerCollapse]: DML has no schedules
+    keras_okd.callbacks.for_fit(distiller, None, monitor_collapse=False, progress="all")   # []
     ```
     """
+    if progress not in PROGRESS:
+        raise ValueError(f"progress must be one of {PROGRESS} (short: the loss and the accuracies; all: every logged "
+                         f"value), got {progress!r}.")
     callbacks = list(callbacks or [])
+    if progress == "short" and not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks):
+        callbacks.append(ProgressBar(distiller.logs.details()))
     if distiller.schedules and not any(isinstance(c, KnowledgeSchedule) for c in callbacks):
         callbacks.append(KnowledgeSchedule(distiller.schedules))
     if monitor_collapse and not any(isinstance(c, PeerCollapse) for c in callbacks):

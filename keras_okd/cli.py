@@ -31,6 +31,11 @@ Experiments from YAML configs (schema: `keras_okd.experiments.config`; the paper
         the papers' table (Ind, Net 1, Net 2, ..., Ens, Avg) in Markdown and the per-student test loss/accuracy curves
     keras-okd methods [--import FILE]  the registered methods, one line each (plugins' too)
 
+Exit status: 0 done; 1 a failure while running (some runs could not be evaluated or reported, a full disk, a module
+missing from the install); 2 a usage error (a bad option or config value, an unusable run directory, no runs where
+named); 3 the dataset is not on this machine (the message says how to get it, with the option to pass); 130 Ctrl-C.
+`keras-okd --version` prints the installed version.
+
 Every name the CLI accepts comes from the registries (`keras_okd.methods`, `keras_okd.models`, `keras_okd.data`,
 `keras_okd.distribute.STRATEGIES`): a method registered by a plugin is usable exactly like a built-in one.
 """
@@ -60,9 +65,31 @@ _DEMO_WARMUP_EPOCHS = 5
 _DEMO_LR_STEPS = (0.625, 0.75, 0.875)
 
 
+#: Exit statuses (see the module docstring).
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_NO_DATA, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def _version():
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        own = version("keras-okd")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        own = "(not installed)"
+    try:
+        keras = version("keras")
+    except PackageNotFoundError:
+        keras = "not installed"
+    return f"keras-okd {own} (keras {keras})"
+
+
 def _parser():
     # Nothing here imports Keras: `--help`, `methods` and argument errors answer before an engine loads.
-    parser = argparse.ArgumentParser(prog="keras-okd", description="Online knowledge distillation for Keras 3.")
+    parser = argparse.ArgumentParser(
+        prog="keras-okd", description="Online knowledge distillation for Keras 3.",
+        epilog="exit status: 0 done, 1 a failure while running, 2 a usage error, 3 the dataset is not on this machine, "
+               "130 Ctrl-C.")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train students together (default: the TSB demo on the bundled digits; "
                                          "--config: a YAML experiment)")
@@ -265,31 +292,52 @@ class Interrupted(Exception):
     """Ctrl-C during a command; the message says how to resume."""
 
 
-def _user_errors():
-    """The exceptions whose message is the whole story for a user: no traceback."""
-    from keras_okd.data import DatasetNotFoundError
-    from keras_okd.experiments import ConfigError
-    from keras_okd.experiments.report import NoRunsError
-    from keras_okd.experiments.runner import RunDirectoryError
-
-    return ConfigError, DatasetNotFoundError, RunDirectoryError, NoRunsError
-
-
 def _guarded(command, args):
     """Run a command. User errors (a config error, missing data, an unusable run directory, no runs to report)
-    print their message without a traceback and exit with status 2; Ctrl-C prints how to resume and exits with 130
-    (128 + SIGINT, the shell's convention). The error classes are imported once one is raised (they bring the
-    engine), so a command that needs none (`methods`) loads none."""
+    print their message without a traceback and exit with status 2 (usage) or 3 (missing data); a module missing from
+    the install, with 1; Ctrl-C prints how to resume and exits with 130 (128 + SIGINT, the shell's convention). The
+    error classes are imported once one is raised (they bring the engine), so a command that needs none (`methods`)
+    loads none."""
     try:
         return command(args)
     except (KeyboardInterrupt, Interrupted) as error:
         print(f"\nkeras-okd {args.command}: interrupted. {error or ''}".rstrip(), file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as error:
-        if not isinstance(error, _user_errors()):
-            raise
-        print(f"keras-okd {args.command}: {error}", file=sys.stderr)
-        return 2
+        from keras_okd.data import DatasetNotFoundError
+        from keras_okd.experiments import ConfigError
+        from keras_okd.experiments.report import NoRunsError
+        from keras_okd.experiments.runner import RunDirectoryError
+
+        if isinstance(error, DatasetNotFoundError):
+            print(f"keras-okd {args.command}: {error.spelled(_cli_spelling(args))}", file=sys.stderr)
+            return EXIT_NO_DATA
+        if isinstance(error, (ConfigError, RunDirectoryError, NoRunsError)):
+            print(f"keras-okd {args.command}: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        if isinstance(error, ModuleNotFoundError):  # a broken install: the message names the module
+            print(f"keras-okd {args.command}: {error}", file=sys.stderr)
+            return EXIT_FAILURE
+        raise
+
+
+#: The demo's flags for dataset loader options.
+_DEMO_DATASET_FLAGS = {"data_dir": "--data-dir", "train_size": "--train-size"}
+
+
+def _cli_spelling(args):
+    """How this command takes a dataset loader option that an error message advises (`DatasetNotFoundError.spelled`):
+    `--set dataset.NAME=VALUE` with --config, the demo's flag (`--data-dir DIR`), else the config key."""
+    def spell(name, value):
+        value = value if value.startswith("<") else shlex.quote(value)
+        if args.command == "train" and args.config is not None:
+            return f"`--set dataset.{name}={value}`"
+        if args.command == "train" and name in _DEMO_DATASET_FLAGS:
+            return f"`{_DEMO_DATASET_FLAGS[name]} {value}`"
+        where = "a --config file" if args.command == "train" else "the run's config.yaml"
+        return f"`dataset.{name}: {value}` in {where}"
+
+    return spell
 
 
 def _strategy_before_validation(path, overrides):

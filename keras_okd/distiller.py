@@ -45,7 +45,13 @@ class OnlineDistiller(keras.Model):
     Parts that keep per-sample state (the temporal accumulator) need the index; numpy arrays given to `fit` use their
     positions.
 
-    Logs (fit and evaluate, `keras_okd.logs`): `loss`; per peer `student_{i}_ce` (`branch_{i}_...` for branches),
+    Outputs, in one place: `distiller(x)` returns a dict (`call`: `"peer_logits"` `(B, M, C)`, `"probabilities"`
+    `(B, C)`, ...); `predict(x)` returns the deployed networks' probabilities `(N, C)` alone. The exports are plain
+    Keras models: `students[i]` and `peer_model(i)` output **logits**; `ensemble_model()` and `deployed_model()`
+    output **probabilities** (their output layer is named `probabilities`), so the run directories' `student_*.keras`
+    give logits and `ensemble.keras` probabilities.
+
+    Logs (fit and evaluate, `keras_okd.logs`): `loss` (the sum over the peers, not a mean); per peer `student_{i}_ce` (`branch_{i}_...` for branches),
     `_accuracy`, `_logit_std` and one term per knowledge part; `ensemble_accuracy`; the teacher's accuracies.
 
     Args:
@@ -230,7 +236,9 @@ class OnlineDistiller(keras.Model):
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Called by Keras's TensorFlow trainer only, under a strategy: build from one replica's inputs (see
         # keras_okd.backend.first_replica_batch) rather than from a cross-replica average of the batch.
-        if iterator is not None and data_batch is None:
+        # Without a strategy Keras builds later, from the traced step, and reads no batch here: neither do we (a batch
+        # read here would leave a cached pipeline partly read, which TensorFlow warns about at every fit).
+        if iterator is not None and data_batch is None and getattr(self, "_distribute_strategy", None) is not None:
             data_batch = backend.first_replica_batch(self.distribute_strategy, iterator)
         return super()._maybe_symbolic_build(data_batch=data_batch)
 
@@ -294,14 +302,16 @@ class OnlineDistiller(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, callbacks=None, validation_data=None,
-            monitor_collapse=True, **kwargs):
+            monitor_collapse=True, progress="short", **kwargs):
         """`keras.Model.fit` with input checks (`keras_okd.inputs`: numpy arrays whole, tf.data batch by batch; numpy
-        arrays without indices get their positions), the method's schedules and a `PeerCollapse` monitor
-        (`keras_okd.callbacks.for_fit`; `monitor_collapse=False`: no monitor). A non-finite loss raises
-        `FloatingPointError` after its step changed nothing, unless `keras.callbacks.TerminateOnNaN` is given."""
+        arrays without indices get their positions), the method's schedules, a `PeerCollapse` monitor and a short
+        progress bar (`keras_okd.callbacks.for_fit`; `monitor_collapse=False`: no monitor; `progress="all"`: every
+        logged value in the bar, as Keras shows them; `History` and the other callbacks get every value either way).
+        A non-finite loss raises `FloatingPointError` after its step changed nothing, unless
+        `keras.callbacks.TerminateOnNaN` is given."""
         if any(part.needs_index for part in self.knowledge):
             safety.check_state_size(self, kwargs.get("verbose", "auto"))
-        callbacks = okd_callbacks.for_fit(self, callbacks, monitor_collapse)
+        callbacks = okd_callbacks.for_fit(self, callbacks, monitor_collapse, progress)
         raise_on_nonfinite = not any(isinstance(c, keras.callbacks.TerminateOnNaN) for c in callbacks)
         callbacks.append(safety.Guard(raise_on_nonfinite))
         if is_dataset(x):
@@ -314,6 +324,15 @@ class OnlineDistiller(keras.Model):
             with backend.usable_after_errors(self):
                 return super().fit(x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
                                    validation_data=validation_data, **kwargs)
+
+    def load_weights(self, filepath, *args, **kwargs):
+        """`keras.Model.load_weights`, restoring the optimizer's state too when the distiller is compiled but has not
+        trained yet: its optimizer is built first (Keras builds it on the first step), so that the saved momentum
+        and counters have variables to go into instead of being skipped with a warning."""
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is not None and not optimizer.built:
+            optimizer.build(self.trainable_variables)
+        return super().load_weights(filepath, *args, **kwargs)
 
     def state_bytes(self):
         """Bytes held by the per-sample state of the knowledge parts (the temporal accumulator's bank and counts)."""

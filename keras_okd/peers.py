@@ -236,7 +236,7 @@ class Peers:
             return self.ensemble_model(networks, name)
         peer = self.peer_model(networks, deploy_peer)
         inputs = keras.Input(shape=tuple(peer.inputs[0].shape[1:]), name=f"{name}_input")
-        return keras.Model(inputs, keras.layers.Softmax(dtype="float32")(peer(inputs)), name=name)
+        return keras.Model(inputs, keras.layers.Softmax(dtype="float32", name="probabilities")(peer(inputs)), name=name)
 
     def ensemble_model(self, networks, name="ensemble"):
         """A standalone `keras.Model` (plain Keras layers only) mapping inputs to the mean of the peers' softmax."""
@@ -252,7 +252,8 @@ class Peers:
             inputs = _inputs_like(peers[0], name)
             logits = [peer(inputs) for peer in peers]
         probs = [keras.layers.Softmax(dtype="float32", name=f"softmax_{i}")(z) for i, z in enumerate(logits)]
-        return keras.Model(inputs, keras.layers.Average(name="mean")(probs), name=name)
+        # the output layer's name says what it gives: probabilities, where every peer_model gives logits
+        return keras.Model(inputs, keras.layers.Average(name="probabilities")(probs), name=name)
 
 
 def _inputs_like(model, name):

@@ -33,7 +33,7 @@ def skipping_nonfinite(optimizer):
     """
     rate = getattr(optimizer, "_learning_rate", None)
     if isinstance(rate, (int, float)) or (hasattr(rate, "shape") and not callable(rate)):
-        value = float(ops.convert_to_numpy(rate))
+        value = float(rate)  # not convert_to_numpy: np.array() of a Variable warns (numpy 2's copy keyword)
         if not value >= 0:
             raise ValueError(f"The optimizer's learning_rate must be >= 0, got {value}: a negative rate climbs the "
                              "loss instead of descending it.")

@@ -50,3 +50,50 @@ def test_schedule_callback_sets_part_variables_and_rejects_unknown_parts():
 def test_product_of_schedules():
     cb = KnowledgeSchedule({"x": [RampUp(10), Decay(gamma=1.0)]})
     np.testing.assert_allclose(cb.values(5)["x"], math.exp(-5 * 0.25) * math.exp(-5))
+
+
+@pytest.mark.parametrize("epochs, warned", [(2, True), (1, True), (3, False)])
+def test_a_warm_up_as_long_as_the_fit_is_named_at_fit_time(epochs, warned, caplog):
+    schedule = keras_okd.callbacks.KnowledgeSchedule({"ta": [keras_okd.callbacks.WarmUp(2)],
+                                                      "si": [keras_okd.callbacks.RampUp(4)]})
+    schedule.set_params({"epochs": epochs, "verbose": 0})
+    with caplog.at_level("WARNING", logger="keras_okd.callbacks"):
+        schedule.on_train_begin()
+    if warned:
+        assert caplog.messages == [
+            f"keras_okd: knowledge part 'ta' has weight 0 in all {epochs} epochs of this fit ('ta': WarmUp(epochs=2): "
+            "a warm-up as long as the run or longer), so the students train exactly as independent training would. "
+            "Train for more epochs than the warm-up, or shorten it (TSB: warmup_epochs; the CLI demo: "
+            "--warmup-epochs)."]
+    else:
+        assert caplog.messages == []  # 'si' ramps up from a small non-zero weight: never idle
+
+
+@pytest.mark.heavy
+def test_the_distillers_own_warm_up_is_named_in_fit(capsys):
+    x = np.random.default_rng(0).normal(size=(8, 8, 8, 1)).astype("float32")
+    y = np.arange(8) % 10
+    distiller = keras_okd.methods.tsb([tiny_student(), tiny_student()], num_train_samples=8, warmup_epochs=1)
+    distiller.compile(optimizer="sgd")
+    distiller.fit(x, y, epochs=1, batch_size=8, verbose=1)
+    assert capsys.readouterr().out.count("knowledge parts 'ta', 'si' have weight 0 in all 1 epochs of this fit "
+                                         "('ta': WarmUp(epochs=1); 'si': WarmUp(epochs=1)") == 1
+
+
+@pytest.mark.heavy("tensorflow", "jax", "torch")
+def test_the_progress_bar_shows_a_few_values_and_history_keeps_all(capsys):
+    x = np.random.default_rng(0).normal(size=(8, 8, 8, 1)).astype("float32")
+    y = np.arange(8) % 10
+    distiller = keras_okd.methods.tsb([tiny_student(), tiny_student()], num_train_samples=8, warmup_epochs=0)
+    distiller.compile(optimizer="sgd")
+    history = distiller.fit(x, y, validation_data=(x, y), epochs=1, batch_size=8, verbose=1).history
+    assert {"student_0_ce", "val_student_1_logit_std", "student_0_ta", "val_student_1_si"} <= set(history)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    shown = [item.split(":")[0] for item in last.split(" - ")[1:]]
+    assert shown == ["ensemble_accuracy", "loss", "student_0_accuracy", "student_1_accuracy", "val_ensemble_accuracy",
+                     "val_loss", "val_student_0_accuracy", "val_student_1_accuracy"], last
+    distiller.fit(x, y, validation_data=(x, y), epochs=1, batch_size=8, verbose=1, progress="all")
+    everything = capsys.readouterr().out.strip().splitlines()[-1]
+    assert " - student_0_ce: " in everything and " - val_student_1_logit_std: " in everything
+    with pytest.raises(ValueError, match="progress must be one of .'short', 'all'. .*got 'some'"):
+        distiller.fit(x, y, epochs=1, batch_size=8, progress="some")

@@ -78,3 +78,64 @@ def test_cifar_loader_on_mock_data(name, classes):
 def test_cifar_unknown_name():
     with pytest.raises(ValueError, match="cifar10"):
         keras_okd.data.load_cifar("cifar1000")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """The machine as an offline one sees it: names do not resolve, connections are refused."""
+    import socket
+
+    def unresolvable(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    def unreachable(*args, **kwargs):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unresolvable)
+    monkeypatch.setattr(socket.socket, "connect", unreachable)
+    monkeypatch.delenv("https_proxy", raising=False)
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+
+
+def test_tfds_download_path_imports_and_reaches_the_network(no_network, monkeypatch, tmp_path):
+    # tensorflow-datasets imports importlib_resources on its download path (declared by keras-okd for it): with the
+    # network unreachable the download must fail on the network, not on an import.
+    import requests
+    import urllib3
+
+    monkeypatch.setattr(urllib3.util.retry.Retry, "sleep", lambda self, response=None: None)  # its 10 retries
+    builder = tfds.builder("cifar10", data_dir=str(tmp_path))
+    with pytest.raises(requests.ConnectionError, match="www.cs.toronto.edu"):
+        builder.download_and_prepare()
+
+
+def test_cifar_offline_fails_before_tfds_tries_and_names_the_switch(no_network, monkeypatch, tmp_path):
+    attempts = []
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", lambda self, **kw: attempts.append(kw))
+    with pytest.raises(keras_okd.data.DatasetNotFoundError) as info:
+        keras_okd.data.load_cifar("cifar10", data_dir=str(tmp_path))
+    message = str(info.value)
+    assert "www.cs.toronto.edu did not answer" in message and "Temporary failure in name resolution" in message
+    assert "`download=False` skips the attempt" in message and "`data_dir=<its path>`" in message
+    assert attempts == []  # tensorflow-datasets' own download (ten retries, minutes offline) never started
+    cli = info.value.spelled(lambda name, value: f"`--set dataset.{name}={value}`")
+    assert "`--set dataset.download=false` skips" in cli and "`--set dataset.data_dir=<its path>`" in cli
+
+
+def test_cifar_without_download_says_so(tmp_path):
+    with pytest.raises(keras_okd.data.DatasetNotFoundError, match=r"is not prepared in .* and `download=False`"):
+        keras_okd.data.load_cifar("cifar100", "test", data_dir=str(tmp_path), download=False)
+
+
+def test_cifar_names_a_missing_module_as_itself(monkeypatch, tmp_path):
+    import keras_okd.data.cifar as cifar
+
+    def broken_install(self, **kwargs):
+        raise ModuleNotFoundError("No module named 'importlib_resources'", name="importlib_resources")
+
+    monkeypatch.setattr(cifar, "_unreachable", lambda url: None)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", broken_install)
+    with pytest.raises(ModuleNotFoundError, match="needs the module 'importlib_resources' to download cifar10, and "
+                                                  "it is not installed") as info:
+        keras_okd.data.load_cifar("cifar10", data_dir=str(tmp_path))
+    assert info.value.name == "importlib_resources" and not isinstance(info.value, FileNotFoundError)

@@ -213,6 +213,15 @@ def test_predict_is_the_mean_of_student_probabilities_and_ensemble_model_matches
     np.testing.assert_allclose(to_numpy(d.ensemble_model()(X_VAL)), want, rtol=1e-4, atol=1e-6)
 
 
+def test_the_exports_name_what_they_output():
+    d = make_tsb()
+    assert d.ensemble_model().layers[-1].name == "probabilities"  # the mean of the softmaxes
+    assert d.deployed_model().layers[-1].name == "probabilities"
+    d1 = keras_okd.OnlineDistiller([tiny_student(), tiny_student()], deploy_peer=1)
+    assert d1.deployed_model().layers[-1].name == "probabilities"  # peer 1's softmax
+    assert d.peer_model(0).layers[-1].name != "probabilities"  # a student: logits
+
+
 def test_warmup_zeroes_kd_in_the_loss():
     d = make_tsb(warmup=5)
     history = d.fit(INDEXED, Y, epochs=1, batch_size=N, verbose=0, shuffle=False)

@@ -65,3 +65,32 @@ def test_mean_group_logs_each_name_through_fit_and_refuses_bad_shapes():
         MeanGroup(["a", "a"])
     clone = MeanGroup.from_config(MeanGroup(["a", "b"], name="g").get_config())
     assert clone.names == ["a", "b"] and clone.name == "g"
+
+
+@pytest.mark.heavy("tensorflow", "jax", "torch")
+def test_keras_callbacks_monitor_every_logged_accuracy_without_a_mode(tmp_path):
+    # EarlyStopping, ModelCheckpoint(save_best_only) and ReduceLROnPlateau infer the direction from the metric
+    # (keras/src/callbacks/monitor_callback.py): accuracies are maximised, cross-entropies minimised.
+    import keras_okd
+    from conftest import tiny_student
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 8, 8, 1)).astype("float32"), np.arange(16) % 10
+    distiller = keras_okd.OnlineDistiller([tiny_student(), tiny_student()], teacher_eta=0.5)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    accuracies = [f"val_{name}" for name in ("student_0_accuracy", "student_1_accuracy", "ensemble_accuracy",
+                                             "teacher_0_accuracy", "teacher_1_accuracy", "teacher_ensemble_accuracy")]
+    monitors = accuracies + ["student_0_accuracy", "val_student_1_ce"]
+    callbacks = []
+    for k, monitor in enumerate(monitors):
+        callbacks += [keras.callbacks.EarlyStopping(monitor=monitor, patience=10),
+                      keras.callbacks.ModelCheckpoint(str(tmp_path / f"{k}.weights.h5"), monitor=monitor,
+                                                      save_best_only=True, save_weights_only=True),
+                      keras.callbacks.ReduceLROnPlateau(monitor=monitor, patience=10)]
+    history = distiller.fit(x, y, validation_data=(x, y), epochs=3, batch_size=8, verbose=0,
+                            callbacks=callbacks).history
+    assert set(monitors) <= set(history)
+    for callback in callbacks:
+        values = history[callback.monitor]
+        best = min(values) if callback.monitor.endswith("_ce") else max(values)
+        assert float(callback.best) == pytest.approx(best), (type(callback).__name__, callback.monitor, values)

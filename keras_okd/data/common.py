@@ -4,15 +4,21 @@ The numpy loaders (`keras_okd.data.idx`, `keras_okd.data.mnist_family`'s arrays)
 where TensorFlow is not installed; `keras_okd.data.images` re-exports them for the tf.data loaders.
 """
 
+import ast
 import os
+import re
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset is not available on this machine; the message says what to download and where to put it.
 
     A subclass of `FileNotFoundError`, raised by the loaders (`keras_okd.data.get`, `load_tinyimagenet`,
-    `load_imagenet2012`, `load_image_folder`, ...) before anything is built; the CLI shows its message and exits
-    with status 2. Do what the message says (download the files, or pass `data_dir=` where they are), then run again.
+    `load_imagenet2012`, `load_image_folder`, ...) before anything is built; the CLI shows its message, with the
+    loader options it advises in the CLI's spelling (`spelled`), and exits with status 3. Do what the message says
+    (download the files, or pass `data_dir=` where they are), then run again.
+
+    The message writes each loader option it advises as `` `name=value` `` (a Python keyword argument, with
+    backticks); `spelled` rewrites those for another interface.
 
     Example:
 
@@ -21,8 +27,36 @@ class DatasetNotFoundError(FileNotFoundError):
     ...     keras_okd.data.load_tinyimagenet("/no/such/folder")
     ... except keras_okd.data.DatasetNotFoundError as error:
     ...     print(isinstance(error, FileNotFoundError), "tiny-imagenet-200" in str(error))
+    ...     print("`--set dataset.data_dir=<folder>`" in error.spelled(lambda name, v: f"`--set dataset.{name}={v}`"))
     True True
+    True
     """
+
+    def spelled(self, spell):
+        """The message with every advised option `` `name=value` `` (backticks included) replaced by `spell(name, value)`.
+
+        Args:
+            spell: `(name, value) -> str`; `value` is the text after `=` (`False`, `'/data'` and `<folder>` come as
+                `"false"`, `"/data"` and `"<folder>"`: Python literals are read, booleans lower-cased as YAML
+                writes them). It returns None to keep the Python spelling.
+
+        Example:
+
+        >>> error = DatasetNotFoundError("not here: pass `data_dir='/data'` or `download=True`.")
+        >>> error.spelled(lambda name, value: f"`--{name.replace('_', '-')} {value}`")
+        'not here: pass `--data-dir /data` or `--download true`.'
+        """
+        def replace(match):
+            name, value = match.group(1), match.group(2)
+            try:
+                literal = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                literal = value
+            text = str(literal).lower() if isinstance(literal, bool) else str(literal)
+            spelled = spell(name, text)
+            return match.group(0) if spelled is None else spelled
+
+        return re.sub(r"`([a-z_]+)=([^`]*)`", replace, str(self))
 
 
 def default_data_dir():

@@ -84,7 +84,8 @@ def load_imagenet2012(split="train", data_dir=None, manual_dir=None, decode=True
                 f"{' and '.join(ARCHIVES)} from https://image-net.org/download-images (free account; accept the "
                 f"terms of access) and put them, unextracted, into {manual} (missing now: {', '.join(missing)}); the "
                 f"next run prepares the dataset into {os.path.join(resolved, 'imagenet2012')} (several hours, about "
-                "150 GB). Or pass data_dir= a tfds data directory that already holds a prepared imagenet2012. "
+                "150 GB). Or pass `data_dir=<folder>`, a tfds data directory that already holds a prepared "
+                "imagenet2012. "
                 f"(tensorflow-datasets said: {type(error).__name__}: {str(error)[:300]})"
             ) from error
         raise RuntimeError(

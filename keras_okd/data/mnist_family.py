@@ -97,7 +97,7 @@ def _how_to_get(name, data_dir):
         ways.append(f"`apt-get install dataset-fashion-mnist` (Debian/Ubuntu; installs them in {spec['debian']}/)")
     ways.append(f"`python -c \"import keras; keras.datasets.{name}.load_data()\"` on a machine with a network (Keras "
                 f"caches them in {cache}; copy that to the same place here)")
-    where = f"data_dir={data_dir!r}" if data_dir else "data_dir=<the folder>"
+    where = f"`data_dir={data_dir!r}`" if data_dir else "`data_dir=<the folder>`"
     return (f"Get {spec['title']} by {' or by '.join(ways)}, or put the four IDX files ({', '.join(FILES['train'])}, "
             f"{', '.join(FILES['test'])}; .gz or not) in a folder and pass {where}.")
 

@@ -36,8 +36,8 @@ ARCHIVE_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 def _not_found(data_dir, detail):
     return DatasetNotFoundError(
         f"TinyImageNet not found: {detail}. Download {ARCHIVE_URL} (about 240 MB) and unzip it into {data_dir}, so "
-        f"that {os.path.join(data_dir, 'tiny-imagenet-200', 'wnids.txt')} exists (or pass data_dir= the folder that "
-        "holds tiny-imagenet-200/, or the tiny-imagenet-200 folder itself)."
+        f"that {os.path.join(data_dir, 'tiny-imagenet-200', 'wnids.txt')} exists (or pass `data_dir=<folder>`, the "
+        "folder that holds tiny-imagenet-200/, or the tiny-imagenet-200 folder itself)."
     )
 
 

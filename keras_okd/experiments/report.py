@@ -517,7 +517,9 @@ def plot_curves(groups, out_dir):
                     ax = axes[i, j]
                     label = g.label + (" [teacher]" if j == 1 and g.runs[0].deploy == "teacher" else "") + (
                         f" ({len(curves)} seeds)" if len(curves) > 1 else "")
-                    ax.plot(epochs, values.mean(axis=0), color=color, linewidth=1.4, label=label)
+                    # markers while the points are few: a run of one epoch is one point, which a line alone hides
+                    ax.plot(epochs, values.mean(axis=0), color=color, linewidth=1.4, label=label,
+                            marker="o" if length <= 30 else None, markersize=3)
                     if len(curves) > 1:
                         ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=color, alpha=0.15,
                                         linewidth=0)

@@ -316,12 +316,29 @@ def run_experiment(config, run_dir, seed, callbacks=(), verbose=1):
     index, _ = keras_okd.distribute.process(config["strategy"])  # first: JAX processes must join before computing
     if index:  # every process trains and saves; the chief's files are the run's, the others' stay out of the way
         run_dir = os.path.join(run_dir, f".worker{index}")
+    created, started = not os.path.exists(run_dir), False
     make_run_dir(run_dir)
-    with RunLock(run_dir) as lock:
-        if lock.note:
-            print(lock.note)
-        remove_temporaries(run_dir, os.path.join(run_dir, BACKUP))
-        return _run_owned(config, run_dir, int(seed), callbacks, verbose)
+    try:
+        with RunLock(run_dir) as lock:
+            if lock.note:
+                print(lock.note)
+            remove_temporaries(run_dir, os.path.join(run_dir, BACKUP))
+            try:
+                return _run_owned(config, run_dir, int(seed), callbacks, verbose)
+            finally:  # a run that never started (no config.yaml: e.g. its data is missing) leaves no lock behind
+                started = os.path.exists(os.path.join(run_dir, CONFIG))
+                if not started:
+                    _remove(lock.path)
+    finally:
+        if created and not started:
+            _remove(run_dir, directory=True)  # only if empty
+
+
+def _remove(path, directory=False):
+    try:
+        (os.rmdir if directory else os.remove)(path)
+    except OSError:
+        pass
 
 
 def make_run_dir(run_dir):

@@ -39,7 +39,9 @@ def tsb(
 
     Loss of student i: `CE_i + lambda_ta * w(t) * sum_{j != i} KD(TA_j || p_i) + lambda_si * w(t) * KD(SI || p_i)`,
     `KD = tau^2 KL(target || student)`, and `w(t)` zero for the first `warmup_epochs` epochs, then one (the paper
-    zeroes all KL terms during warm-up). Training data must carry sample indices (`keras_okd.data.with_index`).
+    zeroes all KL terms during warm-up). The accumulator needs each training sample's index: numpy arrays given to
+    `fit` use their positions by themselves; a `tf.data` pipeline carries them with `keras_okd.data.with_index`
+    (before it shuffles).
 
     Args:
         students: list of 2 or more `keras.Model`s producing logits over the same classes.
@@ -63,9 +65,10 @@ def tsb(
     ```python
     students = [keras_okd.models.get("resnet32", num_classes=100), keras_okd.models.get("wrn_16_4", num_classes=100)]
     distiller = keras_okd.methods.tsb(students, num_train_samples=50_000)
-    distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9, weight_decay=5e-4))
-    distiller.fit(keras_okd.data.with_index(train_ds).shuffle(50_000).batch(64), epochs=240,
-                  callbacks=keras_okd.callbacks.for_method(distiller))
+    distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                      coupled_weight_decay=5e-4)                # PyTorch-style decay, as the paper's recipe
+    distiller.fit(x_train, y_train, epochs=240, batch_size=64)  # numpy arrays: their positions are the indices
+    distiller.fit(keras_okd.data.with_index(train_ds).shuffle(50_000).batch(64), epochs=240)   # or tf.data
     ```
     """
     if temporal:

@@ -84,11 +84,26 @@ def test_demo_on_a_dataset_not_on_disk_is_a_message(tmp_path, capsys):
     empty.mkdir()
     run_dir = tmp_path / "run"
     assert cli.main(["train", "--dataset", "fashion_mnist", "--data-dir", str(empty), "--run-dir", str(run_dir),
-                     "--verbose", "0"]) == 2
+                     "--verbose", "0"]) == cli.EXIT_NO_DATA == 3
     err = capsys.readouterr().err
     assert f"keras-okd train: Fashion-MNIST not found in data_dir={str(empty)!r}" in err
     assert "apt-get install dataset-fashion-mnist" in err and "Traceback" not in err
+    assert f"pass `--data-dir {empty}`." in err and "pass `data_dir=" not in err  # the advice in the demo's flags
     assert not run_dir.exists()  # the demo made it: nothing is left behind
+
+
+def test_config_run_on_a_dataset_not_on_disk_advises_set_and_leaves_nothing(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run_dir = tmp_path / "run"
+    argv = ["train", "--config", "configs/fashion_mnist/independent.yaml", "--set", f"dataset.data_dir={empty}",
+            "--seed", "0", "--run-dir", str(run_dir), "--verbose", "0"]
+    assert cli.main(argv) == 3
+    err = capsys.readouterr().err
+    assert f"pass `--set dataset.data_dir={empty}`." in err and "Traceback" not in err
+    assert not run_dir.exists()  # no run.lock (nor an empty directory) from a run that never started
+    run_dir.mkdir()  # a directory the user made stays, without a lock
+    assert cli.main(argv) == 3 and sorted(p.name for p in run_dir.iterdir()) == []
 
 
 def test_the_conclusion_off_the_digits_points_at_several_seeds():
@@ -153,3 +168,25 @@ def test_ctrl_c_in_the_demo_names_the_command_that_resumes_it(tmp_path, capsys, 
     # the default directory has the time in its name: the command to resume names it
     assert "rerun `keras-okd train --method dml --epochs 3 --run-dir runs/dml-digits-" in err
     assert "` to resume it from there" in err and "Traceback" not in err
+
+
+def test_version_and_the_exit_statuses(capsys, monkeypatch):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"keras-okd {version('keras-okd')} (keras {version('keras')})"
+    with pytest.raises(SystemExit) as info:  # usage: argparse's own status
+        cli.main(["train", "--epochs", "0"])
+    assert info.value.code == cli.EXIT_USAGE == 2
+
+    def broken_install(args):
+        raise ModuleNotFoundError("tensorflow-datasets needs the module 'importlib_resources'", name="x")
+
+    monkeypatch.setattr(cli, "train_demo", broken_install)
+    assert cli.main(["train"]) == cli.EXIT_FAILURE == 1
+    err = capsys.readouterr().err
+    assert "keras-okd train: tensorflow-datasets needs the module 'importlib_resources'" in err
+    assert "Traceback" not in err
+    assert "exit status: 0 done, 1 a failure while running, 2 a usage error, 3 the dataset" in cli._parser().format_help()

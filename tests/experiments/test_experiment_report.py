@@ -263,3 +263,16 @@ def test_runs_sharing_a_seed_are_averaged_and_noted(tmp_path):
     assert sorted(dml["seeds"]) == [0, 0, 1]
     assert dml["paired_avg"]["differences"] == pytest.approx([0.87 - 0.82, 0.83 - 0.815], abs=1e-12)
     assert any(p.startswith("seed 0 appears in 2 runs of dml") for p in report["problems"])
+
+
+@pytest.mark.parametrize("epochs, marker", [(1, "o"), (40, "None")])
+def test_report_curves_mark_their_points_while_they_are_few(tmp_path, monkeypatch, epochs, marker):
+    import matplotlib.pyplot as plt
+
+    closed = []
+    monkeypatch.setattr(plt, "close", closed.append)
+    fake_run(tmp_path / "runs" / "tsb" / "seed_0", "tsb", 0, [0.7, 0.72], 0.75, epochs=epochs)
+    make_report([str(tmp_path / "runs")], str(tmp_path / "out"))
+    lines = [line for ax in closed[0].axes for line in ax.lines]
+    assert len(lines) == 4 and {line.get_marker() for line in lines} == {marker}  # a one-epoch run is not blank
+    assert all(len(line.get_xdata()) == epochs for line in lines)
