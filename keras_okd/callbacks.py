@@ -318,7 +318,7 @@ COLLAPSE_REMEDIES = (
 
 
 def _warn(callback, message):
-    """Print `message` when the callback's `fit` runs with `verbose > 0`, else log it at WARNING level (printed once)."""
+    """Print `message` when the callback's `fit` runs with `verbose > 0`, else log it at WARNING level (shown once)."""
     verbose = callback.params.get("verbose", 0) if callback.params else 0
     shown = verbose not in (0, False, None)
     if shown:
