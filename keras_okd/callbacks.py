@@ -135,8 +135,7 @@ class Decay(Schedule):
     `CosineDecay(1, total_epochs)` and `PolynomialDecay(1, total_epochs, 0)` of the epoch (tests/test_callbacks.py
     checks each against them); they stay closed forms in Python here because a Keras schedule computes a backend
     tensor in float32 (one device call per epoch and part, and 0.49999997 for CosineDecay(1, 2)(1), where this gives
-    0.5), where a
-    schedule of the epoch needs one Python float.
+    0.5), where a schedule of the epoch needs one Python float.
 
     Args:
         shape: `"exponential"`, `"cosine"` or `"linear"`.
