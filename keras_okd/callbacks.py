@@ -131,7 +131,11 @@ class Decay(Schedule):
     """A weight that decays with the epoch, or its complement `1 - decay` (DKEL's omega(e) and 1 - omega(e)).
 
     Shapes (DKEL Fig. 7): `"exponential"`: exp(-gamma * epoch); `"cosine"`: 0.5 cos(pi * epoch / total_epochs) + 0.5;
-    `"linear"`: 1 - epoch / total_epochs.
+    `"linear"`: 1 - epoch / total_epochs. These are Keras's `ExponentialDecay(1, 1, exp(-gamma))`,
+    `CosineDecay(1, total_epochs)` and `PolynomialDecay(1, total_epochs, 0)` of the epoch (tests/test_callbacks.py
+    checks each against them); they stay closed forms in Python here because a Keras schedule computes a backend
+    tensor in float32 (one device call per epoch and part, and 0.49999997 for CosineDecay(1, 2)(1), where this gives
+    0.5), where a schedule of the epoch needs one Python float.
 
     Args:
         shape: `"exponential"`, `"cosine"` or `"linear"`.
@@ -318,7 +322,7 @@ COLLAPSE_REMEDIES = (
 
 
 def _warn(callback, message):
-    """Print `message` when the callback's `fit` runs with `verbose > 0`, else log it at WARNING level (printed once)."""
+    """Print `message` when the callback's `fit` runs with `verbose > 0`, else log it at WARNING level (shown once)."""
     verbose = callback.params.get("verbose", 0) if callback.params else 0
     shown = verbose not in (0, False, None)
     if shown:

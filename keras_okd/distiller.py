@@ -51,8 +51,9 @@ class OnlineDistiller(keras.Model):
     output **probabilities** (their output layer is named `probabilities`), so the run directories' `student_*.keras`
     give logits and `ensemble.keras` probabilities.
 
-    Logs (fit and evaluate, `keras_okd.logs`): `loss` (the sum over the peers, not a mean); per peer `student_{i}_ce` (`branch_{i}_...` for branches),
-    `_accuracy`, `_logit_std` and one term per knowledge part; `ensemble_accuracy`; the teacher's accuracies.
+    Logs (fit and evaluate, `keras_okd.logs`): `loss` (the sum over the peers, not a mean); per peer
+    `student_{i}_ce` (`branch_{i}_...` for branches), `_accuracy`, `_logit_std` and one term per knowledge part;
+    `ensemble_accuracy`; the teacher's accuracies.
 
     Args:
         students: a list of 2 or more `keras.Model`s mapping the same inputs to logits over the same classes (a

@@ -97,3 +97,15 @@ def test_the_progress_bar_shows_a_few_values_and_history_keeps_all(capsys):
     assert " - student_0_ce: " in everything and " - val_student_1_logit_std: " in everything
     with pytest.raises(ValueError, match="progress must be one of .'short', 'all'. .*got 'some'"):
         distiller.fit(x, y, epochs=1, batch_size=8, progress="some")
+
+
+def test_decay_shapes_are_kerass_schedules_of_the_epoch():
+    import keras
+
+    schedules = keras.optimizers.schedules
+    pairs = [(Decay("exponential", gamma=0.5), schedules.ExponentialDecay(1.0, 1, math.exp(-0.5))),
+             (Decay("cosine", total_epochs=7), schedules.CosineDecay(1.0, 7)),
+             (Decay("linear", total_epochs=7), schedules.PolynomialDecay(1.0, 7, 0.0))]
+    for ours, keras_schedule in pairs:
+        for epoch in range(10):
+            assert ours(epoch) == pytest.approx(float(keras_schedule(epoch)), rel=1e-6, abs=1e-7), (ours, epoch)

@@ -33,7 +33,8 @@ class DatasetNotFoundError(FileNotFoundError):
     """
 
     def spelled(self, spell):
-        """The message with every advised option `` `name=value` `` (backticks included) replaced by `spell(name, value)`.
+        """The message with every advised option `` `name=value` `` (backticks included) replaced by
+        `spell(name, value)`.
 
         Args:
             spell: `(name, value) -> str`; `value` is the text after `=` (`False`, `'/data'` and `<folder>` come as

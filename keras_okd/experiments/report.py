@@ -18,7 +18,7 @@ method with its non-default params), columns
   its independent runs (those of Ind) share, d_s = Avg of the row's seed-s run - the independent seed-s runs'
   accuracy of each Net's architecture, averaged over the Nets; the cell is mean(d) [mean(d) -+ t s_d / sqrt(n)] n=n,
   with s_d the sample standard deviation of the d_s and t the 0.975 quantile of Student's t with n - 1 degrees of
-  freedom (`keras_okd.experiments.stats.t_quantile`, exact, no scipy): a 95% confidence interval of the mean gain.
+  freedom (`keras_okd.experiments.stats.t_quantile`: `scipy.stats.t.ppf`): a 95% confidence interval of the mean gain.
   Runs of one seed start from the same weights and draw the same shuffle order and augmentation (the runner
   derives them from the seed: on the digits, TSB's 3 warm-up epochs without KD give exactly the independent runs'
   per-epoch test accuracies, seed by seed, in their `history.csv`), so the pairing takes that part of the

@@ -42,6 +42,7 @@ import zipfile
 
 import keras
 import numpy as np
+import scipy.special
 
 import keras_okd
 from keras_okd.experiments.config import (
@@ -670,7 +671,7 @@ def evaluate_run(run_dir, batch_size=None):
             problems.append(f"{path} {problem}")
             continue
         outputs = np.asarray(model.predict(images, verbose=0)).astype("float64")
-        probabilities[label] = outputs if _are_probabilities(outputs) else _softmax(outputs)
+        probabilities[label] = outputs if _are_probabilities(outputs) else scipy.special.softmax(outputs, axis=-1)
         scores[label] = {**_score(probabilities[label], labels), "file": file}
     deployed_peers = [p for name, p in probabilities.items() if name.startswith("teacher_")] or [
         p for name, p in probabilities.items() if name.startswith("student_")]
@@ -687,21 +688,17 @@ def evaluate_run(run_dir, batch_size=None):
 
 
 def _score(probabilities, labels):
-    picked = probabilities[np.arange(len(labels)), labels]
+    """Accuracy and mean cross-entropy of `(N, C)` probabilities (scikit-learn's `accuracy_score` and `log_loss`)."""
+    from sklearn.metrics import accuracy_score, log_loss
+
     return {
-        "accuracy": float(np.mean(np.argmax(probabilities, axis=-1) == labels)),
-        "loss": float(np.mean(-np.log(np.maximum(picked, 1e-12)))),
+        "accuracy": float(accuracy_score(labels, np.argmax(probabilities, axis=-1))),
+        "loss": float(log_loss(labels, probabilities, labels=np.arange(probabilities.shape[-1]))),
     }
 
 
 def _are_probabilities(x):
     return bool(x.min() >= 0.0 and np.allclose(x.sum(axis=-1), 1.0, atol=1e-3))
-
-
-def _softmax(z):
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def run_dirs(config, run_dir=None, seeds=None, root="runs"):

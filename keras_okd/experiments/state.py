@@ -231,6 +231,10 @@ class RunLock:
     exist, the record alone is the lock: an owner whose process is gone (same host, pid and start time checked) is
     taken over the same way.
 
+    Keras has nothing like it: `keras.callbacks.BackupAndRestore` takes no lock, so two processes started on one
+    backup directory would overwrite each other's backups; tests/experiments/test_reliability.py
+    (`test_training_in_a_directory_another_process_owns_is_refused`) shows the second one refused here instead.
+
     Args:
         run_dir: the run directory.
 
@@ -412,7 +416,10 @@ class RunCheckpoint(keras.callbacks.Callback):
     rewritten from the backup's rows, so `history.csv` holds exactly epochs 0..k-1 again (a row cut short or a row
     of an epoch that was not backed up is dropped) before `keras.callbacks.CSVLogger` appends to it; list this
     callback before CSVLogger. The Keras BackupAndRestore files of runs made before this (`latest.weights.h5`,
-    `training_metadata.json`) are restored too when nothing newer is there.
+    `training_metadata.json`) are restored too when nothing newer is there. What Keras's callback lacks is shown by
+    tests/experiments/test_reliability.py: `test_keras_backup_metadata_cut_short_fails_every_rerun_but_not_here`
+    (BackupAndRestore fails every rerun on a cut metadata file) and
+    `test_a_kill_between_a_backups_weights_and_its_record`.
 
     Args:
         backup_dir: where the backups go.

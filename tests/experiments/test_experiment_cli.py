@@ -189,4 +189,5 @@ def test_version_and_the_exit_statuses(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "keras-okd train: tensorflow-datasets needs the module 'importlib_resources'" in err
     assert "Traceback" not in err
-    assert "exit status: 0 done, 1 a failure while running, 2 a usage error, 3 the dataset" in cli._parser().format_help()
+    usage = cli._parser().format_help()
+    assert "exit status: 0 done, 1 a failure while running, 2 a usage error, 3 the dataset" in usage

@@ -276,3 +276,17 @@ def test_report_curves_mark_their_points_while_they_are_few(tmp_path, monkeypatc
     lines = [line for ax in closed[0].axes for line in ax.lines]
     assert len(lines) == 4 and {line.get_marker() for line in lines} == {marker}  # a one-epoch run is not blank
     assert all(len(line.get_xdata()) == epochs for line in lines)
+
+
+def test_evaluate_scores_probabilities_as_numpy_does():
+    from keras_okd.experiments import runner
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(50, 7))
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = rng.integers(0, 7, size=50)
+    score = runner._score(probabilities, labels)
+    assert score["accuracy"] == np.mean(probabilities.argmax(axis=1) == labels)
+    assert score["loss"] == pytest.approx(np.mean(-np.log(probabilities[np.arange(50), labels])), rel=1e-12)
+    assert runner._score(np.eye(3)[[0, 1, 2]], np.array([0, 1, 1]))["loss"] == pytest.approx(
+        -np.log(np.finfo("float64").eps) / 3)  # a zero probability: clipped, not infinite
