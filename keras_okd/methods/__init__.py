@@ -12,13 +12,14 @@ from keras_okd.methods.diverse_peers import okddip
 from keras_okd.methods.independent_training import independent
 from keras_okd.methods.kd_collaborative_learning import kdcl
 from keras_okd.methods.knowledge_distillation import kd
+from keras_okd.methods.mutual_contrastive import mcl
 from keras_okd.methods.mutual_learning import dml
 from keras_okd.methods.native_ensemble import one
 from keras_okd.methods.peer_collaborative_learning import pcl
 from keras_okd.methods.temporal_spatial_boosting import tsb
 
 _PRESETS = {"independent": independent, "dml": dml, "tsb": tsb, "kdcl": kdcl, "one": one, "pcl": pcl, "dkel": dkel,
-            "cl": cl, "okddip": okddip, "kd": kd}
+            "cl": cl, "okddip": okddip, "kd": kd, "mcl": mcl}
 
 
 _METHODS = Registry("method", _PRESETS)
@@ -82,4 +83,5 @@ def register(name, preset=None, overwrite=False):
     return _METHODS.register(name, preset, overwrite=overwrite)
 
 
-__all__ = ["cl", "dkel", "dml", "get", "independent", "kd", "kdcl", "names", "okddip", "one", "pcl", "register", "tsb"]
+__all__ = ["cl", "dkel", "dml", "get", "independent", "kd", "kdcl", "mcl", "names", "okddip", "one", "pcl", "register",
+           "tsb"]
