@@ -46,6 +46,7 @@ PRESETS = {
     "okddip": lambda: keras_okd.methods.okddip(branches(False)),
     "kd": lambda: keras_okd.methods.kd([tiny_student(name=f"s{i}") for i in range(2)], teacher=tiny_student(name="t")),
     "mcl": mcl,
+    "switokd": lambda: keras_okd.methods.switokd([tiny_student(name=f"s{i}") for i in range(2)]),
 }
 
 

@@ -20,6 +20,7 @@ from keras_okd.knowledge.heads import GateEnsemble, GateHead, PeerEnsemble, Peer
 from keras_okd.knowledge.mean_teacher import TeacherEnsemble, TeacherPeers
 from keras_okd.knowledge.peer_distillation import PeerDistillation
 from keras_okd.knowledge.spatial_integrator import SpatialIntegrator
+from keras_okd.knowledge.switchable import SwitchableDistillation
 from keras_okd.knowledge.temporal_accumulator import TemporalAccumulator
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "RelationalKD",
     "SimilarityPreserving",
     "SpatialIntegrator",
+    "SwitchableDistillation",
     "TeacherEnsemble",
     "TeacherPeers",
     "TemporalAccumulator",

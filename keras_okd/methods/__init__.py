@@ -16,10 +16,12 @@ from keras_okd.methods.mutual_contrastive import mcl
 from keras_okd.methods.mutual_learning import dml
 from keras_okd.methods.native_ensemble import one
 from keras_okd.methods.peer_collaborative_learning import pcl
+from keras_okd.methods.switchable_distillation import switokd
 from keras_okd.methods.temporal_spatial_boosting import tsb
 
 _PRESETS = {"independent": independent, "dml": dml, "tsb": tsb, "kdcl": kdcl, "one": one, "pcl": pcl, "dkel": dkel,
-            "cl": cl, "okddip": okddip, "kd": kd, "mcl": mcl}
+            "cl": cl, "okddip": okddip, "kd": kd, "mcl": mcl,
+            "switokd": switokd}
 
 
 _METHODS = Registry("method", _PRESETS)
@@ -84,4 +86,4 @@ def register(name, preset=None, overwrite=False):
 
 
 __all__ = ["cl", "dkel", "dml", "get", "independent", "kd", "kdcl", "mcl", "names", "okddip", "one", "pcl", "register",
-           "tsb"]
+           "switokd", "tsb"]
