@@ -1,0 +1,79 @@
+"""Training-step throughput of MCL or SwitOKD next to DML's, on the same networks (issue 22).
+
+    --method mcl      2 x resnet32 (CIFAR-100 shapes, batch 128): MCL's heads, memory reads of 8192 keys per anchor
+                      and memory writes, against DML
+    --method switokd  the same pair: SwitOKD's switch (three L1 distances per step), against DML
+
+Both arms are built in one process on the current backend and timed in interleaved rounds (order alternating) on
+the same in-memory random data after a full warm-up; the median of the per-round ratios of images/second is reported
+(benchmarks/bench_step.py's method: on a 2-core CPU single timings are noisy).
+
+    KERAS_BACKEND=tensorflow python benchmarks/bench_step_vs_dml.py --method mcl --rounds 5 --steps 5
+"""
+
+import argparse
+import os
+import statistics
+import sys
+
+import keras
+
+import keras_okd
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_dkel_official import fit_timer  # noqa: E402
+from bench_step import dataset, images_per_second  # noqa: E402
+
+
+def build(arm, args):
+    keras.utils.set_random_seed(0)
+    students = [keras_okd.models.get(args.model, num_classes=args.classes, input_shape=args.shape)
+                for _ in range(args.students)]
+    if arm == "mcl":
+        d = keras_okd.methods.mcl(students, num_train_samples=args.samples, num_negatives=args.negatives)
+    elif arm == "switokd":
+        d = keras_okd.methods.switokd(students)
+    else:
+        d = keras_okd.methods.dml(students)
+    d.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), coupled_weight_decay=5e-4)
+    return d
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", choices=("mcl", "switokd"), default="mcl")
+    parser.add_argument("--model", default="resnet32")
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--students", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per round and arm")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=50_000, help="MCL memory size N (training-set size)")
+    parser.add_argument("--negatives", type=int, default=8192, help="MCL keys per anchor")
+    args = parser.parse_args()
+    args.shape = (8, 8, 1) if args.model.startswith("simple_cnn") else (32, 32, 3)
+
+    ds = dataset(args.batch * args.steps, args.shape, args.classes, args.batch)
+    arms = {m: fit_timer(build(m, args), ds) for m in (args.method, "dml")}
+    for timer in arms.values():  # warm-up: compile, then one full timed-length run
+        images_per_second(timer, args.steps, args.batch)
+    speeds = {m: [] for m in arms}
+    ratios = []
+    for r in range(args.rounds):
+        order = list(arms) if r % 2 == 0 else list(arms)[::-1]
+        got = {m: images_per_second(arms[m], args.steps, args.batch) for m in order}
+        for m in arms:
+            speeds[m].append(got[m])
+        ratios.append(got[args.method] / got["dml"])
+    print(f"backend {keras.backend.backend()}, {args.method} vs dml: {args.students} x {args.model}, {args.classes} "
+          f"classes, batch {args.batch}, {args.rounds} interleaved rounds of {args.steps} steps"
+          + (f", {args.negatives} keys per anchor, memory of {args.samples}" if args.method == "mcl" else ""))
+    print("| arm | images/s (median) |\n|---|---:|")
+    for m in arms:
+        print(f"| {m} | {statistics.median(speeds[m]):.1f} |")
+    print(f"ratio {args.method} / dml: median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, "
+          f"max {max(ratios):.3f})")
+
+
+if __name__ == "__main__":
+    main()
