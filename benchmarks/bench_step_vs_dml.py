@@ -21,8 +21,7 @@ import keras
 import keras_okd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_dkel_official import fit_timer  # noqa: E402
-from bench_step import dataset, images_per_second  # noqa: E402
+from bench_step import dataset, interleaved  # noqa: E402
 
 
 def build(arm, args):
@@ -54,22 +53,12 @@ def main():
     args.shape = (8, 8, 1) if args.model.startswith("simple_cnn") else (32, 32, 3)
 
     ds = dataset(args.batch * args.steps, args.shape, args.classes, args.batch)
-    arms = {m: fit_timer(build(m, args), ds) for m in (args.method, "dml")}
-    for timer in arms.values():  # warm-up: compile, then one full timed-length run
-        images_per_second(timer, args.steps, args.batch)
-    speeds = {m: [] for m in arms}
-    ratios = []
-    for r in range(args.rounds):
-        order = list(arms) if r % 2 == 0 else list(arms)[::-1]
-        got = {m: images_per_second(arms[m], args.steps, args.batch) for m in order}
-        for m in arms:
-            speeds[m].append(got[m])
-        ratios.append(got[args.method] / got["dml"])
+    speeds, ratios = interleaved({m: build(m, args) for m in (args.method, "dml")}, ds, args)
     print(f"backend {keras.backend.backend()}, {args.method} vs dml: {args.students} x {args.model}, {args.classes} "
           f"classes, batch {args.batch}, {args.rounds} interleaved rounds of {args.steps} steps"
           + (f", {args.negatives} keys per anchor, memory of {args.samples}" if args.method == "mcl" else ""))
     print("| arm | images/s (median) |\n|---|---:|")
-    for m in arms:
+    for m in speeds:
         print(f"| {m} | {statistics.median(speeds[m]):.1f} |")
     print(f"ratio {args.method} / dml: median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, "
           f"max {max(ratios):.3f})")

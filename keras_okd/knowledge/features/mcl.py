@@ -43,7 +43,6 @@ import numpy as np
 from keras import ops
 
 from keras_okd.backend import gather_rows, scatter_rows
-from keras_okd.knowledge.features.base import safe_l2_normalize
 from keras_okd.knowledge.features.crd import ContrastiveRepresentation, momentum_update
 from keras_okd.losses import _batch_mean
 
@@ -168,11 +167,6 @@ class MutualContrastive(ContrastiveRepresentation):
             head.build((None, int(np.prod(shapes[i][0][1:]))))
             heads.append(head)
         self.connectors.set(heads)
-
-    def embed(self, peer, feature):
-        """Peer `peer`'s embedding `(batch, embedding_dim)`: its head on the flattened feature, L2-normalised."""
-        flat = ops.reshape(feature, (ops.shape(feature)[0], -1))
-        return safe_l2_normalize(self.connectors[peer](flat))
 
     def targets(self, peer_logits, context):
         features = self.peer_features(context)
