@@ -77,8 +77,9 @@ def expert_mode(labels_onehot, teacher_probs, student_probs, require_teacher_ahe
     Example:
 
     >>> import numpy as np, keras
-    >>> y = np.array([[1.0, 0.0]])
-    >>> bool(keras.ops.convert_to_numpy(expert_mode(y, np.array([[0.9, 0.1]]), np.array([[0.1, 0.9]]))))
+    >>> y = np.array([[1.0, 0.0, 0.0]])
+    >>> teacher, student = np.array([[0.8, 0.2, 0.0]]), np.array([[0.0, 0.0, 1.0]])   # G = 2.0, delta = 1.66
+    >>> bool(keras.ops.convert_to_numpy(expert_mode(y, teacher, student)))
     True
     """
     gap = l1_distance(teacher_probs, student_probs)
