@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from conftest import BACKEND, gradient, tiny_student, to_numpy
 from keras import ops
-from test_feature_parts import (as64, build, compiled, context, differences, numerical_gradient, peer_losses,
-                                random_features)
+from test_feature_parts import as64, build, compiled, context, differences, numerical_gradient, random_features
 
 import keras_okd
 from keras_okd import knowledge

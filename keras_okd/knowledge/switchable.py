@@ -4,7 +4,8 @@
 A teacher (the larger network) and a student train together as in DML, but the teacher is paused whenever the
 distillation gap, `G = ||p_t^tau - p_s^tau||_1`, exceeds the adaptive switching threshold
 
-    delta = ||y - p_s^tau||_1 - eps * ||y - p_t^tau||_1,   eps = exp(-||y - p_t^tau||_1 / (||y - p_s^tau||_1 + ||y - p_t^tau||_1))
+    delta = ||y - p_s^tau||_1 - eps * ||y - p_t^tau||_1,
+    eps = exp(-||y - p_t^tau||_1 / (||y - p_s^tau||_1 + ||y - p_t^tau||_1))
 
 (y the one-hot label): in expert mode (`G > delta`) only the student learns, `CE_s + tau^2 KL(p_t || p_s)`; in
 learning mode both learn, the teacher `CE_t + tau^2 KL(p_s || p_t)` as well. The formulas are those of the authors'
