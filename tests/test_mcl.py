@@ -5,7 +5,7 @@ training, saved and restored); the preset trains through the distiller."""
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, gradient, tiny_student, to_numpy
+from conftest import BACKEND, Crash, gradient, tiny_student, to_numpy
 from keras import ops
 from test_feature_parts import as64, build, compiled, context, differences, numerical_gradient, random_features
 
@@ -234,3 +234,31 @@ def test_mcl_trains_end_to_end_and_exports_plain_students():
     np.testing.assert_array_equal(changed, np.arange(96))
     np.testing.assert_array_equal(to_numpy(part.labels), np.concatenate([y, np.full(32, -1)]))
     assert d.students[0].count_params() == tiny_student().count_params()
+
+
+@pytest.mark.heavy
+def test_backup_and_restore_resumes_memory_labels_and_keys(tmp_path):
+    """An interrupted fit resumed with BackupAndRestore ends where an uninterrupted one does: the memory, its row
+    labels, the keys' generator, the heads and the students."""
+    (x, y), _ = keras_okd.data.digits_arrays()
+    x, y = x[:96], y[:96]
+
+    def run(callbacks):
+        keras.utils.set_random_seed(5)
+        pair = [tiny_student(name=f"s{i}") for i in range(2)]
+        flat = [[next(layer.name for layer in s.layers if isinstance(layer, keras.layers.Flatten))] for s in pair]
+        d = keras_okd.methods.mcl(pair, num_train_samples=128, layers=flat, num_negatives=16, embedding_dim=8, seed=3)
+        d.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+        d.fit({"inputs": x, "index": np.arange(96)}, y, epochs=2, batch_size=48, verbose=0, shuffle=False,
+              callbacks=callbacks)
+        return d
+
+    straight = run([])
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run([keras.callbacks.BackupAndRestore(str(tmp_path / "backup")), Crash(epoch=1, batch=0)])
+    resumed = run([keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+    a, b = straight.knowledge[0], resumed.knowledge[0]
+    np.testing.assert_array_equal(to_numpy(b.labels), to_numpy(a.labels))
+    np.testing.assert_array_equal(to_numpy(b.seed_generator.state), to_numpy(a.seed_generator.state))
+    for u, v in zip(straight.variables, resumed.variables):
+        np.testing.assert_allclose(to_numpy(v), to_numpy(u), rtol=1e-4, atol=1e-5, err_msg=u.path)
