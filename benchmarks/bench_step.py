@@ -61,6 +61,24 @@ def images_per_second(timer, steps, batch):
     return steps * batch / timer(steps)
 
 
+def interleaved(distillers, ds, args):
+    """`(speeds, ratios)`: each arm's images/s per round and the first arm's ratio to the second per round, the arms
+    timed in `args.rounds` interleaved rounds of `args.steps` steps (order alternating) after a full warm-up."""
+    arms = {m: fit_timer(d, ds) for m, d in distillers.items()}
+    for timer in arms.values():  # warm-up: compile, then one full timed-length run
+        images_per_second(timer, args.steps, args.batch)
+    first, second = list(arms)
+    speeds = {m: [] for m in arms}
+    ratios = []
+    for r in range(args.rounds):
+        order = list(arms) if r % 2 == 0 else list(arms)[::-1]
+        got = {m: images_per_second(arms[m], args.steps, args.batch) for m in order}
+        for m in arms:
+            speeds[m].append(got[m])
+        ratios.append(got[first] / got[second])
+    return speeds, ratios
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", choices=("tsb", "dkel"), default="tsb")
@@ -77,23 +95,13 @@ def main():
     args.shape = (8, 8, 1) if args.model == "simple_cnn" else (32, 32, 3)
 
     ds = dataset(args.batch * args.steps, args.shape, args.classes, args.batch)
-    arms = {m: fit_timer(build(m, args), ds) for m in (args.method, "independent")}
-    for timer in arms.values():  # warm-up: compile, then one full timed-length run
-        images_per_second(timer, args.steps, args.batch)
-    speeds = {m: [] for m in arms}
-    ratios = []
-    for r in range(args.rounds):
-        order = list(arms) if r % 2 == 0 else list(arms)[::-1]
-        got = {m: images_per_second(arms[m], args.steps, args.batch) for m in order}
-        for m in arms:
-            speeds[m].append(got[m])
-        ratios.append(got[args.method] / got["independent"])
+    speeds, ratios = interleaved({m: build(m, args) for m in (args.method, "independent")}, ds, args)
     networks = (f"{args.students} x {args.model}" if args.method == "tsb"
                 else f"{args.model} with {args.students} branches vs {args.students} independent {args.model}")
     print(f"backend {keras.backend.backend()}, {args.method}: {networks}, {args.classes} classes, batch {args.batch}, "
           f"{args.rounds} interleaved rounds of {args.steps} steps")
     print("| arm | images/s (median) |\n|---|---:|")
-    for m in arms:
+    for m in speeds:
         print(f"| {m} | {statistics.median(speeds[m]):.1f} |")
     print(f"ratio {args.method} / independent: median {statistics.median(ratios):.3f} "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f})" + ("; target >= 0.95" if args.method == "tsb" else ""))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write the experiment configs of configs/ from the papers' recipes, so that every file of a table agrees.
 
-    python configs/generate.py           # (re)write configs/tsb, configs/dkel, configs/digits, configs/fashion_mnist
+    python configs/generate.py           # (re)write configs/tsb, dkel, mcl, switokd, digits, fashion_mnist
     python configs/generate.py --check   # exit 1 if a file differs from what this script writes
 
 Recipes (see /work/shared/reference/REFERENCE.md and the papers):
@@ -299,6 +299,67 @@ def dkel_compared_configs():
     return out
 
 
+# ---------------------------------------------------------------------------------------------------------- MCL
+MCL_PARAMS = {"alpha": 0.1, "beta": 0.1, "gamma": 1.0, "lam": 1.0, "tau": 0.1, "kd_temperature": 3.0}
+MCL_NETS = ("resnet32",)
+
+
+def mcl_configs():
+    """MCL (Yang et al., AAAI 2022), its CIFAR-100 table (MCL x2, x4): the authors' CIFAR recipe (main_cifar.py and
+    scripts/train_cifar_mcl.sh): 300 epochs, batch 128, SGD with Nesterov momentum 0.9, weight decay 5e-4, lr 0.1;
+    alpha = beta = 0.1, gamma = lambda = 1, tau 0.1, T 3. Their default schedule is cosine, which configs do not
+    express: the code's multistep option instead, x0.1 at epochs 150 and 225."""
+    out = {}
+    for net in MCL_NETS:
+        for count in (2, 4):
+            config = {
+                "experiment": f"mcl_cifar100_{net}x{count}",
+                "paper": "MCL CIFAR-100",
+                "method": {"name": "mcl", "params": dict(MCL_PARAMS)},
+                "students": [net] * count,
+                "dataset": {"name": "cifar100", "batch_size": 128, "data_dir": None, "augment": "standard"},
+                "optimizer": {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9, "nesterov": True,
+                              "weight_decay": 5e-4},
+                "schedule": {"type": "step", "milestones": [150, 225], "factor": 0.1},
+                "epochs": 300,
+                "seeds": [0, 1, 2],
+                "strategy": "none",
+            }
+            header = [f"MCL (Yang et al., AAAI 2022), CIFAR-100, MCL x{count}: {count} x {NET_NAME[net]}.",
+                      "The authors' code trains with a cosine schedule by default; configs express step schedules "
+                      "only: its multistep option (x0.1 at 150, 225).",
+                      "The memory of embeddings follows the authors' ImageNet code (their CIFAR code contrasts "
+                      "within the batch): keras_okd/knowledge/features/mcl.py.",
+                      "Baseline column: --set 'method={name: independent}'."]
+            out[f"mcl/cifar100_{net}x{count}.yaml"] = (config, header)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------- SwitOKD
+def switokd_configs():
+    """SwitOKD (Qian et al., ECCV 2022), the authors' CIFAR-100 code (SwitOKD_code/CIFAR-100/WRN16-2_0.5mobilenetv2):
+    teacher WRN-16-2, student MobileNetV2 x0.5, batch 128, SGD momentum 0.9, weight decay 5e-4, x0.1 at epochs 140,
+    200, 250 of 300; tau 1; the teacher's lr 0.1 and the student's 0.01 (two optimizers there, one here: 0.1)."""
+    config = {
+        "experiment": "switokd_cifar100_wrn_16_2_mobilenet_v2_x0_5",
+        "paper": "SwitOKD CIFAR-100",
+        "method": {"name": "switokd", "params": {"teacher": 0, "temperature": 1.0}},
+        "students": ["wrn_16_2", "mobilenet_v2_x0_5"],
+        "dataset": {"name": "cifar100", "batch_size": 128, "data_dir": None, "augment": "standard"},
+        "optimizer": {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4},
+        "schedule": {"type": "step", "milestones": [140, 200, 250], "factor": 0.1},
+        "epochs": 300,
+        "seeds": [0],
+        "strategy": "none",
+    }
+    header = ["SwitOKD (Qian et al., ECCV 2022), CIFAR-100: teacher WRN-16-2, student MobileNetV2 x0.5 (the authors' "
+              "code for this pair).",
+              "Their code steps the teacher with lr 0.1 and the student with 0.01 (two optimizers); one optimizer "
+              "here at 0.1: --set optimizer.learning_rate=0.01 for the student's.",
+              "Other columns: --set 'method={name: dml}', --set 'method={name: independent}'."]
+    return {"switokd/cifar100_wrn_16_2_mobilenet_v2_x0_5.yaml": (config, header)}
+
+
 # ---------------------------------------------------------------------------------------------------------- digits
 def digits_configs():
     """Quick configs on the bundled digits (no download): two simple CNNs, 20 epochs, about 15 s a run on 2 cores."""
@@ -436,7 +497,8 @@ def render(path, config, header):
 
 
 def all_configs():
-    return {**tsb_configs(), **dkel_configs(), **dkel_compared_configs(), **digits_configs(), **fashion_mnist_configs()}
+    return {**tsb_configs(), **dkel_configs(), **dkel_compared_configs(), **mcl_configs(), **switokd_configs(),
+            **digits_configs(), **fashion_mnist_configs()}
 
 
 def main(argv=None):

@@ -207,7 +207,7 @@ class OnlineDistiller(keras.Model):
         total = sum((ops.cast(loss, "float32") for loss in self.losses), ops.zeros((), "float32"))
         total = total + coupled_weight_decay(self.trainable_variables, getattr(self, "coupled_weight_decay", 0.0))
         ce = peer_cross_entropy(labels, peer_logits, sample_weight)
-        total = total + self.ce_weight * ops.sum(ce)
+        ce_scale = ops.ones_like(ce)  # a part may pause a peer's CE (SwitOKD's expert mode): "ce_scale"
         pending = []
         for k, part in enumerate(self.knowledge):
             knowledge = part.targets(peer_logits, context)
@@ -215,8 +215,11 @@ class OnlineDistiller(keras.Model):
             total = total + part.weight * ops.cast(part.schedule, "float32") * ops.sum(terms)
             total = total + sum(knowledge.get("losses", {}).values(), ops.zeros((), "float32"))
             self.logs.update_part(k, terms, knowledge.get("losses", {}))
+            if "ce_scale" in knowledge:
+                ce_scale = ce_scale * ops.stop_gradient(ops.cast(knowledge["ce_scale"], "float32"))
             if "state" in knowledge:
                 pending.append((part, knowledge["state"]))
+        total = total + self.ce_weight * ops.sum(ce * ce_scale)
 
         if training:
             finite = ops.isfinite(total)

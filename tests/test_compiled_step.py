@@ -23,6 +23,17 @@ def views():
     return keras_okd.data.peer_views(8, 8, padding=1)
 
 
+def flatten_layers(students):
+    """Each tiny student's flattened features, by its own (automatic) layer name."""
+    return [[next(layer.name for layer in s.layers if isinstance(layer, keras.layers.Flatten))] for s in students]
+
+
+def mcl():
+    pair = [tiny_student(name=f"s{i}") for i in range(2)]
+    return keras_okd.methods.mcl(pair, num_train_samples=len(X), layers=flatten_layers(pair), num_negatives=16,
+                                 embedding_dim=8)
+
+
 PRESETS = {
     "independent": lambda: keras_okd.methods.independent([tiny_student(name=f"s{i}") for i in range(2)]),
     "dml": lambda: keras_okd.methods.dml([tiny_student(name=f"s{i}") for i in range(2)]),
@@ -34,6 +45,8 @@ PRESETS = {
     "cl": lambda: keras_okd.methods.cl(branches(False)),
     "okddip": lambda: keras_okd.methods.okddip(branches(False)),
     "kd": lambda: keras_okd.methods.kd([tiny_student(name=f"s{i}") for i in range(2)], teacher=tiny_student(name="t")),
+    "mcl": mcl,
+    "switokd": lambda: keras_okd.methods.switokd([tiny_student(name=f"s{i}") for i in range(2)]),
 }
 
 
@@ -51,7 +64,7 @@ def test_training_step_compiles(name):
     jit_compile = True if BACKEND == "tensorflow" else "auto"
     distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=jit_compile)
     assert distiller.jit_compile is True
-    inputs = INDEXED if name == "tsb" else X
+    inputs = INDEXED if any(part.needs_index for part in distiller.knowledge) else X
     history = distiller.fit(inputs, Y, batch_size=32, epochs=1, verbose=0, shuffle=False)
     assert distiller.jit_compile is True
     assert np.isfinite(history.history["loss"][-1])

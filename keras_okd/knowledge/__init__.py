@@ -9,6 +9,7 @@ from keras_okd.knowledge.features import (
     ContrastiveRepresentation,
     FeatureDistillation,
     FitNet,
+    MutualContrastive,
     NeuronSelectivityTransfer,
     ProbabilisticKT,
     RelationalKD,
@@ -19,6 +20,7 @@ from keras_okd.knowledge.trained_ensembles import GateEnsemble, GateHead, PeerEn
 from keras_okd.knowledge.teacher_targets import TeacherEnsemble, TeacherPeers
 from keras_okd.knowledge.peer_distillation import PeerDistillation
 from keras_okd.knowledge.spatial_integrator import SpatialIntegrator
+from keras_okd.knowledge.switchable import SwitchableDistillation
 from keras_okd.knowledge.temporal_accumulator import TemporalAccumulator
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "GateEnsemble",
     "GateHead",
     "KnowledgePart",
+    "MutualContrastive",
     "NeuronSelectivityTransfer",
     "PeerConsensus",
     "PeerDistillation",
@@ -41,6 +44,7 @@ __all__ = [
     "RelationalKD",
     "SimilarityPreserving",
     "SpatialIntegrator",
+    "SwitchableDistillation",
     "TeacherEnsemble",
     "TeacherPeers",
     "TemporalAccumulator",

@@ -133,7 +133,8 @@ class KnowledgePart(keras.layers.Layer):
 
         Returns:
             A dict with `"targets"` and `"pair_weights"`, or `"peer_losses"` `(peers,)`; optionally `"losses"`
-            (name -> scalar, declared in `loss_names`) and `"state"` (passed to `commit`).
+            (name -> scalar, declared in `loss_names`), `"state"` (passed to `commit`) and `"ce_scale"` `(peers,)`,
+            a factor (no gradient) on each peer's cross-entropy (0 pauses a peer: SwitOKD's expert mode).
         """
         raise NotImplementedError(f"{type(self).__name__} must implement targets().")
 

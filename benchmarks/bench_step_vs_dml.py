@@ -1,0 +1,74 @@
+"""Training-step throughput of MCL or SwitOKD next to DML's, on the same networks (issue 22).
+
+    --method mcl      2 x resnet32 (CIFAR-100 shapes, batch 128): MCL's heads, memory reads of 8192 keys per anchor
+                      and memory writes, against DML
+    --method switokd  the same pair: SwitOKD's switch (three L1 distances per step), against DML
+
+Both arms are built in one process on the current backend and timed in interleaved rounds (order alternating) on
+the same in-memory random data after a full warm-up; the median of the per-round ratios of images/second is reported
+(benchmarks/bench_step.py's method: on a 2-core CPU single timings are noisy).
+
+    KERAS_BACKEND=tensorflow python benchmarks/bench_step_vs_dml.py --method mcl --rounds 5 --steps 5
+
+Measured on 2 shared CPU cores (load average 8-12 from other jobs; TensorFlow; `--rounds 3 --steps 3`):
+MCL with 8192 keys per anchor 13.1 img/s against DML's 51.0, ratio 0.261 (0.256-0.278); with `--negatives 1024`
+42.8 against 56.5, ratio 0.913 (0.579-1.004); SwitOKD 40.0 against 50.9, ratio 0.784 (0.700-0.877). MCL's cost is
+its per-anchor keys: each step gathers batch x keys memory rows per network (1 GB at 128 x 8192 x 2 x 128 floats)
+and scores every anchor against every network's rows, as the authors' ImageNet code does.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+
+import keras
+
+import keras_okd
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_step import dataset, interleaved  # noqa: E402
+
+
+def build(arm, args):
+    keras.utils.set_random_seed(0)
+    students = [keras_okd.models.get(args.model, num_classes=args.classes, input_shape=args.shape)
+                for _ in range(args.students)]
+    if arm == "mcl":
+        d = keras_okd.methods.mcl(students, num_train_samples=args.samples, num_negatives=args.negatives)
+    elif arm == "switokd":
+        d = keras_okd.methods.switokd(students)
+    else:
+        d = keras_okd.methods.dml(students)
+    d.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), coupled_weight_decay=5e-4)
+    return d
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", choices=("mcl", "switokd"), default="mcl")
+    parser.add_argument("--model", default="resnet32")
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--students", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per round and arm")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=50_000, help="MCL memory size N (training-set size)")
+    parser.add_argument("--negatives", type=int, default=8192, help="MCL keys per anchor")
+    args = parser.parse_args()
+    args.shape = (8, 8, 1) if args.model.startswith("simple_cnn") else (32, 32, 3)
+
+    ds = dataset(args.batch * args.steps, args.shape, args.classes, args.batch)
+    speeds, ratios = interleaved({m: build(m, args) for m in (args.method, "dml")}, ds, args)
+    print(f"backend {keras.backend.backend()}, {args.method} vs dml: {args.students} x {args.model}, {args.classes} "
+          f"classes, batch {args.batch}, {args.rounds} interleaved rounds of {args.steps} steps"
+          + (f", {args.negatives} keys per anchor, memory of {args.samples}" if args.method == "mcl" else ""))
+    print("| arm | images/s (median) |\n|---|---:|")
+    for m in speeds:
+        print(f"| {m} | {statistics.median(speeds[m]):.1f} |")
+    print(f"ratio {args.method} / dml: median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, "
+          f"max {max(ratios):.3f})")
+
+
+if __name__ == "__main__":
+    main()
