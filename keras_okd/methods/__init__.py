@@ -74,7 +74,6 @@ def register(name, preset=None, overwrite=False):
     return _METHODS.register(name, preset, overwrite=overwrite)
 
 
-<<<<<<< HEAD
 # Every public module of this package holds a built-in preset, registered with `@register(name)` as it is imported.
 for _info in pkgutil.iter_modules(__path__):
     if not _info.name.startswith("_"):
@@ -83,7 +82,3 @@ _BUILTIN = dict(_METHODS._entries)
 globals().update(_BUILTIN)  # keras_okd.methods.dml, .tsb, ...: the presets by their names
 
 __all__ = ["get", "names", "register", *sorted(_BUILTIN)]
-=======
-__all__ = ["cl", "dkel", "dml", "get", "independent", "kd", "kdcl", "mcl", "names", "okddip", "one", "pcl", "register",
-           "switokd", "tsb"]
->>>>>>> methods
