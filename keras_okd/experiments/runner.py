@@ -34,6 +34,7 @@ completed run (`results.json` present) is not trained again.
 
 import importlib.util
 import inspect
+import json
 import os
 import shutil
 import sys
@@ -344,8 +345,10 @@ def _run_owned(config, run_dir, seed, callbacks, verbose):
     resolved = with_seed(config, seed)
     results_path = os.path.join(run_dir, RESULTS)
     checkpoint = RunCheckpoint(os.path.join(run_dir, BACKUP), os.path.join(run_dir, HISTORY),
-                               os.path.join(run_dir, PROGRESS), verbose=verbose)
+                               os.path.join(run_dir, PROGRESS), verbose=verbose,
+                               config=json.loads(json.dumps(dict(resolved))))
     _check_same_config(run_dir, resolved, checkpoint)
+    checkpoint.check_resume()  # a backup of another config, backend or version is not resumed by this one
     if os.path.exists(results_path):
         results, problem = read_json(results_path)
         if problem is None and isinstance(results, dict):

