@@ -203,9 +203,11 @@ def setup_versions():
 
     Example:
 
+    >>> import keras
     >>> from keras_okd.experiments.state import setup_versions
-    >>> sorted(setup_versions())[:2]
-    ['backend', 'keras']
+    >>> versions = setup_versions()
+    >>> versions["keras"] == keras.__version__ and versions["backend"] in versions
+    True
     """
     backend = keras.backend.backend()
     engine = sys.modules.get({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend, backend))
@@ -420,34 +422,59 @@ def history_text(rows):
 
 def read_history_rows(path):
     """`(rows, problems)`: the complete rows of a `history.csv` as dicts of floats (epoch as int), one per epoch
-    in order, and a list of what was skipped (a second header, a row cut short, a repeated epoch keeps its last
-    row)."""
+    in order, and a list of what was skipped (a second header, a row cut short, a line of bytes that are not text
+    or not a row, a repeated epoch keeps its last row). Never raises on the file's content.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "history.csv")
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(b"epoch,loss\\r\\n0,2.5\\r\\n\\xff\\xfe garbage\\r\\n1,1.5\\r\\n")
+    >>> rows, problems = read_history_rows(path)
+    >>> [(row["epoch"], row["loss"]) for row in rows], problems[0].endswith("bytes that are not text; ignored")
+    ([(0, 2.5), (1, 1.5)], True)
+    """
+    rows, problems, _ = _read_history(path)
+    return rows, problems
+
+
+def _read_history(path):
+    """`read_history_rows`, and whether the file is damaged beyond a last row cut short by a kill."""
     problems = []
+    damaged = False
     if not os.path.exists(path):
-        return [], problems
-    with open(path, newline="") as f:
-        text = f.read()
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith(("\n", "\r")):
+        return [], problems, damaged
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.splitlines(keepends=True)
+    if lines and not lines[-1].endswith((b"\n", b"\r")):
         problems.append(f"{path}: its last line is cut short (a write was interrupted); ignored")
         lines = lines[:-1]
-    reader = csv.reader(lines)
     header = None
     rows = {}
-    for number, fields in enumerate(reader, start=1):
+    for number, raw in enumerate(lines, start=1):
+        try:
+            line = raw.decode("utf-8")
+            fields = next(csv.reader([line]), [])
+        except (UnicodeDecodeError, csv.Error):
+            problems.append(f"{path}:{number}: bytes that are not text; ignored")
+            damaged = True
+            continue
         if not fields:
             continue
         if header is None:
             header = fields
             if "epoch" not in header:
-                problems.append(f"{path}: line 1 is not a history header; the file is ignored")
-                return [], problems
+                problems.append(f"{path}: line {number} is not a history header; the file is ignored")
+                return [], problems, True
             continue
         if fields == header:
             problems.append(f"{path}:{number}: a second header (two sessions appended); ignored")
             continue
         if len(fields) != len(header):
             problems.append(f"{path}:{number}: {len(fields)} fields where the header has {len(header)}; ignored")
+            damaged = True
             continue
         parsed = {}
         for key, value in zip(header, fields):
@@ -457,11 +484,32 @@ def read_history_rows(path):
                 parsed[key] = value
         try:
             parsed["epoch"] = int(parsed["epoch"])
-        except (TypeError, ValueError):
-            problems.append(f"{path}:{number}: epoch {parsed['epoch']!r} is not a number; ignored")
+        except (TypeError, ValueError, OverflowError):
+            problems.append(f"{path}:{number}: epoch {_short(parsed['epoch'])} is not a number; ignored")
+            damaged = True
             continue
         rows[parsed["epoch"]] = parsed
-    return [rows[e] for e in sorted(rows)], problems
+    return [rows[e] for e in sorted(rows)], problems, damaged
+
+
+def move_aside(path, suffix="damaged"):
+    """Rename a damaged file to `<path>.<suffix>` (`.<suffix>-2`, ... when taken), keeping it for inspection;
+    returns the new name.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "history.csv")
+    >>> open(path, "w").close()
+    >>> os.path.basename(move_aside(path)), os.path.exists(path)
+    ('history.csv.damaged', False)
+    """
+    target, n = f"{path}.{suffix}", 1
+    while os.path.exists(target):
+        n += 1
+        target = f"{path}.{suffix}-{n}"
+    os.replace(path, target)
+    return target
 
 
 # ---------------------------------------------------------------------------------------------------------- checkpoint
@@ -640,7 +688,12 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.model._initial_epoch = epoch or None
         existing = []
         if self.history_path:
-            existing, _ = read_history_rows(self.history_path)
+            existing, found, damaged = _read_history(self.history_path)
+            if damaged:  # keep the damaged file for inspection; the history is rebuilt below
+                aside = move_aside(self.history_path)
+                print(f"warning: {self.history_path} is damaged ({'; '.join(found)[:600]}); moved aside to {aside}; "
+                      "the history is rebuilt from the " + ("backup." if self.restored else "rows that read."),
+                      file=sys.stderr)
         if self.restored and self.restored.get("rows") is not None:
             self.rows = list(self.restored["rows"])
             self.seconds = float(self.restored.get("seconds") or 0.0)
@@ -651,9 +704,9 @@ class RunCheckpoint(keras.callbacks.Callback):
             text = history_text(self.rows)
             current = None
             if os.path.exists(self.history_path):
-                with open(self.history_path, newline="") as f:
+                with open(self.history_path, "rb") as f:
                     current = f.read()
-            if current != text:
+            if current != text.encode():
                 atomic_write(self.history_path, text)
         self._write_progress()
 

@@ -142,3 +142,40 @@ def test_editing_a_killed_runs_config_yaml_does_not_resume_it(tmp_path, capsys):
     assert code == 2 and "Traceback" not in err
     assert "optimizer.learning_rate: 0.05 in the backup, 0.5 now" in err
     assert sorted(os.listdir(run_dir / "backup")) == backup and (run_dir / "history.csv").read_bytes() == history
+
+
+# ------------------------------------------------------------------------------------------------ damaged history
+_GARBAGE = bytes(np.random.default_rng(3).integers(0, 256, 4096, dtype=np.uint8))
+
+
+def test_garbage_in_history_csv_is_moved_aside_and_the_history_rebuilt_from_the_backup(tmp_path, capsys):
+    straight, _ = _fit(tmp_path / "a", 4)
+    _killed(tmp_path / "b")
+    history = tmp_path / "b" / "history.csv"
+    history.write_bytes(history.read_bytes() + _GARBAGE)  # the issue: every rerun failed with UnicodeDecodeError
+    resumed, checkpoint = _fit(tmp_path / "b", 4, verbose=0)
+    assert checkpoint.restored["epoch"] == 2
+    aside = tmp_path / "b" / "history.csv.damaged"
+    assert aside.read_bytes().endswith(_GARBAGE)
+    err = capsys.readouterr().err
+    assert f"{history} is damaged" in err and f"moved aside to {aside}" in err
+    assert history.read_bytes() == (tmp_path / "a" / "history.csv").read_bytes()
+    for u, v in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_report_reads_a_history_with_garbage_bytes(tmp_path, capsys):
+    from keras_okd.experiments import make_report
+    from keras_okd.experiments.state import history_text
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    dump_config({**config_from_dict(GOOD), "seeds": [0]}, run_dir / "config.yaml")
+    rows = [{"epoch": e, "loss": 1.0, "val_ensemble_accuracy": 0.5, "val_student_0_accuracy": 0.4,
+             "val_student_1_accuracy": 0.45} for e in range(2)]
+    (run_dir / "history.csv").write_bytes(history_text(rows).encode() + _GARBAGE)
+    report = make_report([run_dir], tmp_path / "out")
+    assert report["runs"] == 1 and "| 40.00 | 45.00 | 50.00 |" in report["table"]
+    assert any("bytes that are not text" in p for p in report["problems"])
+    assert cli.main(["report", str(run_dir), "--out", str(tmp_path / "out2")]) == 1
+    assert "Traceback" not in capsys.readouterr().err
