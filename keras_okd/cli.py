@@ -37,7 +37,6 @@ Every name the CLI accepts comes from the registries (`keras_okd.methods`, `kera
 
 import argparse
 import datetime
-import errno
 import inspect
 import json
 import os
@@ -208,8 +207,9 @@ def _load_plugins(specs):
     return None
 
 
-#: Errors of the disk under a run directory (full, over quota, read-only, no permission): reported, not a traceback.
-_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+#: Exit status of a command stopped by its disk (full, over quota, read-only, no permission; see
+#: keras_okd.experiments.state.DiskError): the message names the file and what is still safe.
+DISK_EXIT = 1
 
 
 class Interrupted(Exception):
@@ -222,12 +222,12 @@ def _guarded(command, args):
     (128 + SIGINT, the shell's convention)."""
     from keras_okd.data import DatasetNotFoundError
     from keras_okd.experiments import ConfigError
-    from keras_okd.experiments.report import NoRunsError
+    from keras_okd.experiments.report import NoRunsError, OutDirectoryError
     from keras_okd.experiments.runner import RunDirectoryError
 
     try:
         return command(args)
-    except (ConfigError, DatasetNotFoundError, RunDirectoryError, NoRunsError) as error:
+    except (ConfigError, DatasetNotFoundError, RunDirectoryError, NoRunsError, OutDirectoryError) as error:
         print(f"keras-okd {args.command}: {error}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Interrupted) as error:
@@ -266,7 +266,7 @@ def train_config(args):
     for seed, run_dir in experiments.run_dirs(config, args.run_dir, seeds):
         result = _train_run(config, run_dir, seed, args.verbose, [d for d, _ in results])
         if result is None:
-            return 1
+            return DISK_EXIT
         results.append((run_dir, result))
         print(f"Wrote {run_dir}")
     print()
@@ -316,7 +316,8 @@ def evaluate_runs(args):
             else:
                 lines.append(f"| {run_dir} | {name}: {score['file']} {score['error'][:120]} | – | – |")
         problems += result["problems"]
-        print(f"Wrote {os.path.join(run_dir, 'evaluation.json')}")
+        if result.get("saved"):
+            print(f"Wrote {result['saved']}")
     print("\n".join(lines))
     for problem in problems:
         print(f"keras-okd evaluate: {problem}", file=sys.stderr)
@@ -329,7 +330,8 @@ def report_runs(args):
 
     report = make_report(args.run_dirs, args.out)
     print(report["table"])
-    print(f"Wrote the table of {report['runs']} runs to {report['markdown']} (numbers in {report['json']})")
+    if report["markdown"]:
+        print(f"Wrote the table of {report['runs']} runs to {report['markdown']} (numbers in {report['json']})")
     for path in report["plots"]:
         print(f"Wrote curves {path}")
     for problem in report["problems"]:
@@ -416,11 +418,20 @@ def _train_run(config, run_dir, seed, verbose, finished=(), rerun="rerun the sam
             + (f" (finished: {', '.join(finished)})" if finished else "") + "."
         ) from None
     except OSError as error:
-        if error.errno not in _DISK_ERRORS:
+        from keras_okd.experiments.state import DiskError, disk_errno
+
+        code = disk_errno(error)
+        if code is None:
             raise
-        print(f"keras-okd train: cannot write {error.filename or run_dir}: {error.strerror}. Every file of the "
-              f"run is written aside first, so {run_dir} still holds its last complete backup: make room (or "
-              f"fix the permissions) and {rerun} to resume.", file=sys.stderr)
+        from keras_okd.experiments.runner import BACKUP, RunCheckpoint
+
+        what = str(error) if isinstance(error, DiskError) else \
+            f"cannot write {error.filename or run_dir}: {os.strerror(code)}"
+        done = RunCheckpoint(os.path.join(run_dir, BACKUP)).latest_epoch() if os.path.isdir(run_dir) else 0
+        kept = f"its backup after epoch {done}" if done else "every file written before (no epoch was complete yet)"
+        print(f"keras-okd train: {what}. Every file of the run is written aside first and no temporary file is "
+              f"left, so {run_dir} still holds {kept}: make room (or fix the permissions) and {rerun} to resume.",
+              file=sys.stderr)
         return None
 
 
@@ -455,7 +466,7 @@ def train_demo(args):
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
         if result is None:
-            return 1
+            return DISK_EXIT
         results[name] = result
         print(f"Wrote {arm_dir}")
 

@@ -51,7 +51,7 @@ import statistics
 
 from keras_okd.experiments.config import load_config
 from keras_okd.experiments.runner import CONFIG, HISTORY, RESULTS, metric_keys, read_history
-from keras_okd.experiments.state import atomic_json, atomic_save, atomic_write, read_json
+from keras_okd.experiments.state import DiskError, atomic_json, atomic_save, atomic_write, disk_errno, read_json
 from keras_okd.experiments.stats import BETTER, UNDISTINGUISHED, WORSE, paired_difference
 from keras_okd.knowledge.features import METHODS
 
@@ -62,6 +62,21 @@ _SKIP = {"backup", "tensorboard", "report"}
 
 class NoRunsError(FileNotFoundError):
     """Nothing to report: a path is not a directory, or no run under it has a complete epoch."""
+
+
+class OutDirectoryError(NotADirectoryError):
+    """The report's output path (`--out`) exists and is not a directory; raised by `make_report` before reading
+    any run. The CLI prints the message and exits with status 2.
+
+    Example:
+
+    ```python
+    try:
+        make_report(["runs/x"], "notes.txt")      # an existing file
+    except OutDirectoryError as error:
+        print(error)                              # "... is a file, not a directory: pass --out DIR ..."
+    ```
+    """
 
 
 class Run:
@@ -503,11 +518,15 @@ def make_report(paths, out_dir=None):
 
     Returns:
         `{"markdown": path, "json": path, "plots": [paths], "runs": number of runs reported, "table": Markdown,
-        "problems": [what was damaged or left out, and why]}`.
+        "problems": [what was damaged or left out, and why]}`. When `out_dir` cannot be written (a full or read-only
+        disk), `markdown` and `json` are None, `plots` lists what was written, and a problem says so: the table is
+        still returned (the runs are only read, so a run directory on a read-only disk reports with another
+        `out_dir`).
 
     Raises:
         NoRunsError: a path is not a directory, or no run under the paths has a complete epoch (the message lists
             why each run was left out).
+        OutDirectoryError: `out_dir` exists and is not a directory.
 
     Example:
 
@@ -520,6 +539,9 @@ def make_report(paths, out_dir=None):
     from keras_okd.experiments.config import ConfigError
 
     paths = [str(p) for p in paths]
+    if out_dir is not None and os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise OutDirectoryError(f"{out_dir} is a file, not a directory: pass --out DIR, a directory to write the "
+                                "report into (created if needed).")
     run_paths = find_runs(paths)
     if not run_paths:
         raise NoRunsError(f"No run directories (with {CONFIG} and {HISTORY}) under {', '.join(paths)}.")
@@ -541,10 +563,25 @@ def make_report(paths, out_dir=None):
     groups = build_groups(runs)
     problems += _seed_problems(groups)
     out_dir = out_dir or default_out_dir(paths)
-    os.makedirs(out_dir, exist_ok=True)
-    plots = plot_curves(groups, out_dir)
     pairs = {id(g): paired_to_independent(groups, g) for g in groups}
     table = markdown_table(groups, pairs)
+    plots = []
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        plots = plot_curves(groups, out_dir)
+        return _write_report(out_dir, groups, pairs, table, plots, runs, problems)
+    except OSError as error:
+        if disk_errno(error) is None:
+            raise
+        what = str(error) if isinstance(error, DiskError) else f"cannot write {error.filename}: {error.strerror}"
+        problems.append(f"{what}: the report is not saved in {out_dir}. The "
+                        "table is printed; the runs were only read. Pass --out DIR on a disk that can be written.")
+        return {"markdown": None, "json": None, "plots": plots, "runs": len(runs), "table": table,
+                "problems": problems}
+
+
+def _write_report(out_dir, groups, pairs, table, plots, runs, problems):
+    """`report.md` and `report.json` of `make_report`; its return value."""
     markdown = "# keras-okd report\n\n" + table + "\n"
     markdown += "".join(f"![{os.path.basename(path)}]({os.path.basename(path)})\n\n" for path in plots)
     markdown += "Runs:\n\n" + "".join(f"- {os.path.relpath(r.path, out_dir)}\n" for r in runs)

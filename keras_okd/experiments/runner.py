@@ -57,6 +57,7 @@ from keras_okd.experiments.config import (
     with_seed,
 )
 from keras_okd.experiments.state import (
+    DiskError,
     RunCheckpoint,
     RunDirectoryError,
     RunLock,
@@ -64,6 +65,7 @@ from keras_okd.experiments.state import (
     atomic_json,
     atomic_save,
     atomic_write,
+    disk_guarded,
     read_history_rows,
     read_json,
     remove_temporaries,
@@ -370,8 +372,8 @@ def _run_owned(config, run_dir, seed, callbacks, verbose):
     history_path = os.path.join(run_dir, HISTORY)
     fit_callbacks = keras_okd.callbacks.for_method(distiller) + ([clock] if clock is not None else []) + [
         checkpoint,  # before CSVLogger: it restores the history that CSVLogger appends to
-        keras.callbacks.CSVLogger(history_path, append=True),
-        *tensorboard(os.path.join(run_dir, "tensorboard")),
+        disk_guarded(keras.callbacks.CSVLogger(history_path, append=True), history_path),
+        *[disk_guarded(board, board.log_dir) for board in tensorboard(os.path.join(run_dir, "tensorboard"))],
         keras.callbacks.LearningRateScheduler(lr_schedule(resolved)),
         *callbacks,
     ]
@@ -493,7 +495,8 @@ def save_portable(model, path):
         rebuilt = model.__class__.from_config(plain)
         rebuilt.set_weights(model.get_weights())
         model = rebuilt
-    atomic_save(model.save, path)  # written aside, then renamed: a kill never leaves half a model
+    needs = sum(w.nbytes for w in model.get_weights())  # checked free first: the zip holds every weight
+    atomic_save(model.save, path, needs=needs)  # written aside, then renamed: a kill never leaves half a model
 
 
 def save_models(distiller, models, students, run_dir):
@@ -615,8 +618,9 @@ def evaluate_run(run_dir, batch_size=None):
 
     Returns:
         `{"backend", "num_test_samples", "scores": {"student_0": {"accuracy", "loss", "file"}, ..., "teacher_0": ...,
-        "ensemble": ..., "peers_mean": ...}, "problems": [...]}` (accuracy a fraction; loss the mean cross-entropy;
-        a file that could not be scored has `{"file", "error"}` instead).
+        "ensemble": ..., "peers_mean": ...}, "problems": [...], "saved": path}` (accuracy a fraction; loss the mean
+        cross-entropy; a file that could not be scored has `{"file", "error"}` instead; `saved` is None, and a problem
+        says why, when a full or read-only disk kept `evaluation.json` from being written).
 
     Raises:
         ConfigError: the run's `config.yaml` is missing or does not read (nothing to evaluate against).
@@ -668,7 +672,13 @@ def evaluate_run(run_dir, batch_size=None):
             scores["peers_mean"] = {**_score(mean, labels), "from": "mean of the deployed peers' probabilities"}
     result = {"backend": keras.backend.backend(), "num_test_samples": int(len(labels)), "scores": scores,
               "problems": problems}
-    atomic_json(os.path.join(run_dir, "evaluation.json"), result)
+    path = os.path.join(run_dir, "evaluation.json")
+    try:
+        atomic_json(path, result)
+        result["saved"] = path
+    except DiskError as error:  # the scores are computed: return them, saying they are not saved
+        result["saved"] = None
+        problems.append(f"{error}; the scores are not saved (they are printed)")
     return result
 
 

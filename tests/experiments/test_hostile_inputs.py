@@ -179,3 +179,165 @@ def test_report_reads_a_history_with_garbage_bytes(tmp_path, capsys):
     assert any("bytes that are not text" in p for p in report["problems"])
     assert cli.main(["report", str(run_dir), "--out", str(tmp_path / "out2")]) == 1
     assert "Traceback" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ full and read-only disks
+import errno  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from keras_okd.experiments.state import DiskError, atomic_write, disk_guarded  # noqa: E402
+
+
+def _no_temporaries(folder):
+    return [p for root, _, files in os.walk(folder) for p in files if p.startswith(".tmp-")]
+
+
+def test_a_writer_failing_on_a_full_disk_is_one_disk_error_and_leaves_no_temporary(tmp_path):
+    _killed(tmp_path)
+    backups = {name: (tmp_path / "backup" / name).read_bytes() for name in os.listdir(tmp_path / "backup")}
+    model = _model()
+
+    def h5py_like(path):  # HDF5 reports a full disk as text, after writing part of the file
+        with open(path, "wb") as f:
+            f.write(b"\x89HDF half")
+        raise RuntimeError("Can't write data (file write failed: time = now, filename = x, errno = 28, error "
+                           "message = 'No space left on device')")
+
+    model.save_weights = h5py_like
+    checkpoint = RunCheckpoint(tmp_path / "backup")
+    checkpoint.set_model(model)
+    with pytest.raises(DiskError) as info:
+        checkpoint.save(3)
+    assert info.value.errno == errno.ENOSPC
+    assert str(info.value) == f"cannot write {tmp_path / 'backup' / 'epoch_00003.weights.h5'}: No space left on device"
+    assert _no_temporaries(tmp_path) == []
+    assert {n: (tmp_path / "backup" / n).read_bytes() for n in os.listdir(tmp_path / "backup")} == backups
+
+
+def test_a_backup_is_not_started_without_room_for_it_beside_the_old_ones(tmp_path, monkeypatch):
+    _killed(tmp_path)
+    backups = {name: (tmp_path / "backup" / name).read_bytes() for name in os.listdir(tmp_path / "backup")}
+    size = os.path.getsize(tmp_path / "backup" / "epoch_00002.weights.h5")
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(state.shutil, "disk_usage", lambda folder: usage._replace(free=size))
+    calls = []
+    model = _model()
+    model.save_weights = calls.append
+    checkpoint = RunCheckpoint(tmp_path / "backup")
+    checkpoint.set_model(model)
+    with pytest.raises(DiskError, match=r"epoch_00003.weights.h5: No space left on device \(it needs about "):
+        checkpoint.save(3)
+    assert calls == []  # the writer never started, and neither old backup was deleted to make room
+    assert {n: (tmp_path / "backup" / n).read_bytes() for n in os.listdir(tmp_path / "backup")} == backups
+
+
+def test_a_read_only_disk_is_one_disk_error(tmp_path):
+    def read_only(path):
+        raise OSError(errno.EROFS, "Read-only file system", path)
+
+    with pytest.raises(DiskError, match=f"cannot write {tmp_path / 'x.json'}: Read-only file system"):
+        state.atomic_save(read_only, tmp_path / "x.json")
+    atomic_write(tmp_path / "y.json", "{}")  # a plain write still works
+    assert (tmp_path / "y.json").read_text() == "{}"
+
+
+def test_callbacks_that_write_their_own_files_name_them_on_a_full_disk(tmp_path):
+    import tensorflow as tf
+
+    class Board(keras.callbacks.Callback):  # TensorBoard's summary writer raises this when the disk is full
+        def on_epoch_end(self, epoch, logs=None):
+            raise tf.errors.ResourceExhaustedError(None, None, f"{tmp_path}/tb/events.out; No space left on device")
+
+    class Logger(keras.callbacks.Callback):  # CSVLogger's open file: an OSError without a file name
+        def on_epoch_end(self, epoch, logs=None):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def on_train_end(self, logs=None):
+            raise ValueError("not a disk problem")
+
+    with pytest.raises(DiskError, match=f"cannot write {tmp_path / 'tb'}: No space left on device"):
+        disk_guarded(Board(), tmp_path / "tb").on_epoch_end(0)
+    logger = disk_guarded(Logger(), tmp_path / "history.csv")
+    with pytest.raises(DiskError, match="history.csv: No space left on device"):
+        logger.on_epoch_end(0)
+    with pytest.raises(ValueError, match="not a disk problem"):
+        logger.on_train_end()
+
+
+@pytest.fixture
+def finished(tmp_path):
+    """A run directory as a finished run leaves it, with untrained students."""
+    from keras_okd.experiments.state import history_text
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = {**config_from_dict(GOOD), "seeds": [0]}
+    dump_config(config, run_dir / "config.yaml")
+    keras.utils.set_random_seed(0)
+    distiller, models = runner.build_distiller(config, 100, 10, (8, 8, 1))
+    files = runner.save_models(distiller, models, config["students"], run_dir)
+    rows = [{"epoch": e, "loss": 1.0, "val_ensemble_accuracy": 0.5, "val_student_0_accuracy": 0.4,
+             "val_student_1_accuracy": 0.45, "val_student_0_ce": 2.0, "val_student_1_ce": 2.0} for e in range(2)]
+    (run_dir / "history.csv").write_text(history_text(rows))
+    (run_dir / "results.json").write_text(json.dumps({"epochs": 2, **files}))
+    return run_dir
+
+
+def test_evaluate_prints_its_scores_when_the_disk_is_read_only(finished, monkeypatch, capsys):
+    def read_only(path, value):
+        raise DiskError(errno.EROFS, str(path))
+
+    monkeypatch.setattr(runner, "atomic_json", read_only)
+    assert cli.main(["evaluate", str(finished)]) == 1
+    captured = capsys.readouterr()
+    assert f"| {finished} | student_0 | " in captured.out and f"| {finished} | ensemble | " in captured.out
+    assert "Wrote" not in captured.out
+    assert f"cannot write {finished / 'evaluation.json'}: Read-only file system; the scores are not saved" in \
+        captured.err and "Traceback" not in captured.err
+
+
+def test_report_prints_its_table_when_the_disk_is_read_only_and_out_can_point_elsewhere(finished, monkeypatch,
+                                                                                        tmp_path, capsys):
+    from keras_okd.experiments import report
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(report.os, "makedirs", read_only)
+    assert cli.main(["report", str(finished)]) == 1
+    captured = capsys.readouterr()
+    assert "| 40.00 | 45.00 | 50.00 |" in captured.out and "Wrote" not in captured.out
+    assert "Read-only file system: the report is not saved" in captured.err and "Pass --out DIR" in captured.err
+    assert "Traceback" not in captured.err
+    monkeypatch.undo()
+    assert cli.main(["report", str(finished), "--out", str(tmp_path / "elsewhere")]) == 0
+    assert (tmp_path / "elsewhere" / "report.md").exists()
+
+
+def _can_mount_tmpfs(folder):
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(folder)],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.heavy("tensorflow")
+def test_a_run_on_a_700_kb_tmpfs_stops_with_one_message(tmp_path):
+    """The issue's segmentation fault (rc 139 after 54 h5py tracebacks, a `.tmp-` file left): needs root and mount."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not _can_mount_tmpfs(disk):
+        pytest.skip("mounting a tmpfs needs root and mount")
+    try:
+        path = tmp_path / "c.yaml"
+        dump_config(config_from_dict({**GOOD, "epochs": 3}), path)
+        done = subprocess.run([sys.executable, "-m", "keras_okd.cli", "train", "--config", str(path), "--run-dir",
+                               str(disk / "run"), "--verbose", "0"], capture_output=True, text=True, timeout=600,
+                              cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        assert done.returncode == 1, done.stderr[-2000:]
+        assert "keras-okd train: cannot write " in done.stderr and "No space left on device" in done.stderr
+        assert "Traceback" not in done.stderr and _no_temporaries(disk) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
