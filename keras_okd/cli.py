@@ -239,15 +239,14 @@ def _strategy_before_validation(path, overrides):
     """The strategy a config asks for, read before validating it (validation builds Keras optimizers, which runs
     TensorFlow ops, and a multi-worker strategy must exist before the first one). Unreadable files give "none":
     `load_config` then reports them."""
-    import yaml
+    from keras_okd.experiments.config import ConfigError, read_yaml
 
     for item in reversed(overrides):
         if item.replace(" ", "").startswith("strategy="):
             return item.split("=", 1)[1].strip()
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
+        data, _ = read_yaml(path)  # bounded like load_config's own read: a hostile file is refused there
+    except ConfigError:
         return "none"
     return data.get("strategy", "none") if isinstance(data, dict) else "none"
 

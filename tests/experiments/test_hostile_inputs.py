@@ -341,3 +341,73 @@ def test_a_run_on_a_700_kb_tmpfs_stops_with_one_message(tmp_path):
         assert "Traceback" not in done.stderr and _no_temporaries(disk) == []
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+# ------------------------------------------------------------------------------------------------ config files
+import time  # noqa: E402
+
+from keras_okd.experiments import ConfigError, load_config  # noqa: E402
+
+
+def _config_file(tmp_path, text, name="c.yaml"):
+    path = tmp_path / name
+    (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+    return path
+
+
+def test_a_duplicate_key_is_an_error_naming_both_lines(tmp_path, capsys):
+    text = dump_config(config_from_dict(GOOD)).replace("optimizer: {name: sgd, learning_rate: 0.05",
+                                                       "optimizer: {name: sgd, learning_rate: 0.05, learning_rate: 5.0")
+    text += "epochs: 4\n"
+    path = _config_file(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    lines = text.splitlines()
+    epochs = [i + 1 for i, line in enumerate(lines) if line.startswith("epochs:")]
+    optimizer = next(i + 1 for i, line in enumerate(lines) if line.startswith("optimizer:"))
+    assert info.value.errors == [
+        f"{path}:{optimizer}: learning_rate: given twice, at lines {optimizer} and {optimizer} (YAML keeps the last "
+        "silently); keep one.",
+        f"{path}:{epochs[1]}: epochs: given twice, at lines {epochs[0]} and {epochs[1]} (YAML keeps the last "
+        "silently); keep one."]
+    assert cli.main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run")]) == 2
+    assert "given twice" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_a_nested_alias_bomb_is_refused_fast(tmp_path):
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 10):  # 9 levels of nine: the 9 levels reached 5.5 GB
+        levels.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    path = _config_file(tmp_path, "\n".join(levels) + "\nexperiment: x\n")
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"holds 4,412,961,518 YAML nodes once its aliases \(\*name\) are expanded, "
+                                          r"more than the 20,000"):
+        load_config(path)
+    assert time.perf_counter() - start < 5  # refused without expanding (it took ~80 s at 7 levels before)
+
+
+def test_a_self_referring_alias_and_deep_nesting_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="an alias refers to the node that contains it"):
+        load_config(_config_file(tmp_path, "experiment: &a [x, *a]\n"))
+    with pytest.raises(ConfigError, match="nests its values deeper"):
+        load_config(_config_file(tmp_path, "x: " + "[" * 5000 + "]" * 5000 + "\n", "deep.yaml"))
+
+
+def test_random_bytes_as_a_config_are_a_clean_config_error(tmp_path, capsys):
+    path = _config_file(tmp_path, bytes(np.random.default_rng(5).integers(0, 256, 4096, dtype=np.uint8)))
+    with pytest.raises(ConfigError, match=r"c.yaml:\d+: is not UTF-8 text \(byte 0x[0-9a-f]{2} at offset \d+\)"):
+        load_config(path)
+    assert cli.main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not UTF-8 text" in err and "Traceback" not in err
+    big = _config_file(tmp_path, "paper: x\n" + "#" * (2 << 20) + "\n", "big.yaml")
+    with pytest.raises(ConfigError, match="is larger than 1,048,576 bytes"):
+        load_config(big)
+
+
+def test_free_text_fields_are_bounded(tmp_path):
+    with pytest.raises(ConfigError, match=r"paper: is a heading: at most 500 characters, got 10,000,000"):
+        config_from_dict({**GOOD, "paper": "p" * 10_000_000})
+    with pytest.raises(ConfigError, match="experiment: names a directory: at most 128 characters, got 300"):
+        config_from_dict({**GOOD, "experiment": "e" * 300})
+    assert config_from_dict({**GOOD, "paper": "p" * 500})["paper"] == "p" * 500
