@@ -26,9 +26,14 @@ Experiments from YAML configs (schema: `keras_okd.experiments.config`; the paper
         trains every seed of the config (or only N) into DIR (default runs/<experiment>/<method>), one seed_<s>
         sub-directory per seed (DIR itself for a single seed given with --run-dir); rerunning the same command on an
         interrupted run resumes it, a completed run is skipped.
-    keras-okd evaluate RUN_DIR...      re-scores the saved students and ensemble on the test split
-    keras-okd report RUN_DIR... [--out DIR]
+    keras-okd evaluate RUN_DIR... [--batch-size N] [--import-plugins]
+        re-scores the saved students and ensemble on the test split
+    keras-okd report RUN_DIR... [--out DIR] [--import-plugins]
         the papers' table (Ind, Net 1, Net 2, ..., Ens, Avg) in Markdown and the per-student test loss/accuracy curves
+
+A config's `imports:` (and `--import`) are Python files or modules that are imported, so their code runs: train only
+configs you trust. `evaluate` and `report` read a run directory without importing its plugins unless given
+`--import-plugins` (evaluate needs them only for a dataset or model layers they register).
     keras-okd methods [--import FILE]  the registered methods, one line each (plugins' too)
 
 Every name the CLI accepts comes from the registries (`keras_okd.methods`, `keras_okd.models`, `keras_okd.data`,
@@ -65,7 +70,8 @@ def _parser():
                                          "--config: a YAML experiment)")
     train.add_argument("--config", default=None, metavar="FILE",
                        help="YAML experiment config (see configs/); without it, the quick demo runs (default: on the "
-                            "bundled digits)")
+                            "bundled digits). A config's `imports:` are Python files or modules that are imported, "
+                            "so their code runs: train only configs you trust")
     train.add_argument("--strategy", default=None, choices=STRATEGIES,
                        help="with --config: multi-device training (the config key `strategy`; see "
                             "keras_okd.distribute)")
@@ -103,11 +109,18 @@ def _parser():
     evaluate = sub.add_parser("evaluate", help="re-score the saved students and ensemble of runs on the test split")
     evaluate.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                           help="run directories (or directories holding them)")
-    evaluate.add_argument("--batch-size", type=int, default=None, help="test batch size (default: the config's)")
+    evaluate.add_argument("--batch-size", type=int, default=None, help="test batch size, >= 1 (default: the config's)")
+    evaluate.add_argument("--import-plugins", action="store_true",
+                          help="import the runs' plugins (their config's `imports:`; this runs their code), needed "
+                               "only when a run's dataset or model layers come from them; default: not imported")
     report = sub.add_parser("report", help="Markdown table and training curves of runs, in the papers' layout")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (or directories holding them)")
     report.add_argument("--out", default=None, metavar="DIR",
-                        help="output directory (default: <common parent of the RUN_DIRs>/report)")
+                        help="output directory (default: <common parent of the RUN_DIRs>/report; another disk for "
+                             "runs on a read-only one)")
+    report.add_argument("--import-plugins", action="store_true",
+                        help="import the runs' plugins (their config's `imports:`; this runs their code) and check "
+                             "their configs in full; default: not imported (a report reads names and numbers)")
     methods = sub.add_parser("methods", help="list the registered methods (built-in, entry points and --import)")
     methods.add_argument("--import", action="append", default=[], dest="imports", metavar="PLUGIN",
                          help="import a plugin (.py file or module) first (repeatable)")
@@ -136,6 +149,8 @@ def main(argv=None):
                          "--set (e.g. --set epochs=5 --set method.params.beta=0.5; plugins: the config's `imports:`).")
         return _guarded(train_config, args)
     if args.command == "evaluate":
+        if args.batch_size is not None and args.batch_size < 1:
+            parser.error(f"--batch-size {args.batch_size}: accepted: an integer >= 1 (leave it out for the config's).")
         return _guarded(evaluate_runs, args)
     if args.command == "report":
         return _guarded(report_runs, args)
@@ -304,7 +319,7 @@ def evaluate_runs(args):
     problems = []
     for run_dir in runs:
         try:
-            result = evaluate_run(run_dir, batch_size=args.batch_size)
+            result = evaluate_run(run_dir, batch_size=args.batch_size, import_plugins=args.import_plugins)
         except ConfigError as error:  # this run's config.yaml: say so, evaluate the others
             problems.append(f"{run_dir}: not evaluated: {error}")
             continue
@@ -327,7 +342,7 @@ def report_runs(args):
     """`keras-okd report RUN_DIR... [--out DIR]`: Markdown table and curve PNGs."""
     from keras_okd.experiments import make_report
 
-    report = make_report(args.run_dirs, args.out)
+    report = make_report(args.run_dirs, args.out, import_plugins=args.import_plugins)
     print(report["table"])
     if report["markdown"]:
         print(f"Wrote the table of {report['runs']} runs to {report['markdown']} (numbers in {report['json']})")

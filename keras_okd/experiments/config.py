@@ -311,6 +311,53 @@ def _check_graph(root, path):
         raise ConfigError(errors)
 
 
+def load_run_config(path, import_plugins=False):
+    """A run directory's `config.yaml` (the resolved config the runner wrote), for reading the run: `evaluate`,
+    `report`.
+
+    A config without `imports:` is checked in full (`load_config(path, check_params=False)`). One with `imports:` is,
+    unless `import_plugins`, read without importing them: importing a plugin runs its code, and a run directory
+    received from someone else must be readable without running theirs. Its sections are then checked for the
+    shapes a reader needs (names are not looked up: the plugins may register them).
+
+    Args:
+        path: the run's `config.yaml`.
+        import_plugins: import the config's plugins and check it in full (runs their code).
+
+    Returns:
+        A `ResolvedConfig`.
+
+    Raises:
+        ConfigError: the file does not read, or a section does not have the shape the runner writes.
+
+    Example:
+
+    ```python
+    config = load_run_config("runs/x/seed_0/config.yaml")       # its plugins are not imported
+    config["imports"], config["method"]["name"], config["students"]
+    ```
+    """
+    path = str(path)
+    data, sources = read_yaml(path)
+    if import_plugins or not (isinstance(data, dict) and data.get("imports")):
+        return load_config(path, check_params=False)
+    checks = {"experiment": str, "paper": str, "imports": list, "method": dict, "students": (list, dict),
+              "dataset": dict, "optimizer": dict, "schedule": dict, "epochs": int, "seeds": list, "strategy": str}
+    errors = [f"{sources.where((key,))}: {key}: expected {_describe(kind if isinstance(kind, tuple) else (kind,))}"
+              f", got {type(data.get(key)).__name__} (a run's config.yaml holds every section)."
+              for key, kind in checks.items() if not isinstance(data.get(key), kind)]
+    for section in ("method", "dataset", "optimizer"):
+        if isinstance(data.get(section), dict) and not isinstance(data[section].get("name"), str):
+            errors.append(f"{sources.where((section,))}: {section}.name: expected a string.")
+    if isinstance(data.get("seeds"), list) and not all(isinstance(v, int) for v in data["seeds"]):
+        errors.append(f"{sources.where(('seeds',))}: seeds: expected integers.")
+    if errors:
+        raise ConfigError(errors)
+    resolved = ResolvedConfig(data)
+    resolved.sources = sources
+    return resolved
+
+
 def config_from_dict(data, overrides=(), source="<dict>", check_params=True):
     """Check (and override) a config given as a dict; like `load_config` without a file.
 

@@ -49,7 +49,7 @@ import os
 import re
 import statistics
 
-from keras_okd.experiments.config import load_config
+from keras_okd.experiments.config import load_run_config
 from keras_okd.experiments.runner import CONFIG, HISTORY, RESULTS, metric_keys, read_history
 from keras_okd.experiments.state import DiskError, atomic_json, atomic_save, atomic_write, disk_errno, read_json
 from keras_okd.experiments.stats import BETTER, UNDISTINGUISHED, WORSE, paired_difference
@@ -83,15 +83,17 @@ class Run:
     """One run directory: its config, history rows and results (if complete).
 
     `problems` lists what is damaged (rows of `history.csv` that were skipped, a `results.json` that does not read).
+    The config's plugins (`imports:`) are not imported unless `import_plugins` (`load_run_config`): a report reads
+    names and numbers only.
 
     Raises:
         ConfigError: its `config.yaml` does not read.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, import_plugins=False):
         self.path = path
         self.problems = []
-        self.config = load_config(os.path.join(path, CONFIG), check_params=False)
+        self.config = load_run_config(os.path.join(path, CONFIG), import_plugins)
         self.history = read_history(os.path.join(path, HISTORY), self.problems)
         self.results = None
         if os.path.exists(os.path.join(path, RESULTS)):
@@ -509,12 +511,14 @@ def _seed_problems(groups):
     return problems
 
 
-def make_report(paths, out_dir=None):
+def make_report(paths, out_dir=None, import_plugins=False):
     """Write `report.md`, `report.json` and the curve PNGs for the runs at or below `paths`.
 
     Args:
         paths: run directories, or directories holding run directories (searched recursively).
         out_dir: output directory (default `<common parent of paths>/report`).
+        import_plugins: import the runs' plugins (`imports:` of their `config.yaml`; this runs their code) and check
+            their configs in full; by default a report imports none (it needs only names and numbers).
 
     Returns:
         `{"markdown": path, "json": path, "plots": [paths], "runs": number of runs reported, "table": Markdown,
@@ -548,7 +552,7 @@ def make_report(paths, out_dir=None):
     runs, problems = [], []
     for path in run_paths:
         try:
-            run = Run(path)
+            run = Run(path, import_plugins)
         except ConfigError as error:
             problems.append(f"{path}: left out, its {CONFIG} does not read: {error}")
             continue

@@ -52,6 +52,7 @@ from keras_okd.experiments.config import (
     default_run_dir,
     dump_config,
     load_config,
+    load_run_config,
     method_accepts,
     where,
     with_seed,
@@ -604,7 +605,7 @@ def keras_file_problem(path):
     return f"is damaged (member {bad} fails its CRC check)" if bad else None
 
 
-def evaluate_run(run_dir, batch_size=None):
+def evaluate_run(run_dir, batch_size=None, import_plugins=False):
     """Re-score a run's saved students (or branches), teacher peers and ensemble on its test split.
 
     Loads the `.keras` files with `keras.saving.load_model` (plain Keras models) and the test split from the saved
@@ -614,7 +615,10 @@ def evaluate_run(run_dir, batch_size=None):
 
     Args:
         run_dir: a run directory written by `run_experiment`.
-        batch_size: test batch size (default: the config's).
+        batch_size: test batch size (default: the config's), an integer >= 1.
+        import_plugins: import the run's plugins (its config's `imports:`; this runs their code). Needed only when
+            the run's dataset, or a layer of its saved models, is registered by a plugin; without it, such a run is
+            refused (or its files reported as not loading) with a message saying so.
 
     Returns:
         `{"backend", "num_test_samples", "scores": {"student_0": {"accuracy", "loss", "file"}, ..., "teacher_0": ...,
@@ -623,7 +627,9 @@ def evaluate_run(run_dir, batch_size=None):
         says why, when a full or read-only disk kept `evaluation.json` from being written).
 
     Raises:
-        ConfigError: the run's `config.yaml` is missing or does not read (nothing to evaluate against).
+        ConfigError: the run's `config.yaml` is missing or does not read (nothing to evaluate against), or its
+            dataset is registered by a plugin that `import_plugins` was not given to import.
+        ValueError: `batch_size` is not an integer >= 1.
 
     Example:
 
@@ -633,7 +639,14 @@ def evaluate_run(run_dir, batch_size=None):
     evaluation["problems"]   # [] when every model file loaded
     ```
     """
-    config = load_config(os.path.join(run_dir, CONFIG), check_params=False)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size: got {batch_size!r}; accepted: an integer >= 1 (None: the config's).")
+    config = load_run_config(os.path.join(run_dir, CONFIG), import_plugins)
+    plugins = config.get("imports") if not import_plugins else None
+    if plugins and config["dataset"]["name"] not in keras_okd.data.names():
+        raise ConfigError([f"{os.path.join(run_dir, CONFIG)}: dataset {config['dataset']['name']!r} is registered by "
+                           f"this run's plugins ({', '.join(plugins)}), which are not imported: importing them runs "
+                           "their code. Pass --import-plugins (import_plugins=True) for a run you trust."])
     problems = []
     results, problem = read_json(os.path.join(run_dir, RESULTS))
     if problem:
@@ -641,8 +654,8 @@ def evaluate_run(run_dir, batch_size=None):
         results = None
     options = dict(config["dataset"])
     name = options.pop("name")
-    if batch_size:
-        options["batch_size"] = int(batch_size)
+    if batch_size is not None:
+        options["batch_size"] = batch_size
     _, test, _ = keras_okd.data.get(name, seed=config["seeds"][0], **options)
     labels = np.concatenate([np.asarray(y) for y in test.map(lambda x, y: y).as_numpy_iterator()]).astype("int64")
     images = test.map(lambda x, y: x)
@@ -655,6 +668,9 @@ def evaluate_run(run_dir, batch_size=None):
                 model = keras.saving.load_model(path)
             except Exception as error:  # report a file that does not load, score the others
                 problem = f"does not load ({type(error).__name__}: {' '.join(str(error).split())[:300]})"
+                if plugins:
+                    problem += (f"; the run's plugins ({', '.join(plugins)}) are not imported: if a layer of it "
+                                "comes from them, pass --import-plugins (it runs their code)")
         if problem:
             scores[label] = {"file": file, "error": problem}
             problems.append(f"{path} {problem}")

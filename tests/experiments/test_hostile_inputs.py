@@ -411,3 +411,60 @@ def test_free_text_fields_are_bounded(tmp_path):
     with pytest.raises(ConfigError, match="experiment: names a directory: at most 128 characters, got 300"):
         config_from_dict({**GOOD, "experiment": "e" * 300})
     assert config_from_dict({**GOOD, "paper": "p" * 500})["paper"] == "p" * 500
+
+
+# ------------------------------------------------------------------------------------------------ code that configs run
+_MARKER_PLUGIN = """import pathlib
+pathlib.Path(__file__).with_suffix(".ran").write_text("imported")
+"""
+
+
+def _with_plugin(run_dir, code, name="plugin.py"):
+    plugin = run_dir.parent / name
+    plugin.write_text(code)
+    text = (run_dir / "config.yaml").read_text().replace("imports: []", f"imports: [{plugin}]")
+    (run_dir / "config.yaml").write_text(text)
+    return plugin
+
+
+def test_report_and_evaluate_do_not_import_a_runs_plugins_unless_asked(finished, tmp_path, capsys):
+    plugin = _with_plugin(finished, _MARKER_PLUGIN)
+    ran = plugin.with_suffix(".ran")
+    assert cli.main(["report", str(finished), "--out", str(tmp_path / "out")]) == 0
+    assert cli.main(["evaluate", str(finished)]) == 0
+    assert not ran.exists()  # read and scored without running the plugin's code
+    assert "| 40.00 | 45.00 | 50.00 |" in capsys.readouterr().out
+    assert cli.main(["report", str(finished), "--out", str(tmp_path / "out"), "--import-plugins"]) == 0
+    assert ran.read_text() == "imported"
+
+
+def test_evaluate_says_when_a_runs_dataset_needs_its_plugins(finished, capsys):
+    _with_plugin(finished, "")
+    text = (finished / "config.yaml").read_text().replace("name: digits", "name: plugin_digits")
+    (finished / "config.yaml").write_text(text)
+    assert cli.main(["evaluate", str(finished)]) == 1
+    err = capsys.readouterr().err
+    assert "dataset 'plugin_digits' is registered by this run's plugins" in err and "--import-plugins" in err
+    assert "Traceback" not in err
+
+
+def test_a_plugin_that_calls_sys_exit_is_reported_as_its_failure(tmp_path, capsys):
+    from keras_okd.registry import PluginError, load_plugin
+
+    plugin = tmp_path / "exits.py"
+    plugin.write_text("import sys\n\nsys.exit(0)\n")
+    with pytest.raises(PluginError, match=r"called sys.exit\(0\) at line 3 of .*exits.py while being imported: a "
+                                          "plugin registers methods, models or datasets and must not end the process"):
+        load_plugin(str(plugin))
+    config = tmp_path / "c.yaml"
+    config.write_text(dump_config(config_from_dict(GOOD)).replace("imports: []", "imports: [exits.py]"))
+    assert cli.main(["train", "--config", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "imports.0: Plugin file 'exits.py'" in err and "called sys.exit(0)" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_cli_help_says_that_imports_run_code(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert "so their code runs: train only configs you trust" in " ".join(capsys.readouterr().out.split())
