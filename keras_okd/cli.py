@@ -421,7 +421,8 @@ def _demo_config(method, args):
 
 def _train_run(config, run_dir, seed, verbose, finished=(), rerun="rerun the same command"):
     """`run_experiment` for the CLI: Ctrl-C says how to resume (`rerun`: what to run again), a full (or read-only)
-    disk is a message; the results, or None after a disk error (printed)."""
+    disk and a step the guard refused (`FloatingPointError`: the loss diverged) are messages; the results, or None
+    after such an error (printed; exit status 1)."""
     from keras_okd import experiments
 
     try:
@@ -431,6 +432,10 @@ def _train_run(config, run_dir, seed, verbose, finished=(), rerun="rerun the sam
             f"{run_dir} keeps every completed epoch (backup/); {rerun} to resume it from there"
             + (f" (finished: {', '.join(finished)})" if finished else "") + "."
         ) from None
+    except FloatingPointError as error:  # the guard refused a diverging step: the config's numbers, not a crash
+        print(f"keras-okd train: {run_dir}: {error} {run_dir} keeps every completed epoch (backup/); a resume "
+              "continues only the same config, so fix it in a new run (another --run-dir).", file=sys.stderr)
+        return None
     except OSError as error:
         from keras_okd.experiments.state import DiskError, disk_errno
 

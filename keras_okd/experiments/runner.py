@@ -649,6 +649,8 @@ def evaluate_run(run_dir, batch_size=None, import_plugins=False):
                            "their code. Pass --import-plugins (import_plugins=True) for a run you trust."])
     problems = []
     results, problem = read_json(os.path.join(run_dir, RESULTS))
+    if problem is None and not isinstance(results, dict):
+        problem = f"{os.path.join(run_dir, RESULTS)} holds a {type(results).__name__}, not the results of a run"
     if problem:
         problems.append(f"{problem}; the run may be incomplete: scoring the model files present")
         results = None

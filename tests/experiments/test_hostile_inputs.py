@@ -468,3 +468,42 @@ def test_the_cli_help_says_that_imports_run_code(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     assert "so their code runs: train only configs you trust" in " ".join(capsys.readouterr().out.split())
+
+
+# ------------------------------------------------------------------------------------------------ CLI errors, not tracebacks
+@pytest.mark.heavy
+def test_a_learning_rate_that_diverges_at_once_is_a_message(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    dump_config(config_from_dict({**GOOD, "epochs": 1}, ["optimizer.learning_rate=1.0e+300"]), path)
+    assert cli.main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run"), "--verbose", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "keras-okd train: " in err and "Non-finite loss at batch " in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "run" / "results.json")
+
+
+def test_evaluate_with_results_json_holding_a_list(finished, capsys):
+    (finished / "results.json").write_text("[1, 2]")
+    assert cli.main(["evaluate", str(finished)]) == 1
+    captured = capsys.readouterr()
+    assert f"{finished / 'results.json'} holds a list, not the results of a run" in captured.err
+    assert f"| {finished} | student_0 | " in captured.out and "Traceback" not in captured.err
+
+
+def test_report_out_naming_an_existing_file(finished, tmp_path, capsys):
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    assert cli.main(["report", str(finished), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} is a file, not a directory: pass --out DIR" in err and "Traceback" not in err
+    assert out.read_text() == "mine"
+
+
+@pytest.mark.parametrize("size", ["0", "-5"])
+def test_evaluate_batch_size_below_one_is_refused(finished, capsys, size):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["evaluate", str(finished), "--batch-size", size])
+    assert info.value.code == 2
+    assert f"--batch-size {size}: accepted: an integer >= 1" in capsys.readouterr().err
+    assert not (finished / "evaluation.json").exists()
+    with pytest.raises(ValueError, match="batch_size: got 0; accepted: an integer >= 1"):
+        runner.evaluate_run(finished, batch_size=0)
