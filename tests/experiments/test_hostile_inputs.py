@@ -2,25 +2,23 @@
 histories, full and read-only disks, YAML edge cases, plugins that exit, non-finite state and odd students and labels.
 Each test injects the fault and checks the state after it."""
 
-import json
+import errno
 import os
+import shutil
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
 import pytest
 
 from keras_okd import cli
-from keras_okd.experiments import ResumeMismatchError, config_from_dict, dump_config, runner, state
-from keras_okd.experiments.state import RunCheckpoint, read_history_rows
+from keras_okd.experiments import ConfigError, ResumeMismatchError, config_from_dict, dump_config, load_config, runner
+from keras_okd.experiments import state
+from keras_okd.experiments.state import DiskError, RunCheckpoint, atomic_write, disk_guarded
+from test_reliability import GOOD, _Stop, finished  # noqa: F401 - the config, a stop, the finished-run fixture
 
-GOOD = {
-    "experiment": "unit",
-    "method": {"name": "tsb", "params": {"warmup_epochs": 1}},
-    "students": ["simple_cnn", "simple_cnn"],
-    "dataset": {"name": "digits", "batch_size": 64},
-    "optimizer": {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9},
-    "epochs": 2,
-}
 _X = np.random.default_rng(0).normal(size=(16, 3)).astype("float32")
 _Y = np.random.default_rng(1).normal(size=(16, 2)).astype("float32")
 
@@ -32,16 +30,6 @@ def _model(outputs=2, seed=0):
     model = keras.Model(inputs, keras.layers.Dense(outputs, name="out")(hidden))
     model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="mse")
     return model
-
-
-class _Stop(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("stop")
 
 
 def _fit(folder, epochs, config=None, extra=(), verbose=1, model=None):
@@ -181,13 +169,7 @@ def test_report_reads_a_history_with_garbage_bytes(tmp_path, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
-# ------------------------------------------------------------------------------------------------ full and read-only disks
-import errno  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-from keras_okd.experiments.state import DiskError, atomic_write, disk_guarded  # noqa: E402
+# ---------------------------------------------------------------------------------------- full and read-only disks
 
 
 def _no_temporaries(folder):
@@ -266,25 +248,6 @@ def test_callbacks_that_write_their_own_files_name_them_on_a_full_disk(tmp_path)
         logger.on_train_end()
 
 
-@pytest.fixture
-def finished(tmp_path):
-    """A run directory as a finished run leaves it, with untrained students."""
-    from keras_okd.experiments.state import history_text
-
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    config = {**config_from_dict(GOOD), "seeds": [0]}
-    dump_config(config, run_dir / "config.yaml")
-    keras.utils.set_random_seed(0)
-    distiller, models = runner.build_distiller(config, 100, 10, (8, 8, 1))
-    files = runner.save_models(distiller, models, config["students"], run_dir)
-    rows = [{"epoch": e, "loss": 1.0, "val_ensemble_accuracy": 0.5, "val_student_0_accuracy": 0.4,
-             "val_student_1_accuracy": 0.45, "val_student_0_ce": 2.0, "val_student_1_ce": 2.0} for e in range(2)]
-    (run_dir / "history.csv").write_text(history_text(rows))
-    (run_dir / "results.json").write_text(json.dumps({"epochs": 2, **files}))
-    return run_dir
-
-
 def test_evaluate_prints_its_scores_when_the_disk_is_read_only(finished, monkeypatch, capsys):
     def read_only(path, value):
         raise DiskError(errno.EROFS, str(path))
@@ -344,9 +307,6 @@ def test_a_run_on_a_700_kb_tmpfs_stops_with_one_message(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ config files
-import time  # noqa: E402
-
-from keras_okd.experiments import ConfigError, load_config  # noqa: E402
 
 
 def _config_file(tmp_path, text, name="c.yaml"):
@@ -470,7 +430,7 @@ def test_the_cli_help_says_that_imports_run_code(capsys):
     assert "so their code runs: train only configs you trust" in " ".join(capsys.readouterr().out.split())
 
 
-# ------------------------------------------------------------------------------------------------ CLI errors, not tracebacks
+# -------------------------------------------------------------------------------------- CLI errors, not tracebacks
 @pytest.mark.heavy
 def test_a_learning_rate_that_diverges_at_once_is_a_message(tmp_path, capsys):
     path = tmp_path / "c.yaml"
