@@ -28,8 +28,14 @@ it lives in a layer weight, not in a Keras `SeedGenerator`, whose state `save_we
 so they continue where they were. The data need no state: the training pipeline draws epoch e's shuffle order and
 the tf.data augmentation of its step s from (seed, e, s) alone (`keras_okd.data.pipeline`), told e by its
 `keras_okd.data.DataEpoch` callback, so a resumed run sees the same data as an uninterrupted one and ends in the
-same state, bit for bit on CPU (tests/experiments/test_experiment_runner.py, benchmarks/resume_equality.py). A
+same state, bit for bit on CPU (tests/experiments/test_experiment_runner.py, benchmarks/resume_equality.py). Only
+the run that wrote the backup is resumed: a backup records the resolved config and the backend, Keras and engine
+versions, and a resume with any of them changed is refused (`ResumeMismatchError`, naming each difference). A
 completed run (`results.json` present) is not trained again.
+
+A full, over-quota or read-only disk stops a run with one `DiskError` naming the file (every write goes through
+`keras_okd.experiments.state.atomic_save`, and the callbacks that keep their own files open through `disk_guarded`);
+the directory keeps every completed epoch.
 """
 
 import importlib.util
