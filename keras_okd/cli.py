@@ -26,9 +26,14 @@ Experiments from YAML configs (schema: `keras_okd.experiments.config`; the paper
         trains every seed of the config (or only N) into DIR (default runs/<experiment>/<method>), one seed_<s>
         sub-directory per seed (DIR itself for a single seed given with --run-dir); rerunning the same command on an
         interrupted run resumes it, a completed run is skipped.
-    keras-okd evaluate RUN_DIR...      re-scores the saved students and ensemble on the test split
-    keras-okd report RUN_DIR... [--out DIR]
+    keras-okd evaluate RUN_DIR... [--batch-size N] [--import-plugins]
+        re-scores the saved students and ensemble on the test split
+    keras-okd report RUN_DIR... [--out DIR] [--import-plugins]
         the papers' table (Ind, Net 1, Net 2, ..., Ens, Avg) in Markdown and the per-student test loss/accuracy curves
+
+A config's `imports:` (and `--import`) are Python files or modules that are imported, so their code runs: train only
+configs you trust. `evaluate` and `report` read a run directory without importing its plugins unless given
+`--import-plugins` (evaluate needs them only for a dataset or model layers they register).
     keras-okd methods [--import FILE]  the registered methods, one line each (plugins' too)
 
 Exit status: 0 done; 1 a failure while running (some runs could not be evaluated or reported, a full disk, a module
@@ -43,7 +48,6 @@ Every name the CLI accepts comes from the registries (`keras_okd.methods`, `kera
 import argparse
 import ast
 import datetime
-import errno
 import importlib.util
 import inspect
 import json
@@ -95,7 +99,8 @@ def _parser():
                                          "--config: a YAML experiment)")
     train.add_argument("--config", default=None, metavar="FILE",
                        help="YAML experiment config (see configs/); without it, the quick demo runs (default: on the "
-                            "bundled digits)")
+                            "bundled digits). A config's `imports:` are Python files or modules that are imported, "
+                            "so their code runs: train only configs you trust")
     train.add_argument("--strategy", default=None, choices=_Strategies(), metavar="NAME",
                        help="with --config: multi-device training (the config key `strategy`, one of "
                             "keras_okd.distribute.STRATEGIES)")
@@ -137,11 +142,18 @@ def _parser():
     evaluate = sub.add_parser("evaluate", help="re-score the saved students and ensemble of runs on the test split")
     evaluate.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                           help="run directories (or directories holding them)")
-    evaluate.add_argument("--batch-size", type=int, default=None, help="test batch size (default: the config's)")
+    evaluate.add_argument("--batch-size", type=int, default=None, help="test batch size, >= 1 (default: the config's)")
+    evaluate.add_argument("--import-plugins", action="store_true",
+                          help="import the runs' plugins (their config's `imports:`; this runs their code), needed "
+                               "only when a run's dataset or model layers come from them; default: not imported")
     report = sub.add_parser("report", help="Markdown table and training curves of runs, in the papers' layout")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (or directories holding them)")
     report.add_argument("--out", default=None, metavar="DIR",
-                        help="output directory (default: <common parent of the RUN_DIRs>/report)")
+                        help="output directory (default: <common parent of the RUN_DIRs>/report; another disk for "
+                             "runs on a read-only one)")
+    report.add_argument("--import-plugins", action="store_true",
+                        help="import the runs' plugins (their config's `imports:`; this runs their code) and check "
+                             "their configs in full; default: not imported (a report reads names and numbers)")
     ledger = sub.add_parser("ledger", help="the results ledger: record finished runs, print or refresh the tables "
                                            "generated from records, rerun a record (keras_okd.experiments.ledger)")
     what = ledger.add_subparsers(dest="ledger_command", required=True)
@@ -209,6 +221,8 @@ def main(argv=None):
                          "--set (e.g. --set epochs=5 --set method.params.beta=0.5; plugins: the config's `imports:`).")
         return _guarded(train_config, args)
     if args.command == "evaluate":
+        if args.batch_size is not None and args.batch_size < 1:
+            parser.error(f"--batch-size {args.batch_size}: accepted: an integer >= 1 (leave it out for the config's).")
         return _guarded(evaluate_runs, args)
     if args.command == "report":
         return _guarded(report_runs, args)
@@ -284,8 +298,9 @@ def _load_plugins(specs):
     return None
 
 
-#: Errors of the disk under a run directory (full, over quota, read-only, no permission): reported, not a traceback.
-_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+#: Exit status of a command stopped by its disk (full, over quota, read-only, no permission; see
+#: keras_okd.experiments.state.DiskError): the message names the file and what is still safe.
+DISK_EXIT = 1
 
 
 class Interrupted(Exception):
@@ -306,13 +321,13 @@ def _guarded(command, args):
     except Exception as error:
         from keras_okd.data import DatasetNotFoundError
         from keras_okd.experiments import ConfigError
-        from keras_okd.experiments.report import NoRunsError
+        from keras_okd.experiments.report import NoRunsError, OutDirectoryError
         from keras_okd.experiments.runner import RunDirectoryError
 
         if isinstance(error, DatasetNotFoundError):
             print(f"keras-okd {args.command}: {error.spelled(_cli_spelling(args))}", file=sys.stderr)
             return EXIT_NO_DATA
-        if isinstance(error, (ConfigError, RunDirectoryError, NoRunsError)):
+        if isinstance(error, (ConfigError, RunDirectoryError, NoRunsError, OutDirectoryError)):
             print(f"keras-okd {args.command}: {error}", file=sys.stderr)
             return EXIT_USAGE
         if isinstance(error, ModuleNotFoundError):  # a broken install: the message names the module
@@ -344,15 +359,14 @@ def _strategy_before_validation(path, overrides):
     """The strategy a config asks for, read before validating it (validation builds Keras optimizers, which runs
     TensorFlow ops, and a multi-worker strategy must exist before the first one). Unreadable files give "none":
     `load_config` then reports them."""
-    import yaml
+    from keras_okd.experiments.config import ConfigError, read_yaml
 
     for item in reversed(overrides):
         if item.replace(" ", "").startswith("strategy="):
             return item.split("=", 1)[1].strip()
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
+        data, _ = read_yaml(path)  # bounded like load_config's own read: a hostile file is refused there
+    except ConfigError:
         return "none"
     return data.get("strategy", "none") if isinstance(data, dict) else "none"
 
@@ -371,7 +385,7 @@ def train_config(args):
     for seed, run_dir in experiments.run_dirs(config, args.run_dir, seeds):
         result = _train_run(config, run_dir, seed, args.verbose, [d for d, _ in results])
         if result is None:
-            return 1
+            return DISK_EXIT
         results.append((run_dir, result))
         print(f"Wrote {run_dir}")
     print()
@@ -410,7 +424,7 @@ def evaluate_runs(args):
     problems = []
     for run_dir in runs:
         try:
-            result = evaluate_run(run_dir, batch_size=args.batch_size)
+            result = evaluate_run(run_dir, batch_size=args.batch_size, import_plugins=args.import_plugins)
         except ConfigError as error:  # this run's config.yaml: say so, evaluate the others
             problems.append(f"{run_dir}: not evaluated: {error}")
             continue
@@ -421,7 +435,8 @@ def evaluate_runs(args):
             else:
                 lines.append(f"| {run_dir} | {name}: {score['file']} {score['error'][:120]} | – | – |")
         problems += result["problems"]
-        print(f"Wrote {os.path.join(run_dir, 'evaluation.json')}")
+        if result.get("saved"):
+            print(f"Wrote {result['saved']}")
     print("\n".join(lines))
     for problem in problems:
         print(f"keras-okd evaluate: {problem}", file=sys.stderr)
@@ -432,9 +447,10 @@ def report_runs(args):
     """`keras-okd report RUN_DIR... [--out DIR]`: Markdown table and curve PNGs."""
     from keras_okd.experiments import make_report
 
-    report = make_report(args.run_dirs, args.out)
+    report = make_report(args.run_dirs, args.out, import_plugins=args.import_plugins)
     print(report["table"])
-    print(f"Wrote the table of {report['runs']} runs to {report['markdown']} (numbers in {report['json']})")
+    if report["markdown"]:
+        print(f"Wrote the table of {report['runs']} runs to {report['markdown']} (numbers in {report['json']})")
     for path in report["plots"]:
         print(f"Wrote curves {path}")
     for problem in report["problems"]:
@@ -618,7 +634,8 @@ def _demo_config(method, args):
 
 def _train_run(config, run_dir, seed, verbose, finished=(), rerun="rerun the same command"):
     """`run_experiment` for the CLI: Ctrl-C says how to resume (`rerun`: what to run again), a full (or read-only)
-    disk is a message; the results, or None after a disk error (printed)."""
+    disk and a step the guard refused (`FloatingPointError`: the loss diverged) are messages; the results, or None
+    after such an error (printed; exit status 1)."""
     from keras_okd import experiments
 
     try:
@@ -628,12 +645,25 @@ def _train_run(config, run_dir, seed, verbose, finished=(), rerun="rerun the sam
             f"{run_dir} keeps every completed epoch (backup/); {rerun} to resume it from there"
             + (f" (finished: {', '.join(finished)})" if finished else "") + "."
         ) from None
+    except FloatingPointError as error:  # the guard refused a diverging step: the config's numbers, not a crash
+        print(f"keras-okd train: {run_dir}: {error} {run_dir} keeps every completed epoch (backup/); a resume "
+              "continues only the same config, so fix it in a new run (another --run-dir).", file=sys.stderr)
+        return None
     except OSError as error:
-        if error.errno not in _DISK_ERRORS:
+        from keras_okd.experiments.state import DiskError, disk_errno
+
+        code = disk_errno(error)
+        if code is None:
             raise
-        print(f"keras-okd train: cannot write {error.filename or run_dir}: {error.strerror}. Every file of the "
-              f"run is written aside first, so {run_dir} still holds its last complete backup: make room (or "
-              f"fix the permissions) and {rerun} to resume.", file=sys.stderr)
+        from keras_okd.experiments.runner import BACKUP, RunCheckpoint
+
+        what = str(error) if isinstance(error, DiskError) else \
+            f"cannot write {error.filename or run_dir}: {os.strerror(code)}"
+        done = RunCheckpoint(os.path.join(run_dir, BACKUP)).latest_epoch() if os.path.isdir(run_dir) else 0
+        kept = f"its backup after epoch {done}" if done else "every file written before (no epoch was complete yet)"
+        print(f"keras-okd train: {what}. Every file of the run is written aside first and no temporary file is "
+              f"left, so {run_dir} still holds {kept}: make room (or fix the permissions) and {rerun} to resume.",
+              file=sys.stderr)
         return None
 
 
@@ -668,7 +698,7 @@ def train_demo(args):
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
         if result is None:
-            return 1
+            return DISK_EXIT
         results[name] = result
         print(f"Wrote {arm_dir}")
 

@@ -222,6 +222,8 @@ class OnlineDistiller(keras.Model):
         total = total + self.ce_weight * ops.sum(ce * ce_scale)
 
         if training:
+            if "state_before" in y_pred:  # a forward pass that made batch-norm statistics non-finite: refused too
+                total = safety.unless_state_finite(total, safety.moving_state(self.students))
             finite = ops.isfinite(total)
             for part, state in pending:
                 part.commit(state, finite)

@@ -134,6 +134,8 @@ class DataCheck:
             self.labels(np.asarray(y))
 
     def labels(self, labels):
+        if labels.dtype.kind not in "biuf":  # strings, objects, complex numbers, dates: no class ids
+            raise ValueError(label_dtype_message(labels.dtype))
         if labels.ndim > 1 and labels.shape[-1] != 1:
             raise ValueError(label_shape_message(labels.shape))
         if labels.size == 0:
@@ -154,7 +156,9 @@ class DataCheck:
             raise ValueError(missing_index_message(self.needing_index))
         labels = checks.label_spec(ds)
         if labels is not None:
-            shape = labels[0]
+            shape, dtype = labels
+            if not (dtype.is_integer or dtype.is_floating or dtype.is_bool):
+                raise ValueError(label_dtype_message(dtype.name))
             if shape.rank is not None and (shape.rank > 2 or (shape.rank == 2 and shape[1] not in (1, None))):
                 raise ValueError(label_shape_message(tuple(shape)))
         if checks.cardinality(ds) == 0:
@@ -236,6 +240,12 @@ def label_range_message(low, high, c):
         f"{CHECK_MARKER}labels span [{low}, {high}] but must be class ids in [0, {c}); the students output {c} "
         "logits. Give the students num_classes covering every label."
     )
+
+
+def label_dtype_message(dtype):
+    """The refusal of labels whose dtype cannot hold class ids (strings, objects, complex numbers)."""
+    return (f"labels must be integer class ids (0 .. classes - 1), got labels of dtype {dtype}. Map names to ids "
+            "first (e.g. numpy.unique(labels, return_inverse=True)[1]).")
 
 
 def label_shape_message(shape):

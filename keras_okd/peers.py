@@ -16,6 +16,7 @@ import logging
 import warnings
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_okd.inputs import is_dataset, split_inputs
@@ -371,7 +372,9 @@ def _classes_of(tensor, what):
 
 
 def _warn_if_probabilities(network, what):
-    """Warn when a peer's last operation is a softmax (or sigmoid): the distiller expects logits."""
+    """Warn when a peer's last operation is a softmax (or sigmoid), or when its outputs on a probe batch are
+    probabilities whatever made them (a `Lambda` softmax, a custom layer: every row non-negative and summing to one):
+    the distiller expects logits."""
     try:
         outputs = keras.tree.flatten(network.output)
     except (AttributeError, ValueError):
@@ -390,6 +393,37 @@ def _warn_if_probabilities(network, what):
             _logger.warning(message)
             warnings.warn(message, stacklevel=4)
             return
+    if _outputs_are_probabilities(network):
+        message = (f"{what} ({network.name}) outputs probabilities (on a probe batch every row is non-negative and "
+                   "sums to one): the distiller expects logits (no final softmax); cross-entropy and KD on "
+                   "probabilities train much worse. Remove the final softmax (a Lambda or custom layer too).")
+        _logger.warning(message)
+        warnings.warn(message, stacklevel=4)
+
+
+def _outputs_are_probabilities(network, samples=4):
+    """Whether `network`'s class outputs (its output, or the `logits` of a multi-branch student) on a batch of
+    standard-normal inputs are probabilities: non-negative rows summing to one. False when it cannot be probed."""
+    try:
+        shapes = [tuple(x.shape) for x in keras.tree.flatten(network.inputs)]
+    except (AttributeError, ValueError, TypeError):
+        return False
+    if not shapes or any(d is None for shape in shapes for d in shape[1:]):
+        return False
+    rng = np.random.default_rng(0)
+    probe = [rng.standard_normal((samples,) + shape[1:]).astype("float32") for shape in shapes]
+    with warnings.catch_warnings():  # the engines' numpy-conversion deprecation notes, not the user's concern
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            out = network(probe if len(probe) > 1 else probe[0], training=False)
+        except Exception:  # a network that cannot be called on such a probe: the layer check above stands
+            return False
+        if isinstance(out, dict):
+            out = out.get("logits", [])
+        tensors = [np.asarray(keras.ops.convert_to_numpy(t), "float64") for t in keras.tree.flatten(out)]
+    tensors = [t for t in tensors if t.ndim == 2 and t.shape[-1] > 1]
+    return bool(tensors) and all(
+        np.all(t >= 0) and np.allclose(t.sum(axis=-1), 1.0, atol=1e-3) for t in tensors)
 
 
 def _make_names_unique(students):

@@ -156,11 +156,11 @@ def load_plugin(spec, base_dir=None):
         module_spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module
+        what = f"Plugin file {spec!r}" + ("" if spec == path else f" ({path})")
         try:
             module_spec.loader.exec_module(module)
-        except Exception as error:  # any error of the plugin's own code: named, with its line
+        except (Exception, SystemExit) as error:  # any error of the plugin's own code (or its exit): named
             del sys.modules[name]
-            what = f"Plugin file {spec!r}" + ("" if spec == path else f" ({path})")
             raise PluginError(_raised(what, path, error)) from error
         return module
     try:
@@ -169,12 +169,13 @@ def load_plugin(spec, base_dir=None):
         if error.name is not None and spec.startswith(error.name):  # the plugin itself (or its package) is missing
             raise PluginError(f"Plugin module {spec!r} cannot be imported: {error}.", missing=True) from error
         raise PluginError(_raised(f"Plugin module {spec!r}", None, error)) from error
-    except Exception as error:
+    except (Exception, SystemExit) as error:
         raise PluginError(_raised(f"Plugin module {spec!r}", None, error)) from error
 
 
 def _raised(what, path, error):
-    """`"<what> raised <Error> at line N of <file> while being imported: <message>"`."""
+    """`"<what> raised <Error> at line N of <file> while being imported: <message>"` (a `SystemExit`: `called
+    sys.exit(code) at line N ...`, since a plugin must not end the process that imports it)."""
     import traceback
 
     where = ""
@@ -186,6 +187,9 @@ def _raised(what, path, error):
         own = [f for f in own if "importlib" not in f.filename]
         if own:
             where = f" at line {own[-1].lineno} of {own[-1].filename}"
+    if isinstance(error, SystemExit):
+        return (f"{what} called sys.exit({error.code!r}){where} while being imported: a plugin registers methods, "
+                "models or datasets and must not end the process; nothing was trained")
     return f"{what} raised {type(error).__name__}{where} while being imported: {' '.join(str(error).split())}"
 
 
@@ -223,6 +227,6 @@ def load_entry_points():
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         try:
             entry.load()
-        except Exception as error:  # one broken installed plugin: say which, load the others
+        except (Exception, SystemExit) as error:  # one broken installed plugin: say which, load the others
             warnings.warn(_raised(f"keras_okd plugin entry point {entry.name} = {entry.value!r}", None, error)
                           + "; its methods, models and datasets are not registered.", stacklevel=2)

@@ -7,6 +7,10 @@ A training step whose loss is not finite (a NaN from diverging weights, say) mus
 - the mean teacher is owed no update;
 - the students' non-trainable state that the forward pass moved (batch-norm moving statistics) is put back:
   `snapshot` reads it before the forward pass and `restore_unless` writes the old values back when not finite.
+A step whose loss is finite but whose forward pass made that state non-finite (finite inputs of huge magnitude: a
+batch scaled by 1e30 overflows a moving variance to inf, while the normalized outputs, and so the loss, stay finite)
+is refused the same way: `unless_state_finite` makes its loss (and so its gradients) NaN, so the whole step changes
+nothing and `Guard` raises, instead of leaving students that predict one class.
 Then `Guard` raises `FloatingPointError` naming the non-finite logs (or, with `keras.callbacks.TerminateOnNaN` among
 the callbacks, lets Keras stop quietly). Inputs with non-finite values never get that far: `keras_okd.inputs` refuses
 them before the step.
@@ -70,6 +74,29 @@ def snapshot(variables):
     return [ops.copy(v.value) for v in variables]
 
 
+def unless_state_finite(total, variables):
+    """`total` where every value of `variables` (the moving state after the forward pass) is finite, else NaN;
+    multiplied, so the gradients turn NaN too and the optimizer skips the step.
+
+    Args:
+        total: the step's scalar loss.
+        variables: `moving_state(students)`.
+
+    Example:
+
+    >>> import keras
+    >>> from keras import ops
+    >>> from keras_okd.safety import unless_state_finite
+    >>> moving = keras.Variable([1.0, float("inf")])
+    >>> float(unless_state_finite(ops.convert_to_tensor(2.0), [moving]))
+    nan
+    """
+    if not variables:
+        return total
+    finite = ops.all(ops.stack([ops.all(ops.isfinite(v.value)) for v in variables]))
+    return total * ops.where(finite, ops.ones((), total.dtype), ops.full((), float("nan"), total.dtype))
+
+
 def restore_unless(finite, variables, before):
     """Write `before` back into `variables` unless `finite` (a boolean scalar tensor) is True."""
     for variable, old in zip(variables, before):
@@ -108,8 +135,10 @@ class Guard(keras.callbacks.Callback):
         bad = sorted(k for k, v in logs.items() if _is_number(v) and not math.isfinite(float(v)))
         raise FloatingPointError(
             f"Non-finite loss at batch {batch}: non-finite logs {bad}. The step changed nothing (weights, optimizer, "
-            "knowledge state, teacher and batch-norm statistics are as they were before this batch). Lower the "
-            "learning rate, clip gradients (optimizer clipnorm=...), or check the inputs; pass "
+            "knowledge state, teacher and batch-norm statistics are as they were before this batch). A loss is also "
+            "made non-finite when the batch turned a student's batch-norm statistics non-finite (inputs of huge "
+            "magnitude: check their scale). Lower the learning rate, clip gradients (optimizer clipnorm=...), or "
+            "check the inputs; pass "
             "keras.callbacks.TerminateOnNaN() to stop training quietly instead of raising."
         )
 

@@ -17,11 +17,18 @@ The `keras-okd` command (`keras_okd.cli`) wraps them: `train --config`, `evaluat
 from keras_okd.experiments.config import ConfigError, config_from_dict, dump_config, load_config
 from keras_okd.experiments.report import make_report
 from keras_okd.experiments.runner import evaluate_run, read_history, run_dirs, run_experiment
-from keras_okd.experiments.state import RunCheckpoint, RunDirectoryError, RunLock, RunLockedError
+from keras_okd.experiments.state import (
+    ResumeMismatchError,
+    RunCheckpoint,
+    RunDirectoryError,
+    RunLock,
+    RunLockedError,
+)
 from keras_okd.experiments.stats import paired_difference, t_quantile
 
 __all__ = [
     "ConfigError",
+    "ResumeMismatchError",
     "RunCheckpoint",
     "RunDirectoryError",
     "RunLock",

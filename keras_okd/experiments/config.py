@@ -91,6 +91,13 @@ VIEWS = (None, "standard", "crop")
 #: Preset arguments the runner sets itself; a config cannot give them.
 RUNNER_ARGUMENTS = ("students", "student", "num_train_samples", "name")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+#: Bounds of one config document: its bytes, and its nodes counted with every alias expanded (a config of a few
+#: dozen keys has about a hundred; nested aliases multiply, and a 724-byte file of 7 levels of nine holds 5 million).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 20_000
+#: Longest accepted free-text values: `experiment` (a directory name) and `paper` (a heading).
+MAX_EXPERIMENT_CHARS = 128
+MAX_PAPER_CHARS = 500
 
 
 class ConfigError(ValueError):
@@ -201,27 +208,159 @@ def load_config(path, overrides=(), check_params=True):
     ```
     """
     path = str(path)
+    data, sources = read_yaml(path)
+    return _resolve(data, sources, overrides, check_params)
+
+
+def read_yaml(path):
+    """`(data, sources)` of a config file, read safely: UTF-8 text of at most `MAX_CONFIG_BYTES`, one YAML document
+    of at most `MAX_CONFIG_NODES` nodes with its aliases expanded (counted on the composed graph, where an alias is
+    one shared node, so a nested-alias bomb is refused in microseconds), no key given twice in one mapping, no alias
+    that contains itself. `sources` knows each key's line.
+
+    Raises:
+        ConfigError: the file is missing, a directory, unreadable, not UTF-8 text, too large, not valid YAML, has a
+            duplicate key (naming both lines) or too many nodes.
+
+    Example:
+
+    >>> import os, tempfile
+    >>> from keras_okd.experiments import ConfigError
+    >>> from keras_okd.experiments.config import read_yaml
+    >>> path = os.path.join(tempfile.mkdtemp(), "c.yaml")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("epochs: 4\\nseeds: [0]\\nepochs: 8\\n")
+    >>> try:
+    ...     read_yaml(path)
+    ... except ConfigError as error:
+    ...     print(error.errors[0].split(": ", 1)[1])
+    epochs: given twice, at lines 1 and 3 (YAML keeps the last silently); keep one.
+    """
     try:
-        with open(path) as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such config file."]) from None
     except IsADirectoryError:
         raise ConfigError([f"{path}: is a directory, not a config file (configs/ holds the papers' configs, "
                            "e.g. configs/digits/tsb.yaml)."]) from None
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
         raise ConfigError([f"{path}: cannot be read ({type(error).__name__}: {error})."]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: is larger than {MAX_CONFIG_BYTES:,} bytes; a config is a short YAML file "
+                           "(configs/ holds examples)."])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise ConfigError([f"{path}:{line}: is not UTF-8 text (byte 0x{raw[error.start]:02x} at offset "
+                           f"{error.start}): a config is a YAML text file; is this the right file?"]) from None
     sources = _Sources(path)
     try:
-        node = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _check_graph(node, path)
+                sources.read_marks(node)
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError([f"{path}{line}: not valid YAML: {getattr(error, 'problem', None) or error}"]) from None
-    if node is not None:
-        sources.read_marks(node)
-    return _resolve(data, sources, overrides, check_params)
+    except RecursionError:
+        raise ConfigError([f"{path}: nests its values deeper than the YAML reader can follow; a config has a few "
+                           "levels."]) from None
+    return data, sources
+
+
+def _check_graph(root, path):
+    """Refuse a composed YAML graph with more than `MAX_CONFIG_NODES` nodes once its aliases are expanded, an alias
+    that contains itself, or a mapping that gives a key twice. Each node is visited once (sizes are memoized)."""
+    sizes, active, errors = {}, set(), []
+
+    def size(node):
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError([f"{path}:{node.start_mark.line + 1}: an alias refers to the node that contains it "
+                               "(a structure without end); a config cannot hold one."])
+        active.add(key)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    if key_node.value in seen:
+                        errors.append(f"{path}:{key_node.start_mark.line + 1}: {key_node.value}: given twice, at "
+                                      f"lines {seen[key_node.value]} and {key_node.start_mark.line + 1} (YAML keeps "
+                                      "the last silently); keep one.")
+                    seen.setdefault(key_node.value, key_node.start_mark.line + 1)
+                total += size(key_node) + size(value_node)
+        elif isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                total += size(item)
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    count = size(root)
+    if count > MAX_CONFIG_NODES:
+        raise ConfigError([f"{path}: holds {count:,} YAML nodes once its aliases (*name) are expanded, more than the "
+                           f"{MAX_CONFIG_NODES:,} a config may have (nested aliases multiply); write the values "
+                           "out, or use fewer aliases."])
+    if errors:
+        raise ConfigError(errors)
+
+
+def load_run_config(path, import_plugins=False):
+    """A run directory's `config.yaml` (the resolved config the runner wrote), for reading the run: `evaluate`,
+    `report`.
+
+    A config without `imports:` is checked in full (`load_config(path, check_params=False)`). One with `imports:` is,
+    unless `import_plugins`, read without importing them: importing a plugin runs its code, and a run directory
+    received from someone else must be readable without running theirs. Its sections are then checked for the
+    shapes a reader needs (names are not looked up: the plugins may register them).
+
+    Args:
+        path: the run's `config.yaml`.
+        import_plugins: import the config's plugins and check it in full (runs their code).
+
+    Returns:
+        A `ResolvedConfig`.
+
+    Raises:
+        ConfigError: the file does not read, or a section does not have the shape the runner writes.
+
+    Example:
+
+    ```python
+    config = load_run_config("runs/x/seed_0/config.yaml")       # its plugins are not imported
+    config["imports"], config["method"]["name"], config["students"]
+    ```
+    """
+    path = str(path)
+    data, sources = read_yaml(path)
+    if import_plugins or not (isinstance(data, dict) and data.get("imports")):
+        return load_config(path, check_params=False)
+    checks = {"experiment": str, "paper": str, "imports": list, "method": dict, "students": (list, dict),
+              "dataset": dict, "optimizer": dict, "schedule": dict, "epochs": int, "seeds": list, "strategy": str}
+    errors = [f"{sources.where((key,))}: {key}: expected {_describe(kind if isinstance(kind, tuple) else (kind,))}"
+              f", got {type(data.get(key)).__name__} (a run's config.yaml holds every section)."
+              for key, kind in checks.items() if not isinstance(data.get(key), kind)]
+    for section in ("method", "dataset", "optimizer"):
+        if isinstance(data.get(section), dict) and not isinstance(data[section].get("name"), str):
+            errors.append(f"{sources.where((section,))}: {section}.name: expected a string.")
+    if isinstance(data.get("seeds"), list) and not all(isinstance(v, int) for v in data["seeds"]):
+        errors.append(f"{sources.where(('seeds',))}: seeds: expected integers.")
+    if errors:
+        raise ConfigError(errors)
+    resolved = ResolvedConfig(data)
+    resolved.sources = sources
+    return resolved
 
 
 def config_from_dict(data, overrides=(), source="<dict>", check_params=True):
@@ -481,10 +620,16 @@ class _Validator:
         resolved = {}
         if "experiment" in data:
             ok, name = self.typed(("experiment",), data["experiment"], (str,))
-            if ok and not _NAME_PATTERN.match(name):
+            if ok and len(name) > MAX_EXPERIMENT_CHARS:
+                self.error(("experiment",), f"names a directory: at most {MAX_EXPERIMENT_CHARS} characters, got "
+                           f"{len(name):,}.")
+            elif ok and not _NAME_PATTERN.match(name):
                 self.error(("experiment",), f"{name!r} names directories: use letters, digits and _ . + - only.")
             resolved["experiment"] = name
-        _, resolved["paper"] = self.typed(("paper",), data.get("paper", ""), (str,))
+        ok, resolved["paper"] = self.typed(("paper",), data.get("paper", ""), (str,))
+        if ok and len(resolved["paper"]) > MAX_PAPER_CHARS:
+            self.error(("paper",), f"is a heading: at most {MAX_PAPER_CHARS} characters, got "
+                       f"{len(resolved['paper']):,} ({resolved['paper'][:40]!r}...).")
         resolved["imports"] = list(imports)
         if "method" in data:
             resolved["method"] = self.method(data["method"])

@@ -50,9 +50,9 @@ import re
 import statistics
 
 from keras_okd.experiments import ledger
-from keras_okd.experiments.config import load_config
+from keras_okd.experiments.config import load_run_config
 from keras_okd.experiments.runner import CONFIG, HISTORY, RESULTS, metric_keys, read_history
-from keras_okd.experiments.state import atomic_json, atomic_save, atomic_write, read_json
+from keras_okd.experiments.state import DiskError, atomic_json, atomic_save, atomic_write, disk_errno, read_json
 from keras_okd.experiments.stats import BETTER, UNDISTINGUISHED, WORSE, paired_difference
 from keras_okd.knowledge.features import METHODS
 
@@ -65,19 +65,36 @@ class NoRunsError(FileNotFoundError):
     """Nothing to report: a path is not a directory, or no run under it has a complete epoch."""
 
 
+class OutDirectoryError(NotADirectoryError):
+    """The report's output path (`--out`) exists and is not a directory; raised by `make_report` before reading
+    any run. The CLI prints the message and exits with status 2.
+
+    Example:
+
+    ```python
+    try:
+        make_report(["runs/x"], "notes.txt")      # an existing file
+    except OutDirectoryError as error:
+        print(error)                              # "... is a file, not a directory: pass --out DIR ..."
+    ```
+    """
+
+
 class Run:
     """One run directory: its config, history rows and results (if complete).
 
     `problems` lists what is damaged (rows of `history.csv` that were skipped, a `results.json` that does not read).
+    The config's plugins (`imports:`) are not imported unless `import_plugins` (`load_run_config`): a report reads
+    names and numbers only.
 
     Raises:
         ConfigError: its `config.yaml` does not read.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, import_plugins=False):
         self.path = path
         self.problems = []
-        self.config = load_config(os.path.join(path, CONFIG), check_params=False)
+        self.config = load_run_config(os.path.join(path, CONFIG), import_plugins)
         self.history = read_history(os.path.join(path, HISTORY), self.problems)
         self.results = None
         if os.path.exists(os.path.join(path, RESULTS)):
@@ -181,9 +198,10 @@ class RecordRun(Run):
         self.config, self.history, self.results = record["config"], record["history"], record
 
 
-def runs_from(paths):
+def runs_from(paths, import_plugins=False):
     """`(runs, problems)`: the run directories and ledger records at or below `paths` that have a complete epoch,
-    and what was left out or partly read, and why.
+    and what was left out or partly read, and why. `import_plugins`: as `make_report`'s (run directories only; a
+    record's config is read as written).
 
     Raises:
         NoRunsError: a path is neither a directory nor a record, or nothing was found under the paths.
@@ -191,7 +209,8 @@ def runs_from(paths):
     from keras_okd.experiments.config import ConfigError
 
     paths = [str(p) for p in paths]
-    found = [(Run, p) for p in find_runs(paths)] + [(RecordRun, p) for p in ledger.find_records(paths)]
+    found = [(lambda p: Run(p, import_plugins), p) for p in find_runs(paths)] + [
+        (RecordRun, p) for p in ledger.find_records(paths)]
     if not found:
         raise NoRunsError(f"No run directories (with {CONFIG} and {HISTORY}) or ledger records "
                           f"(*{ledger.SUFFIX}) under {', '.join(paths)}.")
@@ -567,20 +586,26 @@ def _seed_problems(groups):
     return problems
 
 
-def make_report(paths, out_dir=None):
+def make_report(paths, out_dir=None, import_plugins=False):
     """Write `report.md`, `report.json` and the curve PNGs for the runs at or below `paths`.
 
     Args:
         paths: run directories, or directories holding run directories (searched recursively).
         out_dir: output directory (default `<common parent of paths>/report`).
+        import_plugins: import the runs' plugins (`imports:` of their `config.yaml`; this runs their code) and check
+            their configs in full; by default a report imports none (it needs only names and numbers).
 
     Returns:
         `{"markdown": path, "json": path, "plots": [paths], "runs": number of runs reported, "table": Markdown,
-        "problems": [what was damaged or left out, and why]}`.
+        "problems": [what was damaged or left out, and why]}`. When `out_dir` cannot be written (a full or read-only
+        disk), `markdown` and `json` are None, `plots` lists what was written, and a problem says so: the table is
+        still returned (the runs are only read, so a run directory on a read-only disk reports with another
+        `out_dir`).
 
     Raises:
         NoRunsError: a path is not a directory, or no run under the paths has a complete epoch (the message lists
             why each run was left out).
+        OutDirectoryError: `out_dir` exists and is not a directory.
 
     Example:
 
@@ -591,14 +616,32 @@ def make_report(paths, out_dir=None):
     ```
     """
     paths = [str(p) for p in paths]
-    runs, problems = runs_from(paths)
+    if out_dir is not None and os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise OutDirectoryError(f"{out_dir} is a file, not a directory: pass --out DIR, a directory to write the "
+                                "report into (created if needed).")
+    runs, problems = runs_from(paths, import_plugins)
     groups = build_groups(runs)
     problems += _seed_problems(groups)
     out_dir = out_dir or default_out_dir(paths)
-    os.makedirs(out_dir, exist_ok=True)
-    plots = plot_curves(groups, out_dir)
     pairs = {id(g): paired_to_independent(groups, g) for g in groups}
     table = markdown_table(groups, pairs)
+    plots = []
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        plots = plot_curves(groups, out_dir)
+        return _write_report(out_dir, groups, pairs, table, plots, runs, problems)
+    except OSError as error:
+        if disk_errno(error) is None:
+            raise
+        what = str(error) if isinstance(error, DiskError) else f"cannot write {error.filename}: {error.strerror}"
+        problems.append(f"{what}: the report is not saved in {out_dir}. The "
+                        "table is printed; the runs were only read. Pass --out DIR on a disk that can be written.")
+        return {"markdown": None, "json": None, "plots": plots, "runs": len(runs), "table": table,
+                "problems": problems}
+
+
+def _write_report(out_dir, groups, pairs, table, plots, runs, problems):
+    """`report.md` and `report.json` of `make_report`; its return value."""
     markdown = "# keras-okd report\n\n" + table + "\n"
     markdown += "".join(f"![{os.path.basename(path)}]({os.path.basename(path)})\n\n" for path in plots)
     markdown += "Runs:\n\n" + "".join(f"- {os.path.relpath(r.path, out_dir)}\n" for r in runs)

@@ -28,12 +28,19 @@ it lives in a layer weight, not in a Keras `SeedGenerator`, whose state `save_we
 so they continue where they were. The data need no state: the training pipeline draws epoch e's shuffle order and
 the tf.data augmentation of its step s from (seed, e, s) alone (`keras_okd.data.pipeline`), told e by its
 `keras_okd.data.DataEpoch` callback, so a resumed run sees the same data as an uninterrupted one and ends in the
-same state, bit for bit on CPU (tests/experiments/test_experiment_runner.py, benchmarks/resume_equality.py). A
+same state, bit for bit on CPU (tests/experiments/test_experiment_runner.py, benchmarks/resume_equality.py). Only
+the run that wrote the backup is resumed: a backup records the resolved config and the backend, Keras and engine
+versions, and a resume with any of them changed is refused (`ResumeMismatchError`, naming each difference). A
 completed run (`results.json` present) is not trained again.
+
+A full, over-quota or read-only disk stops a run with one `DiskError` naming the file (every write goes through
+`keras_okd.experiments.state.atomic_save`, and the callbacks that keep their own files open through `disk_guarded`);
+the directory keeps every completed epoch.
 """
 
 import importlib.util
 import inspect
+import json
 import os
 import shutil
 import sys
@@ -52,12 +59,14 @@ from keras_okd.experiments.config import (
     default_run_dir,
     dump_config,
     load_config,
+    load_run_config,
     method_accepts,
     where,
     with_seed,
 )
 from keras_okd.experiments.schedules import learning_rate
 from keras_okd.experiments.state import (
+    DiskError,
     RunCheckpoint,
     RunDirectoryError,
     RunLock,
@@ -65,6 +74,7 @@ from keras_okd.experiments.state import (
     atomic_json,
     atomic_save,
     atomic_write,
+    disk_guarded,
     read_history_rows,
     read_json,
     remove_temporaries,
@@ -362,8 +372,10 @@ def _run_owned(config, run_dir, seed, callbacks, verbose):
     resolved = with_seed(config, seed)
     results_path = os.path.join(run_dir, RESULTS)
     checkpoint = RunCheckpoint(os.path.join(run_dir, BACKUP), os.path.join(run_dir, HISTORY),
-                               os.path.join(run_dir, PROGRESS), verbose=verbose)
+                               os.path.join(run_dir, PROGRESS), verbose=verbose,
+                               config=json.loads(json.dumps(dict(resolved))))
     _check_same_config(run_dir, resolved, checkpoint)
+    checkpoint.check_resume()  # a backup of another config, backend or version is not resumed by this one
     if os.path.exists(results_path):
         results, problem = read_json(results_path)
         if problem is None and isinstance(results, dict):
@@ -385,8 +397,8 @@ def _run_owned(config, run_dir, seed, callbacks, verbose):
     history_path = os.path.join(run_dir, HISTORY)
     fit_callbacks = keras_okd.callbacks.for_method(distiller) + ([clock] if clock is not None else []) + [
         checkpoint,  # before CSVLogger: it restores the history that CSVLogger appends to
-        keras.callbacks.CSVLogger(history_path, append=True),
-        *tensorboard(os.path.join(run_dir, "tensorboard")),
+        disk_guarded(keras.callbacks.CSVLogger(history_path, append=True), history_path),
+        *[disk_guarded(board, board.log_dir) for board in tensorboard(os.path.join(run_dir, "tensorboard"))],
         *callbacks,
     ]
     done, total = checkpoint.latest_epoch(), resolved["epochs"]
@@ -508,7 +520,8 @@ def save_portable(model, path):
         rebuilt = model.__class__.from_config(plain)
         rebuilt.set_weights(model.get_weights())
         model = rebuilt
-    atomic_save(model.save, path)  # written aside, then renamed: a kill never leaves half a model
+    needs = sum(w.nbytes for w in model.get_weights())  # checked free first: the zip holds every weight
+    atomic_save(model.save, path, needs=needs)  # written aside, then renamed: a kill never leaves half a model
 
 
 def save_models(distiller, models, students, run_dir):
@@ -616,7 +629,7 @@ def keras_file_problem(path):
     return f"is damaged (member {bad} fails its CRC check)" if bad else None
 
 
-def evaluate_run(run_dir, batch_size=None):
+def evaluate_run(run_dir, batch_size=None, import_plugins=False):
     """Re-score a run's saved students (or branches), teacher peers and ensemble on its test split.
 
     Loads the `.keras` files with `keras.saving.load_model` (plain Keras models) and the test split from the saved
@@ -626,15 +639,21 @@ def evaluate_run(run_dir, batch_size=None):
 
     Args:
         run_dir: a run directory written by `run_experiment`.
-        batch_size: test batch size (default: the config's).
+        batch_size: test batch size (default: the config's), an integer >= 1.
+        import_plugins: import the run's plugins (its config's `imports:`; this runs their code). Needed only when
+            the run's dataset, or a layer of its saved models, is registered by a plugin; without it, such a run is
+            refused (or its files reported as not loading) with a message saying so.
 
     Returns:
         `{"backend", "num_test_samples", "scores": {"student_0": {"accuracy", "loss", "file"}, ..., "teacher_0": ...,
-        "ensemble": ..., "peers_mean": ...}, "problems": [...]}` (accuracy a fraction; loss the mean cross-entropy;
-        a file that could not be scored has `{"file", "error"}` instead).
+        "ensemble": ..., "peers_mean": ...}, "problems": [...], "saved": path}` (accuracy a fraction; loss the mean
+        cross-entropy; a file that could not be scored has `{"file", "error"}` instead; `saved` is None, and a problem
+        says why, when a full or read-only disk kept `evaluation.json` from being written).
 
     Raises:
-        ConfigError: the run's `config.yaml` is missing or does not read (nothing to evaluate against).
+        ConfigError: the run's `config.yaml` is missing or does not read (nothing to evaluate against), or its
+            dataset is registered by a plugin that `import_plugins` was not given to import.
+        ValueError: `batch_size` is not an integer >= 1.
 
     Example:
 
@@ -644,16 +663,25 @@ def evaluate_run(run_dir, batch_size=None):
     evaluation["problems"]   # [] when every model file loaded
     ```
     """
-    config = load_config(os.path.join(run_dir, CONFIG), check_params=False)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size: got {batch_size!r}; accepted: an integer >= 1 (None: the config's).")
+    config = load_run_config(os.path.join(run_dir, CONFIG), import_plugins)
+    plugins = config.get("imports") if not import_plugins else None
+    if plugins and config["dataset"]["name"] not in keras_okd.data.names():
+        raise ConfigError([f"{os.path.join(run_dir, CONFIG)}: dataset {config['dataset']['name']!r} is registered by "
+                           f"this run's plugins ({', '.join(plugins)}), which are not imported: importing them runs "
+                           "their code. Pass --import-plugins (import_plugins=True) for a run you trust."])
     problems = []
     results, problem = read_json(os.path.join(run_dir, RESULTS))
+    if problem is None and not isinstance(results, dict):
+        problem = f"{os.path.join(run_dir, RESULTS)} holds a {type(results).__name__}, not the results of a run"
     if problem:
         problems.append(f"{problem}; the run may be incomplete: scoring the model files present")
         results = None
     options = dict(config["dataset"])
     name = options.pop("name")
-    if batch_size:
-        options["batch_size"] = int(batch_size)
+    if batch_size is not None:
+        options["batch_size"] = batch_size
     _, test, _ = keras_okd.data.get(name, seed=config["seeds"][0], **options)
     labels = np.concatenate([np.asarray(y) for y in test.map(lambda x, y: y).as_numpy_iterator()]).astype("int64")
     images = test.map(lambda x, y: x)
@@ -666,6 +694,9 @@ def evaluate_run(run_dir, batch_size=None):
                 model = keras.saving.load_model(path)
             except Exception as error:  # report a file that does not load, score the others
                 problem = f"does not load ({type(error).__name__}: {' '.join(str(error).split())[:300]})"
+                if plugins:
+                    problem += (f"; the run's plugins ({', '.join(plugins)}) are not imported: if a layer of it "
+                                "comes from them, pass --import-plugins (it runs their code)")
         if problem:
             scores[label] = {"file": file, "error": problem}
             problems.append(f"{path} {problem}")
@@ -683,7 +714,13 @@ def evaluate_run(run_dir, batch_size=None):
             scores["peers_mean"] = {**_score(mean, labels), "from": "mean of the deployed peers' probabilities"}
     result = {"backend": keras.backend.backend(), "num_test_samples": int(len(labels)), "scores": scores,
               "problems": problems}
-    atomic_json(os.path.join(run_dir, "evaluation.json"), result)
+    path = os.path.join(run_dir, "evaluation.json")
+    try:
+        atomic_json(path, result)
+        result["saved"] = path
+    except DiskError as error:  # the scores are computed: return them, saying they are not saved
+        result["saved"] = None
+        problems.append(f"{error}; the scores are not saved (they are printed)")
     return result
 
 
