@@ -496,9 +496,41 @@ def render(path, config, header):
     return "\n".join(lines) + "\n"
 
 
+def fashion_mnist_1k_configs():
+    """The regime where the evidence campaign found online KD ahead of independent training (ledger/n1000_plain,
+    README "Measured here"), on the Fashion-MNIST subset bundled with the package (dataset fashion_mnist_1k: the same
+    1,000 images, no download): two simple_cnn_8, no augmentation, 150 epochs, batch 64, SGD 0.01 momentum 0.9 with 5
+    epochs of linear warm-up then cosine, coupled weight decay 5e-4, validation every 10 epochs."""
+    out = {}
+    for stem, params, row in (("independent", {}, "Ind"), ("dml", {}, "DML"),
+                              ("tsb", {**TSB_PARAMS, "warmup_epochs": 10}, "TSB (KD warm-up 10 epochs)")):
+        config = {
+            "experiment": "fashion_mnist_1k_simple_cnn_8",
+            "paper": "keras-okd Fashion-MNIST, 1,000 images (bundled)",
+            "method": {"name": stem, "params": dict(params)},
+            "students": ["simple_cnn_8", "simple_cnn_8"],
+            "dataset": {"name": "fashion_mnist_1k", "batch_size": 64, "augment": None},
+            "optimizer": {"name": "sgd", "learning_rate": 0.01, "momentum": 0.9, "nesterov": False,
+                          "weight_decay": 5e-4},
+            "schedule": {"type": "cosine", "warmup_epochs": 5},
+            "epochs": 150,
+            "validation_freq": 10,
+            "seeds": [0, 1, 2, 3, 4],
+            "strategy": "none",
+        }
+        header = [
+            f"Fashion-MNIST, the 1,000 images bundled with keras-okd (no download), row {row}: two simple_cnn_8.",
+            "The regime of ledger/n1000_plain (benchmarks/fashion_mnist_regimes.yaml, trained there by the numpy "
+            "driver: same images, other shuffle draws).",
+            "All rows: keras-okd report runs/fashion_mnist_1k_simple_cnn_8",
+        ]
+        out[f"fashion_mnist_1k/{stem}.yaml"] = (config, header)
+    return out
+
+
 def all_configs():
     return {**tsb_configs(), **dkel_configs(), **dkel_compared_configs(), **mcl_configs(), **switokd_configs(),
-            **digits_configs(), **fashion_mnist_configs()}
+            **digits_configs(), **fashion_mnist_configs(), **fashion_mnist_1k_configs()}
 
 
 def main(argv=None):
