@@ -98,11 +98,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ledger", nargs="+", default=[], help="keras-okd ledger folders or records")
     parser.add_argument("--runs", default=None, help="keras-okd runs: <dir>/<method>/seed_<s>/results.json")
-    parser.add_argument("--torch", nargs="+", required=True, help="minimal_okd_torch.py logs")
+    parser.add_argument("--torch", nargs="+", default=[], help="minimal_okd_torch.py logs (none: keras-okd alone)")
     args = parser.parse_args(argv)
     if not args.ledger and not args.runs:
         parser.error("give --ledger and/or --runs (keras-okd's side).")
-    print(table({"keras-okd": keras_okd_runs(args.ledger, args.runs), "plain PyTorch": torch_runs(args.torch)}))
+    implementations = {"keras-okd": keras_okd_runs(args.ledger, args.runs)}
+    if args.torch:
+        implementations["plain PyTorch"] = torch_runs(args.torch)
+    print(table(implementations))
 
 
 if __name__ == "__main__":
