@@ -206,6 +206,12 @@ def stratified_subset(labels, size, seed=0):
     """Indices of a stratified random subset of `size` samples, in increasing order (the rule in the module
     docstring: per-class quotas by largest remainder, a random choice within each class from one generator).
 
+    Kept here rather than `sklearn.model_selection.train_test_split(stratify=...)`: the subset names the images of
+    every ledger record and of the bundled `fashion_mnist_1k`, so its rule must stay fixed across library versions
+    and be reproducible in a few lines of numpy by other code (benchmarks/minimal_okd_torch.py does); scikit-learn
+    promises neither, and refuses a subset of the whole set or of a class with one image
+    (tests/test_mnist_family.py::test_stratified_subset_follows_the_documented_rule runs the documented rule).
+
     Args:
         labels: int labels `(N,)` of classes 0..C-1.
         size: number of samples to keep, 1..N.
