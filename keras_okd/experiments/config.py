@@ -384,8 +384,10 @@ def config_from_dict(data, overrides=(), source="<dict>", check_params=True):
     >>> config = config_from_dict({"experiment": "quick", "method": {"name": "dml"},
     ...     "students": ["simple_cnn", "simple_cnn"], "dataset": {"name": "digits", "batch_size": 64},
     ...     "optimizer": {"name": "sgd", "learning_rate": 0.05}, "epochs": 2}, overrides=["method.params.temperature=3"])
-    >>> config["method"], config["seeds"], config["schedule"]
-    ({'name': 'dml', 'params': {'temperature': 3.0, 'weight': 1.0, 'reduction': 'mean', 'features': None}}, [0], {'type': 'constant'})
+    >>> config["method"], config["seeds"]
+    ({'name': 'dml', 'params': {'temperature': 3.0, 'weight': 1.0, 'reduction': 'mean', 'features': None}}, [0])
+    >>> config["schedule"], config["validation_freq"]
+    ({'type': 'constant', 'warmup_epochs': 0.0}, 1)
     """
     return _resolve(copy.deepcopy(data), _Sources(source), overrides, check_params)
 
@@ -1050,8 +1052,9 @@ def dump_config(config, path=None):
     students: [simple_cnn, simple_cnn]
     dataset: {name: digits, batch_size: 64, validation_size: 360, split_seed: 0, augment: null, shuffle: true}
     optimizer: {name: sgd, learning_rate: 0.05}
-    schedule: {type: constant}
+    schedule: {type: constant, warmup_epochs: 0.0}
     epochs: 2
+    validation_freq: 1
     seeds: [0]
     strategy: none
     """

@@ -13,7 +13,7 @@ Each takes `warmup_epochs` (default 0): a linear warm-up of the rate over the fi
 steps (rounded; fractions of an epoch allowed), the rate of step s multiplied by `(s + 1) / warmup_steps` (PyTorch's
 `LinearLR` with `start_factor = 1 / warmup_steps`, stepped per batch): the first step runs at `rate / warmup_steps`,
 never at 0. Keras has warm-up built into `CosineDecay` only (from an initial rate, the first step at that rate), so
-`WarmUp` wraps any schedule with the same ramp.
+`LinearWarmUp` wraps any schedule with the same ramp.
 """
 
 import keras
@@ -21,7 +21,7 @@ from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="keras_okd")
-class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
+class LinearWarmUp(keras.optimizers.schedules.LearningRateSchedule):
     """A linear learning-rate warm-up in front of another schedule: step s (0-based) runs at
     `after(s) * min(1, (s + 1) / warmup_steps)`.
 
@@ -33,8 +33,8 @@ class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
     Example:
 
     >>> import keras
-    >>> from keras_okd.experiments.schedules import WarmUp
-    >>> schedule = WarmUp(0.1, warmup_steps=4)
+    >>> from keras_okd.experiments.schedules import LinearWarmUp
+    >>> schedule = LinearWarmUp(0.1, warmup_steps=4)
     >>> [round(float(schedule(step)), 4) for step in range(6)]
     [0.025, 0.05, 0.075, 0.1, 0.1, 0.1]
     >>> optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=0.9)   # as any Keras schedule
@@ -99,7 +99,7 @@ def learning_rate(schedule, base_rate, epochs, steps_per_epoch):
     else:
         raise ValueError(f"unknown schedule type {kind!r}; known: constant, step, cosine.")
     warmup_steps = round(float(schedule.get("warmup_epochs", 0) or 0) * steps_per_epoch)
-    return WarmUp(rate, warmup_steps) if warmup_steps >= 1 else rate
+    return LinearWarmUp(rate, warmup_steps) if warmup_steps >= 1 else rate
 
 
 def rate_at(rate, step):
@@ -112,4 +112,4 @@ def rate_at(rate, step):
     0.05
     """
     value = rate(step) if callable(rate) else rate
-    return round(float(ops.convert_to_numpy(value)), 9)
+    return round(float(ops.convert_to_numpy(value)), 7)  # float32 schedules: 7 digits

@@ -185,10 +185,11 @@ def test_digits_by_name_keeps_the_split_fixed_across_seeds():
 
 
 def test_unknown_dataset_and_options():
-    with pytest.raises(ValueError, match="Unknown dataset .svhn.; known: cifar10, cifar100, digits, fashion_mnist, folder"):
+    with pytest.raises(ValueError, match="Unknown dataset .svhn.; known: cifar10, cifar100, digits, fashion_mnist, "
+                                         "fashion_mnist_1k, folder"):
         keras_okd.data.get("svhn")
     with pytest.raises(ValueError, match="augment must be None or 'shift'"):
         keras_okd.data.get("digits", augment="standard")
-    assert keras_okd.data.names() == ["cifar10", "cifar100", "digits", "fashion_mnist", "folder", "imagenet2012",
-                                      "mnist", "tinyimagenet"]
+    assert keras_okd.data.names() == ["cifar10", "cifar100", "digits", "fashion_mnist", "fashion_mnist_1k", "folder",
+                                      "imagenet2012", "mnist", "tinyimagenet"]
     assert os.path.basename(keras_okd.data.tiny_imagenet.default_data_dir()) == "datasets"

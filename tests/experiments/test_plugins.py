@@ -224,7 +224,8 @@ def test_one_definition_of_strategies_and_of_the_step_schedule():
     args.seed = 0
     demo = cli._demo_config("tsb", args)
     rate = learning_rate(demo["schedule"], 0.05, 40, steps_per_epoch=3)
-    expected = [0.05 * 0.1 ** ((e >= 25) + (e >= 30) + (e >= 35)) for e in range(40)]
+    warmup = round(demo["schedule"]["warmup_epochs"] * 3)  # the demo's linear warm-up, in steps
+    expected = [0.05 * 0.1 ** ((e >= 25) + (e >= 30) + (e >= 35)) * min(1, (3 * e + 3) / warmup) for e in range(40)]
     np.testing.assert_allclose([rate_at(rate, 3 * e + 2) for e in range(40)], expected, rtol=1e-6)
     assert demo["schedule"]["milestones"] == [25, 30, 35]
 

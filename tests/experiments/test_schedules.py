@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from keras_okd.experiments import ConfigError, config_from_dict, read_history, run_experiment
-from keras_okd.experiments.schedules import WarmUp, learning_rate, rate_at
+from keras_okd.experiments.schedules import LinearWarmUp, learning_rate, rate_at
 
 BASE = {"experiment": "sched", "method": {"name": "dml"}, "students": ["simple_cnn_8", "simple_cnn_8"],
         "dataset": {"name": "digits", "batch_size": 500}, "optimizer": {"name": "sgd", "learning_rate": 0.1},
@@ -44,12 +44,12 @@ def test_every_step_rate_equals_numpy(schedule):
 
 def test_warm_up_starts_above_zero_and_a_constant_without_it_is_a_number():
     rate = learning_rate({"type": "cosine", "warmup_epochs": 1.0}, 0.1, 5, 4)
-    assert isinstance(rate, WarmUp) and rate_at(rate, 0) == pytest.approx(0.025)
+    assert isinstance(rate, LinearWarmUp) and rate_at(rate, 0) == pytest.approx(0.025)
     assert learning_rate({"type": "constant", "warmup_epochs": 0.0}, 0.1, 5, 4) == 0.1
     with pytest.raises(ValueError, match="steps_per_epoch must be an integer >= 1, got 0"):
         learning_rate({"type": "constant"}, 0.1, 5, 0)
     with pytest.raises(ValueError, match="warmup_steps must be an integer >= 1, got 0"):
-        WarmUp(0.1, 0)
+        LinearWarmUp(0.1, 0)
 
 
 def test_warm_up_round_trips_through_keras_serialization():
