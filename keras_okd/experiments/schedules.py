@@ -108,8 +108,8 @@ def rate_at(rate, step):
     Example:
 
     >>> from keras_okd.experiments.schedules import learning_rate, rate_at
-    >>> rate_at(learning_rate({"type": "cosine", "warmup_epochs": 0}, 0.1, epochs=2, steps_per_epoch=5), 5)
+    >>> round(rate_at(learning_rate({"type": "cosine", "warmup_epochs": 0}, 0.1, epochs=2, steps_per_epoch=5), 5), 6)
     0.05
     """
     value = rate(step) if callable(rate) else rate
-    return round(float(ops.convert_to_numpy(value)), 7)  # float32 schedules: 7 digits
+    return float(ops.convert_to_numpy(value))
