@@ -37,7 +37,10 @@ def skipping_nonfinite(optimizer):
     """
     rate = getattr(optimizer, "_learning_rate", None)
     if isinstance(rate, (int, float)) or (hasattr(rate, "shape") and not callable(rate)):
-        value = float(rate)  # not convert_to_numpy: np.array() of a Variable warns (numpy 2's copy keyword)
+        try:
+            value = float(rate)  # not convert_to_numpy: np.array() of a Variable warns (numpy 2's copy keyword)
+        except TypeError:  # a tf.distribute MirroredVariable inside: float() does not take it, numpy does
+            value = float(ops.convert_to_numpy(rate))
         if not value >= 0:
             raise ValueError(f"The optimizer's learning_rate must be >= 0, got {value}: a negative rate climbs the "
                              "loss instead of descending it.")
