@@ -12,6 +12,7 @@ import argparse
 import keras
 
 import keras_okd
+from keras_okd.experiments.schedules import LinearWarmUp
 
 
 def main(argv=None):
@@ -26,7 +27,8 @@ def main(argv=None):
     keras.utils.set_random_seed(0)
     students = [keras_okd.models.get("simple_cnn", num_classes=10, input_shape=(8, 8, 1)) for _ in range(2)]
     distiller = keras_okd.methods.tsb(students, num_train_samples=len(x), warmup_epochs=2)
-    distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), coupled_weight_decay=5e-4)
+    rate = LinearWarmUp(0.05, warmup_steps=2 * -(-len(x) // 64))    # the rate ramps up over 2 epochs of batches
+    distiller.compile(optimizer=keras.optimizers.SGD(rate, momentum=0.9), coupled_weight_decay=5e-4)
     distiller.fit(x, y, validation_data=(x_val, y_val), epochs=args.epochs, batch_size=64, verbose=2)
 
     probabilities = distiller.predict(x_val, verbose=0)              # the students' ensemble

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 import keras_okd
+from keras_okd.experiments.schedules import LinearWarmUp
 
 
 def main(argv=None):
@@ -37,7 +38,8 @@ def main(argv=None):
     students = [keras_okd.models.get("simple_cnn", num_classes=10, input_shape=(8, 8, 1)),
                 keras_okd.models.get("simple_cnn", num_classes=10, input_shape=(8, 8, 1), width=16)]
     distiller = keras_okd.methods.tsb(students, num_train_samples=len(x), warmup_epochs=2)
-    distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), coupled_weight_decay=5e-4)
+    rate = LinearWarmUp(0.05, warmup_steps=2 * -(-len(x) // 64))    # the rate ramps up over 2 epochs of batches
+    distiller.compile(optimizer=keras.optimizers.SGD(rate, momentum=0.9), coupled_weight_decay=5e-4)
     history = distiller.fit(train, validation_data=val, epochs=args.epochs, verbose=2,
                             callbacks=keras_okd.callbacks.for_method(distiller))         # TSB's warm-up
 
