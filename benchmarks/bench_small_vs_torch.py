@@ -13,7 +13,9 @@ Arms, each in its own process, capped at --threads threads (default 1: one core 
 - `BACKEND:VARIANT` takes one per-step cost away, to measure it:
   `nochecks` (no input checks in the pipeline), `nocallbacks` (none of fit's callbacks but the guard),
   `noguard` (no non-finite guard), `keras` (none of the three: `keras.Model.fit` on the raw pipeline),
-  `numpy` (`fit` from numpy arrays instead of tf.data).
+  `numpy` (`fit` from numpy arrays instead of tf.data); and `plainkeras` is no keras-okd at all: the same students
+  as one functional Keras model with one cross-entropy per output and no weight-decay term, `keras.Model.fit` on
+  the same pipeline (the engine's and Keras's own cost for these networks: independent training in Keras alone).
 All arms are built and warmed up first, then timed in --rounds interleaved rounds of --steps steps, the order
 rotating. A keras-okd arm's time runs from the end of its first step to the return of `fit` (which waits for JAX's
 asynchronous steps); the plain arm's from the end of an untimed step to the end of the last. Printed: images per
@@ -34,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _arms import Arm, interleaved, loop_timer, serve, thread_environment  # noqa: E402
 
 BACKENDS = ("tensorflow", "jax", "torch")
-VARIANTS = ("fit", "nochecks", "nocallbacks", "noguard", "keras", "numpy")
+VARIANTS = ("fit", "nochecks", "nocallbacks", "noguard", "keras", "numpy", "plainkeras")
 SHAPE, CLASSES = (28, 28, 1), 10
 
 
@@ -110,7 +112,16 @@ def keras_okd_timer(args, variant):
 
     clock = Clock()
 
+    if variant == "plainkeras":
+        inputs = keras.Input(SHAPE)
+        plain = keras.Model(inputs, [student(inputs) for student in students])
+        plain.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                      loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * len(students))
+        pairs = ds.map(lambda x, y: (x["inputs"], tuple([y] * len(students))))
+
     def fit(steps):
+        if variant == "plainkeras":
+            return plain.fit(pairs, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[clock])
         if variant == "fit":
             return distiller.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[clock])
         if variant == "numpy":
