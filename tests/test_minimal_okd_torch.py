@@ -80,7 +80,8 @@ def test_sgd_keras_is_keras_momentum_rule_and_torch_s_differs_only_while_the_rat
     for g, rate in zip(grads, rates):
         optimizer.learning_rate = rate
         # keras-okd's coupled decay: 0.5 * decay * ||w||^2 in the loss adds decay * w to the gradient
-        optimizer.apply_gradients([(g + decay * keras.ops.convert_to_numpy(variable), variable)])
+        gradient = keras.ops.convert_to_tensor(g + decay * keras.ops.convert_to_numpy(variable))
+        optimizer.apply_gradients([(gradient, variable)])
     expected = keras.ops.convert_to_numpy(variable)
     np.testing.assert_allclose(_torch_steps("keras", w0, grads, rates, decay), expected, rtol=1e-5, atol=1e-6)
     moved = np.abs(_torch_steps("torch", w0, grads, rates, decay) - expected).max()
