@@ -745,6 +745,12 @@ class _Validator:
                 resolved[name] = checked
         return resolved
 
+    def named(self, path, value, name):
+        """`(name, options)` of a section whose `name` (checked by the `_Key` `name`) picks a function and whose other
+        keys are its options; the name is None when it is missing or refused."""
+        options = self.fields(path, value, {"name": name}, others=True)
+        return options.pop("name", None), options
+
     def ranged(self, path, values, rules):
         for key, value in values.items():
             problem = rules[key](value) if key in rules else None
@@ -848,12 +854,11 @@ class _Validator:
 
     def dataset(self, value):
         path = ("dataset",)
-        options = self.fields(path, value, {"name": DATASET_NAME}, others=True)
-        if "name" not in options:
+        name, options = self.named(path, value, DATASET_NAME)
+        if name is None:
             return None
         import keras_okd.data
 
-        name = options.pop("name")
         if "seed" in options:
             self.error(path + ("seed",), "is the run's seed: set `seeds:` (or --seed) instead.")
             options.pop("seed")
@@ -864,10 +869,9 @@ class _Validator:
 
     def optimizer(self, value):
         path = ("optimizer",)
-        options = self.fields(path, value, {"name": OPTIMIZER_NAME}, others=True)
-        if "name" not in options:
+        name, options = self.named(path, value, OPTIMIZER_NAME)
+        if name is None:
             return None
-        name = options.pop("name")
         import keras
 
         try:
