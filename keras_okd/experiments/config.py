@@ -62,12 +62,19 @@ Values: every number is checked against its accepted range where a range is know
 among `keras_okd.methods.names()` is an error. What can only be checked with the data (a dataset option its loader
 refuses, a network too deep for the images, an empty dataset, a strategy this backend lacks) is checked by the
 runner before anything is written, and reported as a `ConfigError` naming the key's line too.
+
+The checks are tables: `TOP` (the config's keys), `SCHEDULE` and `STEP_SCHEDULE`, `BRANCH_STUDENT`, `METHOD`, and
+the ranges of the dataset options and optimizer arguments (`DATASET_RANGES`, `OPTIMIZER_RANGES`); a row gives a key's
+types, default, rules and hint (`_Key`), so a new key is a new row.
 """
 
+import collections
 import copy
 import difflib
 import functools
+import importlib
 import inspect
+import json
 import math
 import os
 import re
@@ -80,9 +87,6 @@ import yaml
 from keras_okd.distribute import STRATEGIES, STRATEGY_ENGINES
 from keras_okd.registry import PluginError, load_plugin
 
-TOP_LEVEL = ("experiment", "paper", "imports", "method", "students", "dataset", "optimizer", "schedule", "epochs",
-             "validation_freq", "seeds", "strategy")
-REQUIRED = ("experiment", "method", "students", "dataset", "optimizer", "epochs")
 SCHEDULES = ("step", "cosine", "constant")
 #: The backend each strategy needs (keras_okd.distribute.strategy_scope refuses the others).
 STRATEGY_BACKENDS = {name: engine for name, engine in STRATEGY_ENGINES.items() if engine}
@@ -346,9 +350,9 @@ def load_run_config(path, import_plugins=False):
     data, sources = read_yaml(path)
     if import_plugins or not (isinstance(data, dict) and data.get("imports")):
         return load_config(path, check_params=False)
-    checks = {"experiment": str, "paper": str, "imports": list, "method": dict, "students": (list, dict),
-              "dataset": dict, "optimizer": dict, "schedule": dict, "epochs": int, "seeds": list, "strategy": str}
-    errors = [f"{sources.where((key,))}: {key}: expected {_describe(kind if isinstance(kind, tuple) else (kind,))}"
+    # every section of a resolved config, but validation_freq (runs written before it existed lack it)
+    checks = {key: spec.types for key, spec in TOP.items() if key != "validation_freq"}
+    errors = [f"{sources.where((key,))}: {key}: expected {_describe(kind)}"
               f", got {type(data.get(key)).__name__} (a run's config.yaml holds every section)."
               for key, kind in checks.items() if not isinstance(data.get(key), kind)]
     for section in ("method", "dataset", "optimizer"):
@@ -469,7 +473,7 @@ def _apply_override(data, expression, sources, errors):
         errors.append(f"--set {expression}: expected key=value (e.g. method.params.beta=0.5).")
         return
     key, text = expression.split("=", 1)
-    parts = [p for p in key.strip().split(".")]
+    parts = key.strip().split(".")
     if not key.strip() or any(not p for p in parts):
         errors.append(f"--set {expression}: empty key.")
         return
@@ -513,38 +517,23 @@ def _types_of(parameter):
     if annotation is not inspect.Parameter.empty and not isinstance(annotation, str):
         args = typing.get_args(annotation) if isinstance(annotation, types.UnionType) or typing.get_origin(
             annotation) is typing.Union else (annotation,)
-        accepted = tuple(typing.get_origin(a) or a for a in args)
-        accepted = tuple(list if a is tuple else a for a in accepted)
-        if all(a in _TYPE_NAMES for a in accepted):
-            return accepted
-        return None
+        accepted = tuple(list if a is tuple else a for a in (typing.get_origin(a) or a for a in args))
+        return accepted if all(a in _TYPE_NAMES for a in accepted) else None
     default = parameter.default
-    if default is inspect.Parameter.empty or default is None:
-        return None
-    for kind in (bool, int, float, str, dict):
-        if type(default) is kind:
-            return (kind,)
     if isinstance(default, (list, tuple)):
         return (list,)
-    return None
+    return (type(default),) if type(default) in (bool, int, float, str, dict) else None
 
 
 def _matches(value, accepted):
     """`(ok, value)`: whether `value` has one of the `accepted` types (ints count as floats, bools only as bools)."""
-    if accepted is None:
-        return True, value
-    for kind in accepted:
-        if kind is bool and isinstance(value, bool):
-            return True, value
-        if kind is int and isinstance(value, int) and not isinstance(value, bool):
-            return True, value
-        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    for kind in accepted or ():
+        if kind is float and number:
             return True, float(value)
-        if kind in (str, list, dict) and isinstance(value, kind):
+        if (kind is int and number and isinstance(value, int)) or (kind is not int and isinstance(value, kind)):
             return True, value
-        if kind is type(None) and value is None:
-            return True, value
-    return False, value
+    return accepted is None, value
 
 
 def _describe(accepted):
@@ -562,13 +551,138 @@ def _yaml_able(value):
 
 
 def _plain(value):
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+# ---------------------------------------------------------------------------------------------------------- schema
+# A rule is a function of a well-typed value that returns what is wrong with it, or None.
+def _rule(test, message):
+    return lambda value: None if test(value) else message(value)
+
+
+def _must(test, accepted):
+    return _rule(test, lambda value: f"must be {accepted}, got {value}.")
+
+
+def _within(test, accepted):
+    """`got <value>; accepted: <accepted>.` for a number, or a list of numbers, that fails `test`."""
+    def numbers(value):
+        return value if isinstance(value, list) else [value]
+
+    return _rule(lambda value: not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers(value))
+                 or all(test(v) for v in numbers(value)), lambda value: f"got {value!r}; accepted: {accepted}.")
+
+
+def _closest(name, known):
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _one_of(kind, known, advice=""):
+    """`unknown <kind> ...; known: ...` for a name not in `known`: names, or the registry module whose `names()`
+    (read when the rule runs: plugins add to them) they are."""
+    def problem(name):
+        names = list(importlib.import_module(known).names() if isinstance(known, str) else known)
+        return None if name in names else (f"unknown {kind} {name!r}{_closest(name, names)}; known: "
+                                           f"{', '.join(names)}.{advice}")
+
+    return problem
+
+
+def _zoo_name(name):
+    try:
+        importlib.import_module("keras_okd.models.registry").lookup(name)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+#: Ranges of dataset options, by name, for every loader that takes them.
+DATASET_RANGES = {
+    **dict.fromkeys(("batch_size", "validation_size", "shuffle_buffer", "resize", "image_size"),
+                    _within(lambda v: v >= 1, "a number >= 1")),
+    **dict.fromkeys(("padding", "split_seed"), _within(lambda v: v >= 0, "a number >= 0")),
+    "channels": _within(lambda v: v in (1, 3), "1 (grayscale) or 3 (RGB)"),
+    "validation_split": _within(lambda v: 0 < v < 1, "a fraction in (0, 1)"),
+}
+#: Ranges of optimizer arguments (Keras checks some of them itself, not these).
+OPTIMIZER_RANGES = {
+    **dict.fromkeys(("learning_rate", "epsilon", "clipnorm", "clipvalue", "global_clipnorm"),
+                    _within(lambda v: v > 0, "a number > 0")),
+    "weight_decay": _within(lambda v: v >= 0, "a number >= 0"),
+    **dict.fromkeys(("momentum", "beta_1", "beta_2", "rho"), _within(lambda v: 0 <= v < 1, "a number in [0, 1)")),
+    "ema_momentum": _within(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+}
+
+_REQUIRED = object()
+#: A key of a section: its accepted types (None: any), its default (`_REQUIRED`: none), its rules (the first problem
+#: found is reported), a hint (or a function returning it) that the errors about a missing or mistyped value add,
+#: for a list each item's `_Key`, and for a section the `_Validator` method that checks and resolves it.
+_Key = collections.namedtuple("_Key", ["types", "default", "rules", "hint", "items", "section"],
+                              defaults=[_REQUIRED, (), "", None, None])
+
+
+def _hint(key):
+    return key.hint() if callable(key.hint) else key.hint
+
+
+_ZOO_NAME = _Key((str,), rules=(_zoo_name,))
+_WARMUP = _Key((float,), 0.0, (_must(lambda v: v >= 0, ">= 0 (epochs of linear learning-rate warm-up)"),))
+#: The config's keys, in the order of the resolved config.
+TOP = {
+    "experiment": _Key((str,), rules=(
+        _rule(lambda v: len(v) <= MAX_EXPERIMENT_CHARS,
+              lambda v: f"names a directory: at most {MAX_EXPERIMENT_CHARS} characters, got {len(v):,}."),
+        _rule(_NAME_PATTERN.match, lambda v: f"{v!r} names directories: use letters, digits and _ . + - only."))),
+    "paper": _Key((str,), "", (_rule(lambda v: len(v) <= MAX_PAPER_CHARS, lambda v: f"is a heading: at most "
+                                     f"{MAX_PAPER_CHARS} characters, got {len(v):,} ({v[:40]!r}...)."),)),
+    "imports": _Key((list,), []),  # imported, and checked, before the rest (_load_imports)
+    "method": _Key((dict,), hint=" ({name: <a method>, params: {...}})", section="method"),
+    "students": _Key((list, dict), hint=" (zoo names, [resnet32, resnet32], or a multi-branch student, {model: "
+                     "resnet32, branches: 3})", section="students"),
+    "dataset": _Key((dict,), hint=" ({name: <a dataset>, <its loader's options>})", section="dataset"),
+    "optimizer": _Key((dict,), hint=" ({name: <a Keras optimizer>, <its arguments>})", section="optimizer"),
+    "schedule": _Key((dict,), {"type": "constant"}, section="schedule"),
+    "epochs": _Key((int,), rules=(_must(lambda v: v >= 1, ">= 1"),)),
+    "validation_freq": _Key((int,), 1, (_must(lambda v: v >= 1, ">= 1 (validate every that many epochs)"),)),
+    "seeds": _Key((list,), [0], (_rule(len, lambda v: "needs at least one seed."),
+                                 _rule(lambda v: len(set(v)) == len(v), lambda v: f"seeds must be distinct, got {v}.")),
+                  items=_Key((int,), rules=(_within(lambda v: 0 <= v < 2**32, "an integer in [0, 2**32 - 1] (numpy's "
+                                                                                    "seed range)"),))),
+    "strategy": _Key((str,), "none", (_rule(lambda v: v in STRATEGIES, lambda v: f"{v!r} is not a strategy; use one "
+                                            f"of {', '.join(STRATEGIES)} (see keras_okd.distribute)."),)),
+}
+TOP_LEVEL = tuple(TOP)
+REQUIRED = tuple(key for key, spec in TOP.items() if spec.default is _REQUIRED)
+SCHEDULE = {"type": _Key((str,), "constant", (_one_of("schedule", SCHEDULES),)), "warmup_epochs": _WARMUP}
+STEP_SCHEDULE = {
+    "type": SCHEDULE["type"],
+    "milestones": _Key((list,), hint=" (epochs at which the rate is multiplied by factor)", items=_Key((int,)),
+                       rules=(_rule(lambda v: all(m >= 1 for m in v) and all(b > a for a, b in zip(v, v[1:])),
+                                    lambda v: f"must be increasing epochs >= 1, got {v}."),)),
+    "factor": _Key((float,), 0.1, (_must(lambda v: v > 0, "> 0"),)),
+    "warmup_epochs": _WARMUP,
+}
+BRANCH_STUDENT = {"model": _ZOO_NAME._replace(hint=" (a zoo name)"),
+                  "branches": _Key((int,), 3, (_must(lambda v: v >= 1, ">= 1"),)),
+                  "per_branch_inputs": _Key((bool, type(None)), None)}
+STUDENT_LIST = _Key((list,), items=_ZOO_NAME, rules=(_rule(lambda v: len(v) >= 2, lambda v: (
+    f"online distillation trains 2 or more students, got {len(v)}; to train one network alone, use method "
+    "independent with two copies of it.")),))
+METHOD = {"name": _Key((str,), hint=" (one of keras_okd.methods.names())", rules=(_one_of(
+              "method", "keras_okd.methods", " A method of your own: list its file under `imports:` (see "
+              "keras_okd.registry)."),)),
+          "params": _Key((dict, type(None)), None)}
+VIEWS_RULE = _rule(lambda v: v in VIEWS, lambda v: f"per-peer views are one of {', '.join(map(str, VIEWS))} (null: "
+                   f"every peer sees the same batch), got {v!r}.")
+#: The `name` of the sections whose other keys are a function's arguments.
+DATASET_NAME = _Key((str,), hint=lambda: f" (one of {', '.join(importlib.import_module('keras_okd.data').names())})",
+                    rules=(_one_of("dataset", "keras_okd.data"),))
+OPTIMIZER_NAME = _Key((str,), hint=" (a Keras optimizer: sgd, adam, adamw, rmsprop, ...)")
 
 
 # ---------------------------------------------------------------------------------------------------------- checks
@@ -582,86 +696,75 @@ class _Validator:
         self.errors.append(f"{self.sources.where(path)}: {_key(path)}: {message}")
 
     def unknown(self, path, key, known):
-        close = difflib.get_close_matches(str(key), [str(k) for k in known], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        self.error(path + (key,), f"unknown key{hint}; known keys here: {', '.join(map(str, known))}.")
+        self.error(path + (key,), f"unknown key{_closest(key, known)}; known keys here: {', '.join(map(str, known))}.")
 
-    def typed(self, path, value, accepted):
+    def typed(self, path, value, accepted, hint=""):
         ok, converted = _matches(value, accepted)
         if not ok:
-            self.error(path, f"expected {_describe(accepted)}, got {type(value).__name__} {value!r}"
+            self.error(path, f"expected {_describe(accepted)}{hint}, got {type(value).__name__} {value!r}"
                        + _string_number_hint(value))
         elif isinstance(converted, float) and not math.isfinite(converted):
             self.error(path, f"must be a finite number, got {converted!r}.")
             ok = False
         return ok, converted
 
-    def ranged(self, path, values, ranges):
-        """Check the numbers among `values` whose names have an entry in `ranges` (name -> `(test, range text)`)."""
-        for key, value in values.items():
-            if key in ranges and value is not None:
-                test, accepted = ranges[key]
-                numbers = value if isinstance(value, list) else [value]
-                if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers) and not all(
-                        test(v) for v in numbers):
-                    self.error(path + (key,), f"got {value!r}; accepted: {accepted}.")
+    def value(self, path, value, key):
+        """`(ok, value)`: `value` checked (and for a section resolved) by the `_Key` `key`; problems reported at
+        `path`."""
+        ok, value = self.typed(path, value, key.types, _hint(key))
+        if ok and key.items is not None:
+            checked = [self.value(path + (i,), item, key.items) for i, item in enumerate(value)]
+            ok, value = all(good for good, _ in checked), [item for _, item in checked]
+        for rule in key.rules if ok else ():
+            problem = rule(value)
+            if problem:
+                self.error(path, problem)
+                return False, value
+        if ok and key.section:
+            value = getattr(self, key.section)(value)
+        return ok, value
 
-    def mapping(self, path, value):
-        if not isinstance(value, dict):
-            self.error(path, f"expected a mapping (key: value lines), got {type(value).__name__} {value!r}.")
-            return None
-        return value
+    def fields(self, path, value, keys, others=False):
+        """The keys of the mapping `value` that pass their checks (`keys`: name -> `_Key`), defaults filled in; with
+        `others`, also its other keys, unchecked (else each is an unknown key)."""
+        resolved = {}
+        for name in value:
+            if name in keys:
+                continue
+            if others:
+                resolved[name] = value[name]
+            else:
+                self.unknown(path, name, keys)
+        for name, key in keys.items():
+            if name not in value and key.default is _REQUIRED:
+                self.error(path, f"missing required key {name!r}{_hint(key)}.")
+                continue
+            ok, checked = self.value(path + (name,), value[name] if name in value else copy.deepcopy(key.default),
+                                     key)
+            if ok:
+                resolved[name] = checked
+        return resolved
+
+    def named(self, path, value, name):
+        """`(name, options)` of a section whose `name` (checked by the `_Key` `name`) picks a function and whose other
+        keys are its options; the name is None when it is missing or refused."""
+        options = self.fields(path, value, {"name": name}, others=True)
+        return options.pop("name", None), options
+
+    def ranged(self, path, values, rules):
+        for key, value in values.items():
+            problem = rules[key](value) if key in rules else None
+            if problem:
+                self.error(path + (key,), problem)
 
     def validate(self, data, imports=()):
-        for key in data:
-            if key not in TOP_LEVEL:
-                self.unknown((), key, TOP_LEVEL)
-        for key in REQUIRED:
-            if key not in data:
-                self.error((), f"missing required key {key!r}.")
-        resolved = {}
-        if "experiment" in data:
-            ok, name = self.typed(("experiment",), data["experiment"], (str,))
-            if ok and len(name) > MAX_EXPERIMENT_CHARS:
-                self.error(("experiment",), f"names a directory: at most {MAX_EXPERIMENT_CHARS} characters, got "
-                           f"{len(name):,}.")
-            elif ok and not _NAME_PATTERN.match(name):
-                self.error(("experiment",), f"{name!r} names directories: use letters, digits and _ . + - only.")
-            resolved["experiment"] = name
-        ok, resolved["paper"] = self.typed(("paper",), data.get("paper", ""), (str,))
-        if ok and len(resolved["paper"]) > MAX_PAPER_CHARS:
-            self.error(("paper",), f"is a heading: at most {MAX_PAPER_CHARS} characters, got "
-                       f"{len(resolved['paper']):,} ({resolved['paper'][:40]!r}...).")
-        resolved["imports"] = list(imports)
-        if "method" in data:
-            resolved["method"] = self.method(data["method"])
-        if "students" in data:
-            resolved["students"] = self.students(data["students"])
-        if "dataset" in data:
-            resolved["dataset"] = self.dataset(data["dataset"])
-        if "optimizer" in data:
-            resolved["optimizer"] = self.optimizer(data["optimizer"])
-        resolved["schedule"] = self.schedule(data.get("schedule", {"type": "constant"}))
-        if "epochs" in data:
-            ok, epochs = self.typed(("epochs",), data["epochs"], (int,))
-            if ok and epochs < 1:
-                self.error(("epochs",), f"must be >= 1, got {epochs}.")
-            resolved["epochs"] = epochs
-        ok, freq = self.typed(("validation_freq",), data.get("validation_freq", 1), (int,))
-        if ok and freq < 1:
-            self.error(("validation_freq",), f"must be >= 1 (validate every that many epochs), got {freq}.")
-        elif ok and isinstance(resolved.get("epochs"), int) and resolved["epochs"] % freq:
-            self.error(("validation_freq",), f"{freq} does not divide epochs: {resolved['epochs']}, so the last "
-                       "epoch would not be validated and the run would have no final scores; use a divisor of epochs.")
-        resolved["validation_freq"] = freq
-        resolved["seeds"] = self.seeds(data.get("seeds", [0]))
-        ok, strategy = self.typed(("strategy",), data.get("strategy", "none"), (str,))
-        if ok and strategy not in STRATEGIES:
-            self.error(("strategy",), f"{strategy!r} is not a strategy; use one of {', '.join(STRATEGIES)} "
-                       "(see keras_okd.distribute).")
-        resolved["strategy"] = strategy
+        resolved = {**self.fields((), data, TOP), "imports": list(imports)}
+        epochs, freq = resolved.get("epochs"), resolved.get("validation_freq")
+        if epochs and freq and epochs % freq:
+            self.error(("validation_freq",), f"{freq} does not divide epochs: {epochs}, so the last epoch would not be "
+                       "validated and the run would have no final scores; use a divisor of epochs.")
         students, method, dataset = resolved.get("students"), resolved.get("method"), resolved.get("dataset")
-        if isinstance(students, list) and method and takes_one_student(method["name"]):
+        if isinstance(students, list) and students and method and takes_one_student(method["name"]):
             self.error(("students",), f"method {method['name']!r} trains the branches of one multi-branch student: "
                        f"write students: {{model: {students[0]}, branches: {len(students)}}}.")
         if method and method["params"].get("views") and dataset and dataset.get("augment") is not None:
@@ -669,7 +772,7 @@ class _Validator:
                           f"(views: {method['params']['views']}) and the dataset pipeline augments too "
                           f"(augment: {dataset['augment']}): images are augmented twice; set dataset.augment: null.",
                           stacklevel=3)
-        if isinstance(students, dict) and students["per_branch_inputs"] is None:
+        if isinstance(students, dict) and students.get("per_branch_inputs") is None:
             # One input per branch exactly when the method gives each branch its own view.
             students["per_branch_inputs"] = bool(method and method["params"].get("views"))
         if self.check_params and method and not self.errors:
@@ -702,34 +805,16 @@ class _Validator:
     # -------------------------------------------------------------------------------------------------- sections
     def method(self, value):
         path = ("method",)
-        value = self.mapping(path, value)
-        if value is None:
-            return None
-        for key in value:
-            if key not in ("name", "params"):
-                self.unknown(path, key, ("name", "params"))
-        if "name" not in value:
-            self.error(path, "missing required key 'name' (one of keras_okd.methods.names()).")
-            return None
-        ok, name = self.typed(path + ("name",), value["name"], (str,))
-        params = value.get("params") or {}
-        if self.mapping(path + ("params",), params) is None or not ok:
+        fields = self.fields(path, value, METHOD)
+        if "name" not in fields or "params" not in fields:
             return None
         import keras_okd.methods
 
-        if name not in keras_okd.methods.names():
-            close = difflib.get_close_matches(name, keras_okd.methods.names(), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            self.error(path + ("name",), f"unknown method {name!r}{hint}; known: "
-                       f"{', '.join(keras_okd.methods.names())}. A method of your own: list its file under "
-                       "`imports:` (see keras_okd.registry).")
-            return None
+        name, params = fields["name"], fields["params"] or {}
         self.given_params = [k for k in params if k not in RUNNER_ARGUMENTS]
-        preset = keras_okd.methods.get(name)
-        resolved = self.arguments(path + ("params",), params, preset, f"method {name!r}", skip_first=True)
-        if resolved.get("views") not in VIEWS:
-            self.error(path + ("params", "views"), f"per-peer views are one of {', '.join(map(str, VIEWS))} "
-                       f"(null: every peer sees the same batch), got {resolved['views']!r}.")
+        resolved = self.arguments(path + ("params",), params, keras_okd.methods.get(name), f"method {name!r}",
+                                  skip_first=True)
+        self.ranged(path + ("params",), {"views": resolved.get("views")}, {"views": VIEWS_RULE})
         return {"name": name, "params": resolved}
 
     def arguments(self, path, given, function, what, skip_first=False, exclude=RUNNER_ARGUMENTS, fill=True,
@@ -743,9 +828,8 @@ class _Validator:
             parameters = parameters[1:]
         if open_ended is None:
             open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-        parameters = [p for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                                          inspect.Parameter.KEYWORD_ONLY)]
-        allowed = {p.name: p for p in parameters if p.name not in exclude}
+        allowed = {p.name: p for p in parameters if p.name not in exclude and p.kind in (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
         resolved = {}
         for key, value in given.items():
             if key in exclude:
@@ -757,67 +841,24 @@ class _Validator:
             else:
                 self.unknown(path, key, sorted(allowed))
         for key, parameter in allowed.items():
-            if key in resolved:
-                continue
-            if parameter.default is inspect.Parameter.empty:
+            if key not in resolved and parameter.default is inspect.Parameter.empty:
                 self.error(path, f"{what} needs {key!r}.")
-            elif fill and _yaml_able(parameter.default):
+            elif key not in resolved and fill and _yaml_able(parameter.default):
                 resolved[key] = _plain(parameter.default)
         return {key: resolved[key] for key in [*allowed, *sorted(set(resolved) - set(allowed))] if key in resolved}
 
     def students(self, value):
-        path = ("students",)
-        from keras_okd.models.registry import lookup
-
-        def zoo_name(where, name):
-            ok, name = self.typed(where, name, (str,))
-            if ok:
-                try:
-                    lookup(name)
-                except ValueError as error:
-                    self.error(where, str(error))
-            return name
-
-        if isinstance(value, list):
-            if len(value) < 2:
-                self.error(path, f"online distillation trains 2 or more students, got {len(value)}; to train one "
-                           "network alone, use method independent with two copies of it.")
-            return [zoo_name(path + (i,), name) for i, name in enumerate(value)]
         if isinstance(value, dict):
-            known = ("model", "branches", "per_branch_inputs")
-            for key in value:
-                if key not in known:
-                    self.unknown(path, key, known)
-            if "model" not in value:
-                self.error(path, "a multi-branch student needs 'model' (a zoo name).")
-            model = zoo_name(path + ("model",), value.get("model", ""))
-            ok, branches = self.typed(path + ("branches",), value.get("branches", 3), (int,))
-            if ok and branches < 1:
-                self.error(path + ("branches",), f"must be >= 1, got {branches}.")
-            _, per_branch = self.typed(path + ("per_branch_inputs",), value.get("per_branch_inputs"),
-                                       (bool, type(None)))
-            return {"model": model, "branches": branches, "per_branch_inputs": per_branch}
-        self.error(path, f"expected a list of zoo names ([resnet32, resnet32]) or a multi-branch student "
-                   f"({{model: resnet32, branches: 3}}), got {type(value).__name__} {value!r}.")
-        return None
+            return self.fields(("students",), value, BRANCH_STUDENT)
+        return self.value(("students",), value, STUDENT_LIST)[1]
 
     def dataset(self, value):
         path = ("dataset",)
-        value = self.mapping(path, value)
-        if value is None:
+        name, options = self.named(path, value, DATASET_NAME)
+        if name is None:
             return None
         import keras_okd.data
 
-        if "name" not in value:
-            self.error(path, f"missing required key 'name' (one of {', '.join(keras_okd.data.names())}).")
-            return None
-        ok, name = self.typed(path + ("name",), value["name"], (str,))
-        if not ok:
-            return None
-        if name not in keras_okd.data.names():
-            self.error(path + ("name",), f"unknown dataset {name!r}; known: {', '.join(keras_okd.data.names())}.")
-            return None
-        options = {k: v for k, v in value.items() if k != "name"}
         if "seed" in options:
             self.error(path + ("seed",), "is the run's seed: set `seeds:` (or --seed) instead.")
             options.pop("seed")
@@ -828,14 +869,8 @@ class _Validator:
 
     def optimizer(self, value):
         path = ("optimizer",)
-        value = self.mapping(path, value)
-        if value is None:
-            return None
-        if "name" not in value:
-            self.error(path, "missing required key 'name' (a Keras optimizer: sgd, adam, adamw, rmsprop, ...).")
-            return None
-        ok, name = self.typed(path + ("name",), value["name"], (str,))
-        if not ok:
+        name, options = self.named(path, value, OPTIMIZER_NAME)
+        if name is None:
             return None
         import keras
 
@@ -844,7 +879,6 @@ class _Validator:
         except ValueError:
             self.error(path + ("name",), f"{name!r} is not a Keras optimizer name (sgd, adam, adamw, rmsprop, ...).")
             return None
-        options = {k: v for k, v in value.items() if k != "name"}
         errors_before = len(self.errors)
         resolved = self.arguments(path, options, cls.__init__, f"optimizer {name!r}", skip_first=True,
                                   exclude=("name",), fill=False, open_ended=False)
@@ -859,110 +893,16 @@ class _Validator:
         return {"name": name.lower(), **resolved}
 
     def schedule(self, value):
-        path = ("schedule",)
-        value = self.mapping(path, value)
-        if value is None:
-            return None
-        kind = value.get("type", "constant")
-        ok, kind = self.typed(path + ("type",), kind, (str,))
-        if ok and kind not in SCHEDULES:
-            self.error(path + ("type",), f"unknown schedule {kind!r}; known: {', '.join(SCHEDULES)}.")
-            return None
-        known = ("type", "milestones", "factor", "warmup_epochs") if kind == "step" else ("type", "warmup_epochs")
-        for key in value:
-            if key not in known:
-                self.unknown(path, key, known)
-        ok, warmup = self.typed(path + ("warmup_epochs",), value.get("warmup_epochs", 0.0), (float,))
-        if ok and not warmup >= 0:
-            self.error(path + ("warmup_epochs",), f"must be >= 0 (epochs of linear learning-rate warm-up), got "
-                       f"{warmup}.")
-        if kind != "step":
-            return {"type": kind, "warmup_epochs": warmup}
-        if "milestones" not in value:
-            self.error(path, "a step schedule needs 'milestones' (epochs at which the rate is multiplied by factor).")
-            milestones = []
-        else:
-            ok, milestones = self.typed(path + ("milestones",), value["milestones"], (list,))
-            if ok:
-                for i, m in enumerate(milestones):
-                    self.typed(path + ("milestones", i), m, (int,))
-                if all(isinstance(m, int) for m in milestones) and (
-                        any(b <= a for a, b in zip(milestones, milestones[1:])) or any(m < 1 for m in milestones)):
-                    self.error(path + ("milestones",), f"must be increasing epochs >= 1, got {milestones}.")
-        ok, factor = self.typed(path + ("factor",), value.get("factor", 0.1), (float,))
-        if ok and not factor > 0:
-            self.error(path + ("factor",), f"must be > 0, got {factor}.")
-        return {"type": "step", "milestones": milestones, "factor": factor, "warmup_epochs": warmup}
-
-    def seeds(self, value):
-        path = ("seeds",)
-        ok, value = self.typed(path, value, (list,))
-        if not ok:
-            return [0]
-        if not value:
-            self.error(path, "needs at least one seed.")
-        for i, seed in enumerate(value):
-            ok, _ = self.typed(path + (i,), seed, (int,))
-            if ok and not 0 <= seed < 2**32:
-                self.error(path + (i,), f"got {seed}; accepted: an integer in [0, 2**32 - 1] (numpy's seed range).")
-        if len(set(map(repr, value))) != len(value):
-            self.error(path, f"seeds must be distinct, got {value}.")
-        return value
-
-
-def _at_least(low):
-    return (lambda v: v >= low), f"a number >= {low}"
-
-
-def _above(low):
-    return (lambda v: v > low), f"a number > {low}"
-
-
-def _unit(closed_high=False):
-    if closed_high:
-        return (lambda v: 0 <= v <= 1), "a number in [0, 1]"
-    return (lambda v: 0 <= v < 1), "a number in [0, 1)"
-
-
-#: Ranges of dataset options, by name, for every loader that takes them.
-DATASET_RANGES = {
-    "batch_size": _at_least(1),
-    "validation_size": _at_least(1),
-    "shuffle_buffer": _at_least(1),
-    "padding": _at_least(0),
-    "resize": _at_least(1),
-    "image_size": _at_least(1),
-    "split_seed": _at_least(0),
-    "channels": ((lambda v: v in (1, 3)), "1 (grayscale) or 3 (RGB)"),
-    "validation_split": ((lambda v: 0 < v < 1), "a fraction in (0, 1)"),
-}
-#: Ranges of optimizer arguments (Keras checks some of them itself, not these).
-OPTIMIZER_RANGES = {
-    "learning_rate": _above(0),
-    "weight_decay": _at_least(0),
-    "momentum": _unit(),
-    "beta_1": _unit(),
-    "beta_2": _unit(),
-    "rho": _unit(),
-    "epsilon": _above(0),
-    "clipnorm": _above(0),
-    "clipvalue": _above(0),
-    "global_clipnorm": _above(0),
-    "ema_momentum": _unit(closed_high=True),
-}
+        return self.fields(("schedule",), value, STEP_SCHEDULE if value.get("type") == "step" else SCHEDULE)
 
 
 def _frozen(params):
-    import json
-
     return json.dumps(params, sort_keys=True)
 
 
 @functools.lru_cache(maxsize=256)
 def _trial_preset(name, params, shape):
     """The preset's refusal (`"ValueError: ..."`) of `params` (JSON) on tiny students of `shape`, or None."""
-    import json
-
     import keras
 
     import keras_okd
