@@ -8,7 +8,7 @@ import pytest
 from conftest import BACKEND, gradient, tiny_student, to_numpy
 from keras import ops
 from test_feature_parts import as64, build, compiled, context, differences, numerical_gradient, random_features
-from test_mcl import losses, np_soft, np_supcon  # the same B, M, INDEX and LABELS
+from test_mcl import INDEX, LABELS, losses, np_soft, np_supcon  # losses: for the same B and M
 
 import keras_okd
 from keras_okd import knowledge
@@ -18,8 +18,6 @@ B, M, L, N, K, D = 5, 3, 2, 12, 4, 8
 S = M * L
 LAYERS = ("q", "p")  # an image feature (pooled before its head) and a pooled one, per network
 SHAPES = [{"q": (2, 2, 3), "p": (6,)}, {"q": (2, 2, 3), "p": (4,)}, {"q": (4, 4, 2), "p": (5,)}]
-INDEX = np.array([3, 0, 7, 11, 5], "int32")
-LABELS = np.array([0, 1, 2, 1, 0], "int32")
 ROW_LABELS = np.array([0, 1, 2, 0, 1, 2, 0, 1, -1, 2, 0, 1], "int32")  # one row never written (-1)
 
 
