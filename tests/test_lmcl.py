@@ -8,6 +8,7 @@ import pytest
 from conftest import BACKEND, gradient, tiny_student, to_numpy
 from keras import ops
 from test_feature_parts import as64, build, compiled, context, differences, numerical_gradient, random_features
+from test_mcl import INDEX, LABELS, losses, np_soft, np_supcon  # losses: for the same B and M
 
 import keras_okd
 from keras_okd import knowledge
@@ -17,8 +18,6 @@ B, M, L, N, K, D = 5, 3, 2, 12, 4, 8
 S = M * L
 LAYERS = ("q", "p")  # an image feature (pooled before its head) and a pooled one, per network
 SHAPES = [{"q": (2, 2, 3), "p": (6,)}, {"q": (2, 2, 3), "p": (4,)}, {"q": (4, 4, 2), "p": (5,)}]
-INDEX = np.array([3, 0, 7, 11, 5], "int32")
-LABELS = np.array([0, 1, 2, 1, 0], "int32")
 ROW_LABELS = np.array([0, 1, 2, 0, 1, 2, 0, 1, -1, 2, 0, 1], "int32")  # one row never written (-1)
 
 
@@ -46,20 +45,6 @@ def np_embed(part, slot, x):
         if position == 0:
             h = np.maximum(h, 0.0)
     return h / np.linalg.norm(h, axis=1, keepdims=True)
-
-
-def np_log_softmax(z):
-    z = z - z.max(-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(-1, keepdims=True))
-
-
-def np_supcon(logits, positives):  # -(1/|P|) sum_P log softmax, 0 without positives
-    return -(positives * np_log_softmax(logits)).sum(-1) / np.maximum(positives.sum(-1), 1)
-
-
-def np_soft(student, teacher, t):  # T^2 KL(softmax(teacher/T) || softmax(student/T))
-    lt, ls = np_log_softmax(teacher / t), np_log_softmax(student / t)
-    return t * t * (np.exp(lt) * (lt - ls)).sum(-1)
 
 
 def np_logits(part, feats, memory, drawn, index=INDEX):
@@ -101,14 +86,6 @@ def np_lmcl(part, feats, memory, drawn, reduction="sum"):
     slot_peer = [i for i in range(M) for _ in range(L)]
     return np_loss(np_logits(part, feats, memory, drawn), positives, slot_peer, None, part.alpha, part.beta,
                    part.gamma, part.lam, part.kd_temperature, scale)
-
-
-def losses(part, features, **kwargs):
-    kwargs.setdefault("index", INDEX)
-    with keras.StatelessScope():
-        ctx = context(features, **kwargs)
-        ctx["labels"] = LABELS
-        return part.targets(np.zeros((B, M, 10), "float32"), ctx)["peer_losses"]
 
 
 # ------------------------------------------------------------------------------------------------------ the tests
