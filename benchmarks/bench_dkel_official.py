@@ -33,12 +33,13 @@ change is measured before and after in the same interleaved rounds.
 
 import argparse
 import copy
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _arms import Arm, interleaved, loop_timer, serve, thread_environment  # noqa: E402
 
 ARMS = ("official", "tensorflow", "torch", "jax")
 CLASSES, SHAPE, BRANCHES = 100, (32, 32, 3), 3
@@ -93,11 +94,7 @@ class OfficialDKEL:
 
     def timed(self, steps):
         """Wall and CPU seconds (all of this process's threads) of `steps` steps, after one untimed step."""
-        self.step()
-        wall, cpu = time.perf_counter(), time.process_time()
-        for _ in range(steps):
-            self.step()
-        return time.perf_counter() - wall, time.process_time() - cpu
+        return loop_timer(self.step)(steps)
 
 
 def keras_okd_dkel(seed=0):
@@ -149,16 +146,6 @@ def fit_timer(distiller, ds, cpu=False):
     return timed
 
 
-def thread_environment(threads):
-    """Environment variables that cap every engine's CPU threads (torch/MKL/OpenMP, TensorFlow, XLA for JAX)."""
-    if not threads:
-        return {}
-    n = str(threads)
-    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": n,
-            "XLA_FLAGS": f"--xla_cpu_multi_thread_eigen={'false' if threads == 1 else 'true'} "
-                         f"intra_op_parallelism_threads={n}"}
-
-
 def worker(args):
     """Build the arm, warm it up, then answer `run N` with the seconds N steps took (one JSON line each)."""
     if args.threads:
@@ -169,59 +156,21 @@ def worker(args):
         timed = OfficialDKEL(args.official, args.batch).timed
     else:
         timed = fit_timer(keras_okd_dkel(), random_batches(args.batch), cpu=True)
-    timed(args.steps)  # warm-up: compilation and one full-length run
-    print(json.dumps({"ready": args.worker}), flush=True)
-    for line in sys.stdin:
-        command = line.split()
-        if command[0] == "quit":
-            return
-        wall, cpu = timed(int(command[1]))
-        print(json.dumps({"wall": wall, "cpu": cpu}), flush=True)
+    serve(timed, args.steps, args.worker)
 
 
 # ---------------------------------------------------------------------------------------------- coordinator
-class Arm:
-    def __init__(self, name, args):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **thread_environment(args.threads))
-        backend, _, tree = name.partition("@")
-        if backend != "official":
-            env["KERAS_BACKEND"] = backend
-        if tree:
-            env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(tree)] + [p for p in [env.get("PYTHONPATH")] if p])
-        command = [sys.executable, os.path.abspath(__file__), "--worker", backend, "--batch", str(args.batch),
-                   "--steps", str(args.steps), "--threads", str(args.threads)]
-        command += ["--official", args.official] if args.official else []
-        self.name = name
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
-
-    def _reply(self):
-        for line in self.process.stdout:
-            line = line.strip()
-            if line.startswith("{"):
-                return json.loads(line)
-        raise RuntimeError(f"the {self.name} worker exited (status {self.process.wait()}; -9 is often the kernel's "
-                           "out-of-memory killer: run fewer arms at once); see its messages above.")
-
-    def wait_ready(self):
-        return self._reply()
-
-    def run(self, steps):
-        try:
-            self.process.stdin.write(f"run {steps}\n")
-            self.process.stdin.flush()
-        except BrokenPipeError:
-            pass  # the worker is gone: _reply says so
-        reply = self._reply()
-        return reply["wall"], reply["cpu"]
-
-    def close(self):
-        if self.process.poll() is None:
-            try:
-                self.process.stdin.write("quit\n")
-                self.process.stdin.flush()
-                self.process.wait(timeout=60)
-            except (BrokenPipeError, subprocess.TimeoutExpired):
-                self.process.kill()
+def make_arm(name, args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **thread_environment(args.threads))
+    backend, _, tree = name.partition("@")
+    if backend != "official":
+        env["KERAS_BACKEND"] = backend
+    if tree:
+        env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(tree)] + [p for p in [env.get("PYTHONPATH")] if p])
+    command = [sys.executable, os.path.abspath(__file__), "--worker", backend, "--batch", str(args.batch),
+               "--steps", str(args.steps), "--threads", str(args.threads)]
+    command += ["--official", args.official] if args.official else []
+    return lambda: Arm(name, command, env)
 
 
 def main():
@@ -249,20 +198,7 @@ def main():
         parser.error("--official must be a checkout of the official DKEL code (with src/controller.py); "
                      "without one, leave 'official' out of --arms.")
 
-    workers = []
-    try:
-        for name in arms:  # built and warmed up one at a time
-            workers.append(Arm(name, args))
-            workers[-1].wait_ready()
-        speeds = {a.name: [] for a in workers}  # (images per wall second, images per CPU second)
-        for r in range(args.rounds):
-            order = workers[r % len(workers):] + workers[:r % len(workers)]
-            for arm in order:
-                wall, cpu = arm.run(args.steps)
-                speeds[arm.name].append((args.steps * args.batch / wall, args.steps * args.batch / cpu))
-    finally:
-        for arm in workers:
-            arm.close()
+    speeds = interleaved([make_arm(name, args) for name in arms], args.rounds, args.steps, args.batch)
 
     threads = f"threads capped at {args.threads}" if args.threads else "engines' default threads"
     print(f"DKEL step, 3-branch ResNet-32 with its mean teacher, {CLASSES} classes, batch {args.batch}; "
