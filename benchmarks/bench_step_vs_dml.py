@@ -1,7 +1,9 @@
-"""Training-step throughput of MCL or SwitOKD next to DML's, on the same networks (issue 22).
+"""Training-step throughput of MCL, L-MCL or SwitOKD next to DML's, on the same networks (issue 22).
 
     --method mcl      2 x resnet32 (CIFAR-100 shapes, batch 128): MCL's heads, memory reads of 8192 keys per anchor
                       and memory writes, against DML
+    --method lmcl     the same pair: L-MCL's heads and memory slots for stage_1, stage_2 and pool of each network
+                      (6 slots), every slot scored against every slot, against DML
     --method switokd  the same pair: SwitOKD's switch (three L1 distances per step), against DML
 
 Both arms are built in one process on the current backend and timed in interleaved rounds (order alternating) on
@@ -34,8 +36,8 @@ def build(arm, args):
     keras.utils.set_random_seed(0)
     students = [keras_okd.models.get(args.model, num_classes=args.classes, input_shape=args.shape)
                 for _ in range(args.students)]
-    if arm == "mcl":
-        d = keras_okd.methods.mcl(students, num_train_samples=args.samples, num_negatives=args.negatives)
+    if arm in ("mcl", "lmcl"):
+        d = keras_okd.methods.get(arm)(students, num_train_samples=args.samples, num_negatives=args.negatives)
     elif arm == "switokd":
         d = keras_okd.methods.switokd(students)
     else:
@@ -46,23 +48,24 @@ def build(arm, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", choices=("mcl", "switokd"), default="mcl")
+    parser.add_argument("--method", choices=("mcl", "lmcl", "switokd"), default="mcl")
     parser.add_argument("--model", default="resnet32")
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--students", type=int, default=2)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per round and arm")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--samples", type=int, default=50_000, help="MCL memory size N (training-set size)")
-    parser.add_argument("--negatives", type=int, default=8192, help="MCL keys per anchor")
+    parser.add_argument("--samples", type=int, default=50_000, help="MCL / L-MCL memory size N (training-set size)")
+    parser.add_argument("--negatives", type=int, default=8192, help="MCL / L-MCL keys per anchor")
     args = parser.parse_args()
     args.shape = (8, 8, 1) if args.model.startswith("simple_cnn") else (32, 32, 3)
 
     ds = dataset(args.batch * args.steps, args.shape, args.classes, args.batch)
     speeds, ratios = interleaved({m: build(m, args) for m in (args.method, "dml")}, ds, args)
+    keyed = args.method in ("mcl", "lmcl")
     print(f"backend {keras.backend.backend()}, {args.method} vs dml: {args.students} x {args.model}, {args.classes} "
           f"classes, batch {args.batch}, {args.rounds} interleaved rounds of {args.steps} steps"
-          + (f", {args.negatives} keys per anchor, memory of {args.samples}" if args.method == "mcl" else ""))
+          + (f", {args.negatives} keys per anchor, memory of {args.samples}" if keyed else ""))
     print("| arm | images/s (median) |\n|---|---:|")
     for m in speeds:
         print(f"| {m} | {statistics.median(speeds[m]):.1f} |")

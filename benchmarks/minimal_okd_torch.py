@@ -10,14 +10,17 @@ Everything is written here from the papers and the recipe, not from keras-okd's 
 - Augmentation: zero-pad 2, random 28x28 crop (whole-pixel shifts), random horizontal flip, per image.
 - Network: keras_okd's `simple_cnn` layer for layer: conv3x3(width, no bias) - BN - ReLU - maxpool2 - conv3x3(2 width,
   no bias) - BN - ReLU - maxpool2 - flatten - linear(10). BN momentum 0.1 (Keras 0.9), epsilon 1e-5 (the zoo's).
-  --init torch keeps PyTorch's default initialisers; --init keras uses Keras's (Glorot-uniform kernels, zero biases).
+  --init torch (default) keeps PyTorch's default initialisers; --init keras uses Keras's (Glorot-uniform kernels, zero
+  biases).
 - Students: --students copies of width --width, or one student per entry of --widths (a heterogeneous group, e.g.
   --widths 8 64: simple_cnn_8 beside simple_cnn_64).
-- Optimiser: SGD momentum 0.9, PyTorch's own (coupled) weight decay 5e-4 on every parameter, batch 128 (last batch
-  partial), cosine decay of the learning rate to 0, per step (--lr-step step) or per epoch (--lr-step epoch), or
-  with --milestones the step schedule of configs/fashion_mnist (x0.1 from each milestone epoch); --lr-warmup-epochs W
-  multiplies step s's rate by min(1, (s + 1) / (W x steps per epoch)), a linear warm-up (PyTorch's LinearLR per
-  batch), the rule of the configs' `schedule.warmup_epochs`.
+- Optimiser: SGD momentum 0.9, (coupled) weight decay 5e-4 on every parameter, batch 128 (last batch partial):
+  --sgd torch (default) is `torch.optim.SGD` (the velocity sums raw gradients, each step scales it by the current
+  rate); --sgd keras is `KerasSGD`, Keras's rule (the velocity sums steps already scaled by their own rate). Cosine
+  decay of the learning rate to 0, per step (--lr-step step) or per epoch (--lr-step epoch), or with --milestones the
+  step schedule of configs/fashion_mnist (x0.1 from each milestone epoch); --lr-warmup-epochs W multiplies step s's
+  rate by min(1, (s + 1) / (W x steps per epoch)), a linear warm-up (PyTorch's LinearLR per batch), the rule of the
+  configs' `schedule.warmup_epochs`.
 - Losses (per student i, summed over students; KD = tau^2 KL(target || softmax(z_i / tau)), batch mean, targets
   detached):
   independent: CE_i.
@@ -29,6 +32,28 @@ Everything is written here from the papers and the recipe, not from keras-okd's 
 - Output: per epoch the training CE, accuracy and logit spread of each student and its test accuracy (every
   --eval-every epochs and after the last); at the end the test accuracy of each student and of the ensemble (mean of
   probabilities) and each student's training accuracy in the last epoch, per seed, and one JSON line.
+
+Where this differs from keras-okd's training of the same students (keras_okd/models/_simple_cnn.py, the runner's
+optimizer and coupled weight decay, its data pipeline), each difference with the option that switches it to
+keras-okd's behaviour (the defaults keep this script's own, so existing logs stay valid):
+
+- Initialisers (--init keras): Keras's Conv2D and Dense default to Glorot-uniform kernels, limit
+  sqrt(6 / (fan_in + fan_out)), and zero biases (the zoo's simple_cnn keeps those defaults); PyTorch's Conv2d and
+  Linear draw kernels and biases from U(+-1 / sqrt(fan_in)). For simple_cnn_8 the limits are 0.27 / 0.17 / 0.087
+  (conv1 / conv2 / linear) against 0.33 / 0.12 / 0.036, and the linear bias is 0 against U(+-0.036).
+- Momentum (--sgd keras): keras.optimizers.SGD keeps v <- 0.9 v - lr_t g_t, w <- w + v; torch.optim.SGD keeps
+  b <- 0.9 b + g_t, w <- w - lr_t b. The same while the rate is constant; while it changes (the warm-up ramp, every
+  step of the cosine) Keras weights each past gradient by the rate of its own step, PyTorch by the current one.
+- Not differences: batch normalisation (the zoo sets Keras's momentum 0.9 = PyTorch's 0.1 and epsilon 1e-5 =
+  PyTorch's; only the moving variance is updated with the biased batch variance in Keras and the unbiased one in
+  PyTorch, a factor n / (n - 1), n the values per channel in a batch, at least 40 x 14 x 14 in the 1,000-image
+  recipe), the weight decay (keras-okd adds 0.5 wd ||w||^2 over every trainable weight to the loss, so wd w joins the
+  gradient before momentum, as here), the padding (Keras's "same" for 3x3 stride 1 is PyTorch's padding=1;
+  max-pooling 2 "valid" in both), the flatten order (NHWC against NCHW: a fixed permutation of the linear layer's
+  inputs, the same distribution at initialisation), the schedule (Keras's CosineDecay over all steps times the same
+  warm-up ramp), the data (the same stratified images, pixels / 255, a new permutation of all samples every epoch,
+  the last batch short; the draws differ, as seeds do), the losses (cross-entropy batch means summed over the
+  students) and the test (inference-mode batch norm, all 10,000 images).
 
     python benchmarks/minimal_okd_torch.py --method dml --lr 0.01 --epochs 15 --train-size 20000 --seeds 0
 """
@@ -119,6 +144,43 @@ def keras_init(model):
                 nn.init.zeros_(module.bias)
 
 
+class KerasSGD(torch.optim.Optimizer):
+    """SGD with momentum as `keras.optimizers.SGD` applies it (nesterov off), the weight decay coupled as keras-okd
+    adds it to the loss: v <- momentum v - lr (g + weight_decay w), w <- w + v. `torch.optim.SGD` keeps
+    b <- momentum b + g + weight_decay w, w <- w - lr b instead: the same while lr is constant, not while it changes.
+
+    Args:
+        params: the parameters (or parameter groups).
+        lr: the learning rate (each group's `lr` may be changed between steps, as for torch.optim.SGD).
+        momentum: the velocity's decay.
+        weight_decay: the coupled weight decay.
+
+    Example:
+
+        optimizer = KerasSGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    """
+
+    def __init__(self, params, lr, momentum=0.9, weight_decay=0.0):
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                velocity = self.state[p].setdefault("velocity", torch.zeros_like(p))
+                velocity.mul_(group["momentum"]).sub_(group["lr"] * (p.grad + group["weight_decay"] * p))
+                p.add_(velocity)
+
+
+def make_optimizer(kind, params, lr, weight_decay, momentum=0.9):
+    """`torch.optim.SGD` (kind "torch") or `KerasSGD` (kind "keras") over `params`."""
+    if kind == "keras":
+        return KerasSGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+
 # ------------------------------------------------------------------------------------------------------------- losses
 def kd(target, logits, tau):
     """tau^2 KL(target || softmax(logits / tau)), batch mean; target detached."""
@@ -184,7 +246,7 @@ def run(seed, args, data):
         for model in models:
             keras_init(model)
     params = [p for model in models for p in model.parameters()]
-    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
+    optimizer = make_optimizer(args.sgd, params, args.lr, args.weight_decay)
     n = len(x)
     steps_per_epoch = math.ceil(n / args.batch_size)
     total = steps_per_epoch * args.epochs
@@ -232,7 +294,8 @@ def run(seed, args, data):
             "seconds": round(time.time() - start, 1)}
 
 
-def main():
+def build_parser():
+    """The command line (every default is this script's own behaviour, so earlier logs stay valid)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", default="independent", choices=["independent", "dml", "tsb"])
     parser.add_argument("--lr", type=float, default=0.01)
@@ -249,7 +312,11 @@ def main():
     parser.add_argument("--eval-every", type=int, default=1, help="test every this many epochs (and after the last)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--weight-decay", type=float, default=5e-4)
-    parser.add_argument("--init", default="torch", choices=["torch", "keras"])
+    parser.add_argument("--init", default="torch", choices=["torch", "keras"],
+                        help="initialisers: PyTorch's defaults, or Keras's (Glorot-uniform kernels, zero biases)")
+    parser.add_argument("--sgd", default="torch", choices=["torch", "keras"],
+                        help="momentum rule: torch.optim.SGD's, or Keras's (KerasSGD: each step's rate inside the "
+                             "velocity)")
     parser.add_argument("--lr-step", default="step", choices=["step", "epoch"])
     parser.add_argument("--milestones", type=int, nargs="+", default=None,
                         help="step schedule instead of cosine: x0.1 from each of these epochs (0-based), e.g. 10 13 as "
@@ -264,7 +331,11 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-dir", default=DEBIAN)
     parser.add_argument("--quiet", dest="verbose", action="store_false")
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
     args.widths = args.widths or [args.width] * args.students
     args.students = len(args.widths)
     torch.set_num_threads(args.threads)
@@ -286,7 +357,8 @@ def main():
               f"{result['ensemble']}, train {result['train']}, {result['seconds']} s", flush=True)
     mean = float(np.mean([np.mean(r["students"]) for r in results]))
     summary = {"implementation": "torch", "method": args.method, "lr": args.lr, "epochs": args.epochs,
-               "train_size": args.train_size, "init": args.init, "lr_step": args.lr_step, "milestones": args.milestones, "augment": args.augment,
+               "train_size": args.train_size, "init": args.init, "sgd": args.sgd, "lr_step": args.lr_step,
+               "milestones": args.milestones, "augment": args.augment,
                "widths": args.widths, "lr_warmup_epochs": args.lr_warmup_epochs, "batch_size": args.batch_size,
                "runs": results, "mean_student": round(mean, 2),
                "params_per_student": [sum(p.numel() for p in SimpleCNN(w).parameters()) for w in args.widths]}

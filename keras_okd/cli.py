@@ -1,10 +1,16 @@
 """The `keras-okd` command.
 
-`keras-okd train` with no arguments is the quick demo: TSB with two small CNN students on the bundled digits
-(scikit-learn's 1,797 real 8x8 digits, no download), next to the same two students trained independently, with
-Keras progress bars. `--method NAME` picks any registered method (`keras-okd methods` lists them; `--import FILE`
-adds a plugin's); a method that trains one multi-branch student (ONE, PCL, DKEL, ...) gets `--students` branches of
-`--model`. `--dataset NAME` picks any registered dataset (`keras_okd.data.names()`): `fashion_mnist` and `mnist`
+`keras-okd train` with no arguments is the quick demo: TSB with two `simple_cnn_8` students on the 1,000
+Fashion-MNIST images bundled with keras-okd (`fashion_mnist_1k`, no download), in the recipe of
+configs/fashion_mnist_1k (150 epochs of SGD 0.01, 5 epochs of learning-rate warm-up then cosine, TSB's KD warm-up 10
+epochs, validated every 10 epochs: the regime where the README's ledger table found TSB ahead of independent
+training), next to the same two students trained independently, with Keras progress bars. The recipe's defaults
+depend on the dataset (`_DEMO_RECIPES`): `--dataset digits` (scikit-learn's 1,797 real 8x8 digits, bundled too)
+trains `simple_cnn` 40 epochs at SGD 0.05 with 2 epochs of warm-up and a step schedule, TSB's KD warm-up 5 epochs,
+and so does every other dataset; each option given on the command line overrides its default. `--method NAME`
+picks any registered method (`keras-okd methods` lists them; `--import FILE` adds a plugin's); a method that trains
+one multi-branch student (ONE, PCL, DKEL, ...) gets `--students` branches of `--model`. `--dataset NAME` picks any
+registered dataset (`keras_okd.data.names()`): `fashion_mnist` and `mnist`
 train on a stratified subset of 5,000 images unless `--train-size N` says otherwise (`--data-dir DIR`: where their
 files are). Each arm is trained by the experiment runner (`keras_okd.experiments.run_experiment`) into its own run
 directory, so the demo's run directory (default `runs/<method>-<dataset>-<time>`) holds
@@ -16,8 +22,10 @@ directory, so the demo's run directory (default `runs/<method>-<dataset>-<time>`
                                        in the papers' table
     results.json, results.md           the demo's table (student_i / ensemble x independent / method)
 
-After the table it says what one run can show: on the digits, that they are saturated and one seed shows no gain or
-loss, with the commands of the Fashion-MNIST comparison; elsewhere, that one seed is one sample, with the commands
+After the table it says what one run can show, without numbers: on the digits, that they are saturated and one seed
+shows no gain or loss, with the commands of the Fashion-MNIST comparison; on `fashion_mnist_1k`, that one seed is one
+sample of the regime whose 5-seed table is in the README, with the commands of that comparison
+(configs/fashion_mnist_1k) and of more seeds of the demo; elsewhere, that one seed is one sample, with the commands
 that train and report more seeds.
 
 Experiments from YAML configs (schema: `keras_okd.experiments.config`; the papers' recipes are in `configs/`):
@@ -51,22 +59,66 @@ import datetime
 import importlib.util
 import inspect
 import json
+import math
 import os
 import re
 import shlex
 import shutil
 import sys
 
-# Options of the digits demo only, with their defaults (warmup_epochs None: 5 for methods that take warmup_epochs).
-_DEMO_DEFAULTS = {"method": "tsb", "dataset": "digits", "train_size": None, "data_dir": None, "students": 2,
-                  "model": "simple_cnn", "epochs": 40, "warmup_epochs": None, "batch_size": 64, "lr": 0.05,
-                  "lr_warmup_epochs": 2.0,
-                  "no_baseline": False, "imports": []}
-#: The demo's training-set size per dataset when --train-size is not given (others: the loader's default, all).
-_DEMO_TRAIN_SIZES = {"fashion_mnist": 5000, "mnist": 5000}
-_DEMO_WARMUP_EPOCHS = 5
-#: The demo's step schedule: the rate is multiplied by 0.1 at these fractions of training (TSB: 150/180/210 of 240).
+# Options of the demo only, with their command-line defaults; None for the dataset-dependent ones: the dataset's
+# recipe (_DEMO_RECIPES) gives them.
+_DEMO_DEFAULTS = {"method": "tsb", "dataset": "fashion_mnist_1k", "train_size": None, "data_dir": None, "students": 2,
+                  "model": None, "epochs": None, "warmup_epochs": None, "batch_size": None, "lr": None,
+                  "lr_warmup_epochs": None, "no_baseline": False, "imports": []}
+#: The digits demo's recipe, and that of every dataset without its own: `model`, `epochs`, `warmup_epochs` (TSB's KD
+#: warm-up, for methods that take one), `batch_size`, `lr` (SGD, momentum 0.9, coupled weight decay 5e-4),
+#: `lr_warmup_epochs`, `train_size` (None: the loader's default), `schedule` ("step": the rate x0.1 at the fractions
+#: `_DEMO_LR_STEPS` of training; "cosine": to 0 over the run) and `validation_freq` (its greatest common divisor with
+#: the epochs is used, so that the last epoch is validated).
+_STEP_RECIPE = {"model": "simple_cnn", "epochs": 40, "warmup_epochs": 5, "batch_size": 64, "lr": 0.05,
+                "lr_warmup_epochs": 2.0, "train_size": None, "schedule": "step", "validation_freq": 1}
+#: The demo's recipe per dataset (the first is the default dataset's). fashion_mnist_1k: configs/fashion_mnist_1k's,
+#: the regime of the README's ledger table `ledger/n1000_plain`, where TSB ends ahead of independent training.
+_DEMO_RECIPES = {
+    "fashion_mnist_1k": {"model": "simple_cnn_8", "epochs": 150, "warmup_epochs": 10, "batch_size": 64, "lr": 0.01,
+                         "lr_warmup_epochs": 5.0, "train_size": None, "schedule": "cosine", "validation_freq": 10},
+    "digits": _STEP_RECIPE,
+    "fashion_mnist": {**_STEP_RECIPE, "train_size": 5000},
+    "mnist": {**_STEP_RECIPE, "train_size": 5000},
+}
+#: The step schedule's milestones: the rate is multiplied by 0.1 at these fractions of training (TSB: 150/180/210 of
+#: 240).
 _DEMO_LR_STEPS = (0.625, 0.75, 0.875)
+
+
+def _recipe_default(name):
+    """The demo's default of recipe key `name` per dataset, for --help (e.g. "150 on fashion_mnist_1k; 40 on digits and
+    the others")."""
+    def shown(value):
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    fallback = _DEMO_RECIPES["digits"][name]
+    groups = {}
+    for dataset, recipe in _DEMO_RECIPES.items():
+        if recipe[name] != fallback:
+            groups.setdefault(recipe[name], []).append(dataset)
+    text = [f"{shown(value)} on {', '.join(datasets)}" for value, datasets in groups.items()]
+    if fallback is not None:
+        text.append(f"{shown(fallback)} on digits and the others" if groups else shown(fallback))
+    return "; ".join(text)
+
+
+def _demo_recipe(args):
+    """The demo's recipe for the parsed `args` (the keys of `_DEMO_RECIPES`' entries): each option given on the
+    command line, else the dataset's default (a dataset without a recipe of its own takes the digits'); the validation
+    frequency is the greatest common divisor of the recipe's and the epochs, so that the last epoch is validated."""
+    recipe = dict(_DEMO_RECIPES.get(args.dataset, _DEMO_RECIPES["digits"]))
+    for name in recipe:
+        if getattr(args, name, None) is not None:
+            recipe[name] = getattr(args, name)
+    recipe["validation_freq"] = math.gcd(recipe["epochs"], recipe["validation_freq"])
+    return recipe
 
 
 #: Exit statuses (see the module docstring).
@@ -95,12 +147,18 @@ def _parser():
                "130 Ctrl-C.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train students together (default: the TSB demo on the bundled digits; "
-                                         "--config: a YAML experiment)")
+    train = sub.add_parser(
+        "train", help="train students together (default: the TSB demo on the 1,000 Fashion-MNIST images bundled with "
+                      "keras-okd; --config: a YAML experiment)",
+        description="Without --config, the demo: the method and the same students trained independently, one seed; "
+                    "the defaults of --model, --epochs, --warmup-epochs, --batch-size, --lr, --lr-warmup-epochs and "
+                    "--train-size are the recipe of --dataset (fashion_mnist_1k: configs/fashion_mnist_1k's; digits "
+                    "and every other dataset: the digits'), and an option given overrides its default. With "
+                    "--config, a YAML experiment.")
     train.add_argument("--config", default=None, metavar="FILE",
                        help="YAML experiment config (see configs/); without it, the quick demo runs (default: on the "
-                            "bundled digits). A config's `imports:` are Python files or modules that are imported, "
-                            "so their code runs: train only configs you trust")
+                            "bundled fashion_mnist_1k). A config's `imports:` are Python files or modules that are "
+                            "imported, so their code runs: train only configs you trust")
     train.add_argument("--strategy", default=None, choices=_Strategies(), metavar="NAME",
                        help="with --config: multi-device training (the config key `strategy`, one of "
                             "keras_okd.distribute.STRATEGIES)")
@@ -112,25 +170,33 @@ def _parser():
     train.add_argument("--import", action="append", default=[], dest="imports", metavar="PLUGIN",
                        help="demo: import a plugin (.py file or module) that registers methods (repeatable)")
     train.add_argument("--dataset", default=demo["dataset"],
-                       help="demo: a registered dataset (keras_okd.data.names(); default: digits, bundled)")
+                       help="demo: a registered dataset (keras_okd.data.names()); default: fashion_mnist_1k, the "
+                            "1,000 Fashion-MNIST images bundled with keras-okd; digits: scikit-learn's 8x8 digits, "
+                            "bundled too")
     train.add_argument("--train-size", type=int, default=demo["train_size"], metavar="N",
                        help="demo, datasets with train_size (fashion_mnist, mnist): train on a stratified subset of "
-                            f"N images (default: {', '.join(f'{k} {v}' for k, v in _DEMO_TRAIN_SIZES.items())})")
+                            f"N images (default: {_recipe_default('train_size')})")
     train.add_argument("--data-dir", default=demo["data_dir"], metavar="DIR",
                        help="demo, datasets with data_dir: the folder holding the dataset's files (default: the "
                             "loader's lookup, e.g. Debian's and Keras's folders for fashion_mnist)")
     train.add_argument("--students", type=int, default=demo["students"], help="demo: number of students (default: 2)")
-    train.add_argument("--model", default=demo["model"], help="demo: zoo name of the students (default: simple_cnn)")
-    train.add_argument("--epochs", type=int, default=demo["epochs"], help="demo: training epochs (default: 40)")
+    train.add_argument("--model", default=demo["model"],
+                       help=f"demo: zoo name of the students (default: {_recipe_default('model')})")
+    train.add_argument("--epochs", type=int, default=demo["epochs"],
+                       help=f"demo: training epochs (default: {_recipe_default('epochs')})")
     train.add_argument("--warmup-epochs", type=int, default=demo["warmup_epochs"],
-                       help=f"demo, methods with warmup_epochs (TSB): epochs with KD weight 0 (default: "
-                            f"{_DEMO_WARMUP_EPOCHS})")
-    train.add_argument("--batch-size", type=int, default=demo["batch_size"], help="demo: batch size (default: 64)")
-    train.add_argument("--lr", type=float, default=demo["lr"], help="demo: initial SGD learning rate (default: 0.05)")
+                       help="demo, methods with warmup_epochs (TSB): epochs with KD weight 0 (default: "
+                            f"{_recipe_default('warmup_epochs')}); a warm-up as long as --epochs or longer leaves "
+                            "the method's students trained exactly as independent ones, and fit says so")
+    train.add_argument("--batch-size", type=int, default=demo["batch_size"],
+                       help=f"demo: batch size (default: {_recipe_default('batch_size')})")
+    train.add_argument("--lr", type=float, default=demo["lr"],
+                       help=f"demo: initial SGD learning rate (default: {_recipe_default('lr')}), then the "
+                            f"dataset's schedule ({_recipe_default('schedule')})")
     train.add_argument("--lr-warmup-epochs", type=float, default=demo["lr_warmup_epochs"], metavar="E",
                        help="demo: linear learning-rate warm-up over the first E epochs, per step (default: "
-                            f"{demo['lr_warmup_epochs']:g}; 0: none), so that the first steps at the full rate do not "
-                            "blow up (benchmarks/lr_warmup_spike.py)")
+                            f"{_recipe_default('lr_warmup_epochs')}; 0: none), so that the first steps at the full "
+                            "rate do not blow up (benchmarks/lr_warmup_spike.py)")
     train.add_argument("--seed", type=int, default=None,
                        help="random seed (demo default: 0; with --config: train only this seed)")
     train.add_argument("--run-dir", default=None,
@@ -238,22 +304,21 @@ def _flag(name):
 
 
 def _check_demo(parser, args):
-    """The demo's options, each with its accepted range (argparse exits with status 2)."""
-    warmup = args.warmup_epochs
-    ranges = [("--students", args.students, args.students >= 2, "an integer >= 2"),
-              ("--epochs", args.epochs, args.epochs >= 1, "an integer >= 1"),
-              ("--warmup-epochs", warmup, warmup is None or warmup >= 0, "an integer >= 0"),
-              ("--batch-size", args.batch_size, args.batch_size >= 1, "an integer >= 1"),
-              ("--lr", args.lr, args.lr > 0 and args.lr != float("inf"), "a finite number > 0"),
-              ("--lr-warmup-epochs", args.lr_warmup_epochs, 0 <= args.lr_warmup_epochs < float("inf"),
-               "a finite number >= 0")]
+    """The demo's options, each with its accepted range (argparse exits with status 2); options not given take the
+    dataset's recipe, which is in range."""
+    ranges = [("--students", args.students, lambda v: v >= 2, "an integer >= 2"),
+              ("--epochs", args.epochs, lambda v: v >= 1, "an integer >= 1"),
+              ("--warmup-epochs", args.warmup_epochs, lambda v: v >= 0, "an integer >= 0"),
+              ("--batch-size", args.batch_size, lambda v: v >= 1, "an integer >= 1"),
+              ("--lr", args.lr, lambda v: v > 0 and v != float("inf"), "a finite number > 0"),
+              ("--lr-warmup-epochs", args.lr_warmup_epochs, lambda v: 0 <= v < float("inf"), "a finite number >= 0")]
     for flag, value, ok, accepted in ranges:
-        if not ok:
+        if value is not None and not ok(value):
             parser.error(f"{flag} {value}: accepted: {accepted}.")
     import keras_okd.data
     from keras_okd.models import names
 
-    if args.model not in names():
+    if args.model is not None and args.model not in names():
         parser.error(f"--model {args.model!r} is not a zoo name; known: {', '.join(names())}.")
     if args.dataset not in keras_okd.data.names():
         parser.error(f"--dataset {args.dataset!r} is not a registered dataset; known: "
@@ -276,7 +341,7 @@ def _check_demo(parser, args):
         preset = keras_okd.methods.get(args.method)
     except ValueError as error:
         parser.error(f"--method: {error}")
-    if warmup is not None and not method_accepts(preset, "warmup_epochs"):
+    if args.warmup_epochs is not None and not method_accepts(preset, "warmup_epochs"):
         parser.error(f"--warmup-epochs: method {args.method!r} has no warm-up (no warmup_epochs argument).")
 
 
@@ -597,38 +662,39 @@ def _origin(preset):
 
 
 def _demo_config(method, args):
-    """The demo run of `method` as an experiment config (checked like a YAML one): `args.students` x `args.model`
-    (or one multi-branch `args.model` of `args.students` branches for methods that take one student) on
-    `args.dataset` (Fashion-MNIST and MNIST: a stratified subset of `args.train_size`, default 5,000 images), SGD
-    with momentum 0.9 and coupled weight decay 5e-4, a linear warm-up of the rate over `args.lr_warmup_epochs`, the
-    rate multiplied by 0.1 at 62.5%, 75% and 87.5% of training
-    (TSB's 150/180/210 of 240 epochs)."""
+    """The demo run of `method` as an experiment config (checked like a YAML one), in the recipe of `args.dataset`
+    with the options given overriding it (`_demo_recipe`): `students` x `model` (or one multi-branch `model` of
+    `students` branches for methods that take one student), SGD with momentum 0.9 and coupled weight decay 5e-4 from
+    `lr`, a linear warm-up of the rate over `lr_warmup_epochs`, then the recipe's schedule: cosine to 0
+    (fashion_mnist_1k, as configs/fashion_mnist_1k), or the rate multiplied by 0.1 at 62.5%, 75% and 87.5% of
+    training (the digits and the others: TSB's 150/180/210 of 240 epochs)."""
     import keras_okd.methods
     from keras_okd.experiments import config_from_dict
     from keras_okd.experiments.config import method_accepts, takes_one_student
 
+    recipe = _demo_recipe(args)
     params = {}
     if method_accepts(keras_okd.methods.get(method), "warmup_epochs"):
-        params["warmup_epochs"] = _DEMO_WARMUP_EPOCHS if args.warmup_epochs is None else args.warmup_epochs
+        params["warmup_epochs"] = recipe["warmup_epochs"]
     if takes_one_student(method):
-        students = {"model": args.model, "branches": args.students}
+        students = {"model": recipe["model"], "branches": args.students}
     else:
-        students = [args.model] * args.students
-    dataset = {"name": args.dataset, "batch_size": args.batch_size}
-    train_size = args.train_size if args.train_size is not None else _DEMO_TRAIN_SIZES.get(args.dataset)
-    if train_size is not None:
-        dataset["train_size"] = train_size
+        students = [recipe["model"]] * args.students
+    dataset = {"name": args.dataset, "batch_size": recipe["batch_size"]}
+    if recipe["train_size"] is not None:
+        dataset["train_size"] = recipe["train_size"]
     if args.data_dir is not None:
         dataset["data_dir"] = args.data_dir
-    # A config's milestones increase strictly: a short demo (under 8 epochs) has fewer steps where two coincide.
-    milestones = sorted({round(args.epochs * f) for f in _DEMO_LR_STEPS})
+    schedule = {"type": recipe["schedule"], "warmup_epochs": recipe["lr_warmup_epochs"]}
+    if recipe["schedule"] == "step":
+        # A config's milestones increase strictly: a short demo (under 8 epochs) has fewer steps where two coincide.
+        schedule.update(milestones=sorted({round(recipe["epochs"] * f) for f in _DEMO_LR_STEPS}), factor=0.1)
     return config_from_dict({
         "experiment": f"{args.dataset}_demo", "method": {"name": method, "params": params}, "students": students,
         "dataset": dataset,
-        "optimizer": {"name": "sgd", "learning_rate": args.lr, "momentum": 0.9, "weight_decay": 5e-4},
-        "schedule": {"type": "step", "milestones": milestones, "factor": 0.1,
-                     "warmup_epochs": args.lr_warmup_epochs},
-        "epochs": args.epochs, "seeds": [args.seed],
+        "optimizer": {"name": "sgd", "learning_rate": recipe["lr"], "momentum": 0.9, "weight_decay": 5e-4},
+        "schedule": schedule, "epochs": recipe["epochs"], "validation_freq": recipe["validation_freq"],
+        "seeds": [args.seed],
     }, source="keras-okd train (the demo's options)")
 
 
@@ -702,6 +768,7 @@ def train_demo(args):
         results[name] = result
         print(f"Wrote {arm_dir}")
 
+    recipe = _demo_recipe(args)
     table = _demo_table(results, args.method, args.students)
     columns = list(reversed(results))  # independent first, as in the papers' tables
     summary = {
@@ -709,9 +776,9 @@ def train_demo(args):
         "method": args.method,
         "dataset": args.dataset,
         "num_train_samples": results[args.method]["num_train_samples"],
-        "model": args.model,
+        "model": recipe["model"],
         "students": args.students,
-        "epochs": args.epochs,
+        "epochs": recipe["epochs"],
         "seed": args.seed,
         "runs": {name: os.path.join(run_dir, name) for name in results},
         "seconds": {name: r["seconds"] for name, r in results.items()},
@@ -726,6 +793,8 @@ def train_demo(args):
     print(f"\nAccuracy (%) on {held_out} after the last epoch, {args.dataset} "
           f"({summary['num_train_samples']} training images), backend {keras.backend.backend()}, seed {args.seed}:\n")
     print(markdown)
+    print("\nTraining time: " + ", ".join(f"{name} {r['seconds']:.0f} s" for name, r in results.items())
+          + f" ({recipe['epochs']} epochs each; results.json of each arm).")
     print(f"\nWrote the run directories {', '.join(summary['runs'].values())} and the table (results.md, "
           f"results.json) to {run_dir}. `keras-okd evaluate {run_dir}` re-scores the saved models, "
           f"`keras-okd report {run_dir}` writes the papers' table and the curves.")
@@ -764,13 +833,23 @@ def _markdown(table, columns):
     return "\n".join(lines)
 
 
+def _config_commands(folder, method, experiment):
+    """The commands that train every seed of configs/`folder`'s independent, DML and TSB configs (and `method`'s, when
+    the folder has one), then report their runs (`runs/<experiment>`), each indented for the conclusion."""
+    shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", folder)
+    methods = [m for m in dict.fromkeys(("independent", "dml", "tsb", method))
+               if m in ("independent", "dml", "tsb") or os.path.isfile(os.path.join(shipped, f"{m}.yaml"))]
+    return [f"  keras-okd train --config configs/{folder}/{m}.yaml" for m in methods] + [
+        f"  keras-okd report runs/{experiment}"]
+
+
 def _conclusion(args, run_dir):
     """What one demo run can say, without numbers (the measured ones are in the README, with their commands)."""
-    shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "fashion_mnist")
-    configs = [m for m in dict.fromkeys(("independent", "dml", "tsb", args.method))
-               if m in ("independent", "dml", "tsb") or os.path.isfile(os.path.join(shipped, f"{m}.yaml"))]
-    benchmark = [f"  keras-okd train --config configs/fashion_mnist/{m}.yaml" for m in configs]
-    benchmark.append("  keras-okd report runs/fashion_mnist_simple_cnn")
+    converged = _config_commands("fashion_mnist_1k", args.method, "fashion_mnist_1k_simple_cnn_8")
+    benchmark = _config_commands("fashion_mnist", args.method, "fashion_mnist_simple_cnn")
+    seeds = f"{run_dir.rstrip(os.sep)}-seeds"
+    more_seeds = [f"  for S in 1 2 3 4; do {_demo_command(args, seed='$S', run_dir=seeds + '/seed_$S')}; done",
+                  f"  keras-okd report {shlex.quote(run_dir)} {shlex.quote(seeds)}"]
     if args.dataset == "digits":
         return "\n".join([
             "What this run can and cannot show: the bundled digits are saturated. Trained alone, the students "
@@ -780,11 +859,10 @@ def _conclusion(args, run_dir):
             "independent training on the digits (the README's table, `keras-okd report runs/digits_simple_cnn`).",
             "",
             "Where online KD was measured to help (TSB and DML ahead of independent training, the README's ledger "
-            "table), on the 1,000 Fashion-MNIST images bundled with keras-okd (no download; a few minutes a run), "
-            "every seed of each config, then the paired table:",
+            "table), on the 1,000 Fashion-MNIST images bundled with keras-okd (no download; `keras-okd train` "
+            "without --dataset trains one seed of it), every seed of each config, then the paired table:",
             "",
-            *[f"  keras-okd train --config configs/fashion_mnist_1k/{m}.yaml" for m in ("independent", "dml", "tsb")],
-            "  keras-okd report runs/fashion_mnist_1k_simple_cnn_8",
+            *converged,
             "",
             "To compare on the full Fashion-MNIST (`apt-get install dataset-fashion-mnist`, or Keras's download):",
             "",
@@ -796,15 +874,30 @@ def _conclusion(args, run_dir):
             "",
             *benchmark,
         ])
-    seeds = f"{run_dir.rstrip(os.sep)}-seeds"
+    if args.dataset == "fashion_mnist_1k":
+        return "\n".join([
+            "What this run can and cannot show: one seed is one sample. The difference between the columns above "
+            "mixes the method's effect with seed-to-seed noise, so a single run can land on either side of it. The "
+            "demo's default recipe is the regime where the README's ledger table found TSB (and DML, by less) ahead "
+            "of independent training over 5 seeds, each paired with independent training of the same seed, with "
+            "95% intervals (from a checkout of keras-okd: `keras-okd report ledger/n1000_plain`).",
+            "",
+            "That comparison with `keras-okd train` (from a checkout: configs/; its shuffle orders are not the "
+            "ledger runs'), every seed of each config, then the paired table:",
+            "",
+            *converged,
+            "",
+            "or more seeds of this demo, with its options, into one folder, then the paired table of them all:",
+            "",
+            *more_seeds,
+        ])
     lines = [
         "What this run can and cannot show: one seed is one sample. The difference between the columns above mixes "
         "the method's effect with seed-to-seed noise; only several seeds, paired, can separate "
         "them. Train more seeds of this demo into one folder and report them together (the paired difference to "
         "independent training with its 95% interval):",
         "",
-        f"  for S in 1 2 3 4; do {_demo_command(args, seed='$S', run_dir=seeds + '/seed_$S')}; done",
-        f"  keras-okd report {shlex.quote(run_dir)} {shlex.quote(seeds)}",
+        *more_seeds,
     ]
     if args.dataset == "fashion_mnist":
         lines += ["", "or the benchmark (from a checkout of keras-okd: configs/), every seed of each config:", "",

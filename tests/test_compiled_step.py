@@ -34,6 +34,13 @@ def mcl():
                                  embedding_dim=8)
 
 
+def lmcl():
+    pair = [tiny_student(name=f"s{i}") for i in range(2)]
+    layers = [[next(layer.name for layer in s.layers if isinstance(layer, kind))
+               for kind in (keras.layers.ReLU, keras.layers.Flatten)] for s in pair]
+    return keras_okd.methods.lmcl(pair, num_train_samples=len(X), layers=layers, num_negatives=16, embedding_dim=8)
+
+
 PRESETS = {
     "independent": lambda: keras_okd.methods.independent([tiny_student(name=f"s{i}") for i in range(2)]),
     "dml": lambda: keras_okd.methods.dml([tiny_student(name=f"s{i}") for i in range(2)]),
@@ -46,6 +53,7 @@ PRESETS = {
     "okddip": lambda: keras_okd.methods.okddip(branches(False)),
     "kd": lambda: keras_okd.methods.kd([tiny_student(name=f"s{i}") for i in range(2)], teacher=tiny_student(name="t")),
     "mcl": mcl,
+    "lmcl": lmcl,
     "switokd": lambda: keras_okd.methods.switokd([tiny_student(name=f"s{i}") for i in range(2)]),
 }
 

@@ -1,10 +1,12 @@
-"""Pieces of the loaders that need no TensorFlow: the not-found error, Keras's dataset folder, the `augment` options.
+"""Pieces of the loaders that need no TensorFlow: the not-found error, Keras's dataset folder, the `augment` options,
+and `dataset_variant`, which names one dataset of a family's loader (`fashion_mnist` of the MNIST family's, ...).
 
 The numpy loaders (`keras_okd.data.idx`, `keras_okd.data.mnist_family`'s arrays) import only these, so they load
 where TensorFlow is not installed; `keras_okd.data.images` re-exports them for the tf.data loaders.
 """
 
 import ast
+import inspect
 import os
 import re
 
@@ -75,3 +77,41 @@ def augment_options(augment, padding, where):
             f"'flip' or None; got {augment!r}."
         )
     return options[augment]
+
+
+def dataset_variant(function, dataset, name, doc):
+    """`function(dataset, ...)` as a function of its own: a dataset family's one implementation, named for one of its
+    datasets (Fashion-MNIST and MNIST, CIFAR-10 and CIFAR-100 are each one loader taking the dataset's name first).
+
+    The function made has `function`'s signature less its first argument (the annotations and defaults, which
+    `keras_okd.experiments.config` checks a config's options against, included), `name` as its name and `doc` as its
+    docstring.
+
+    Args:
+        function: the family's implementation, `function(dataset, *args, **kwargs)`.
+        dataset: the dataset's name, passed as `function`'s first argument.
+        name: the name of the function made (its `__name__`).
+        doc: its docstring.
+
+    Returns:
+        A function `(*args, **kwargs) -> function(dataset, *args, **kwargs)`.
+
+    Example:
+
+    >>> import inspect
+    >>> def scaled(dataset, factor: float = 2.0):
+    ...     return f"{dataset} x{factor}"
+    >>> digits_scaled = dataset_variant(scaled, "digits", "digits_scaled", "The digits, scaled.")
+    >>> digits_scaled(), digits_scaled.__name__, str(inspect.signature(digits_scaled))
+    ('digits x2.0', 'digits_scaled', '(factor: float = 2.0)')
+    """
+    signature = inspect.signature(function)
+
+    def variant(*args, **kwargs):
+        return function(dataset, *args, **kwargs)
+
+    variant.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
+    variant.__name__ = variant.__qualname__ = name
+    variant.__module__ = function.__module__
+    variant.__doc__ = doc
+    return variant

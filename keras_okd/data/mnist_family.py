@@ -51,7 +51,7 @@ import os
 
 import numpy as np
 
-from keras_okd.data.common import DatasetNotFoundError, augment_options, default_data_dir
+from keras_okd.data.common import DatasetNotFoundError, augment_options, dataset_variant, default_data_dir
 from keras_okd.data.idx import IDXFormatError, read_images_and_labels
 
 NUM_CLASSES = 10
@@ -244,46 +244,18 @@ def stratified_subset(labels, size, seed=0):
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
-def arrays(name="fashion_mnist", data_dir=None, download=True, train_size=None, subset_seed=0):
+def arrays(name: str = "fashion_mnist", data_dir: str | None = None, download: bool = True,
+           train_size: int | None = None, subset_seed: int = 0):
     """The dataset as float32 arrays for numpy users: images `(N, 28, 28, 1)` in [0, 1], int32 labels.
+
+    `fashion_mnist_arrays` and `mnist_arrays` are this function with `name` given.
 
     Args:
         name: `"fashion_mnist"` or `"mnist"`.
-        data_dir: folder holding the IDX files (see the module docstring for where else they are looked for).
+        data_dir: folder holding the four IDX files; None: the lookup order of the module docstring (Debian's folder
+            for Fashion-MNIST, Keras's cache, Keras's download).
         download: let Keras download the files when they are nowhere on disk.
         train_size: keep a stratified subset of this many training images (`stratified_subset`); None: all 60,000.
-        subset_seed: seed of that subset.
-
-    Returns:
-        `((x_train, y_train), (x_test, y_test))`.
-    """
-    (x, y), (xt, yt) = _subset(load_raw(name, data_dir, download), train_size, subset_seed)
-
-    def scaled(images):
-        return (images.astype(np.float32) / 255.0)[..., None]
-
-    return (scaled(x), y.astype(np.int32)), (scaled(xt), yt.astype(np.int32))
-
-
-def fashion_mnist_arrays(data_dir=None, download=True, train_size=None, subset_seed=0):
-    """Fashion-MNIST as float32 arrays in [0, 1] `(N, 28, 28, 1)` and int32 labels (see `arrays`).
-
-    Example:
-
-    ```python
-    (x, y), (x_test, y_test) = keras_okd.data.fashion_mnist_arrays(train_size=20_000)
-    ```
-    """
-    return arrays("fashion_mnist", data_dir, download, train_size, subset_seed)
-
-
-def mnist_arrays(data_dir=None, download=True, train_size=None, subset_seed=0):
-    """MNIST as float32 arrays in [0, 1] `(N, 28, 28, 1)` and int32 labels (see `arrays`).
-
-    Args:
-        data_dir: folder holding MNIST's four IDX files; None: Keras's cache, then Keras's download.
-        download: let Keras download the files when they are nowhere on disk.
-        train_size: keep a stratified subset of this many training images; None: all 60,000.
         subset_seed: seed of that subset.
 
     Returns:
@@ -292,15 +264,14 @@ def mnist_arrays(data_dir=None, download=True, train_size=None, subset_seed=0):
     Raises:
         DatasetNotFoundError: `data_dir` does not hold the files, or they are nowhere on disk and `download` is
             False (or the download failed); the message says how to get them.
-
-    Example:
-
-    ```python
-    (x, y), (x_test, y_test) = keras_okd.data.mnist_arrays(train_size=10_000)   # x: (10000, 28, 28, 1)
-    distiller.fit(x, y, validation_data=(x_test, y_test), batch_size=128, epochs=5)
-    ```
+        IDXFormatError: a file is damaged (see `load_raw`).
     """
-    return arrays("mnist", data_dir, download, train_size, subset_seed)
+    (x, y), (xt, yt) = _subset(load_raw(name, data_dir, download), train_size, subset_seed)
+
+    def scaled(images):
+        return (images.astype(np.float32) / 255.0)[..., None]
+
+    return (scaled(x), y.astype(np.int32)), (scaled(xt), yt.astype(np.int32))
 
 
 def _subset(raw, train_size, subset_seed):
@@ -329,15 +300,17 @@ def augmentation(name, augment):
     return padding, flip
 
 
-def datasets(name, batch_size=128, data_dir=None, download=True, seed=None, augment="standard", shuffle=True,
-             train_size=None, subset_seed=0):
-    """Training and test pipelines of Fashion-MNIST or MNIST (the registry's `fashion_mnist` and `mnist`).
+def datasets(name: str, batch_size: int = 128, data_dir: str | None = None, download: bool = True,
+             seed: int | None = None, augment: str | None = "standard", shuffle: bool = True,
+             train_size: int | None = None, subset_seed: int = 0):
+    """Training and test pipelines of Fashion-MNIST or MNIST (`fashion_mnist` and `mnist`, the registry's loaders of
+    those names, are this function with `name` given).
 
     Args:
         name: `"fashion_mnist"` or `"mnist"`.
         batch_size: batch size.
-        data_dir: folder holding the four IDX files; None: Debian's folder, then Keras's cache, then Keras's
-            download (module docstring).
+        data_dir: folder holding the four IDX files; None: Debian's folder (Fashion-MNIST), then Keras's cache, then
+            Keras's download (module docstring).
         download: let Keras download the files when they are nowhere on disk.
         seed: shuffle and augmentation seed (the run's seed).
         augment: `"standard"` (pad 2, random 28x28 crop, and for Fashion-MNIST a horizontal flip), `"crop"` (pad 2
@@ -349,6 +322,11 @@ def datasets(name, batch_size=128, data_dir=None, download=True, seed=None, augm
     Returns:
         `(train_ds, test_ds, num_train_samples)`; training elements `({"inputs", "index"}, label)`, images float32
         in [0, 1] of shape (28, 28, 1), int32 labels.
+
+    Raises:
+        ValueError: an unknown name or `augment` option.
+        DatasetNotFoundError: `data_dir` does not hold the files, or they are nowhere on disk and `download` is
+            False (or the download failed); the message says how to get them.
     """
     import tensorflow as tf  # only the pipelines need it: the arrays above load without TensorFlow
 
@@ -367,62 +345,42 @@ def datasets(name, batch_size=128, data_dir=None, download=True, seed=None, augm
     return train, test, len(y)
 
 
-def fashion_mnist(
-    batch_size: int = 128,
-    data_dir: str | None = None,
-    download: bool = True,
-    seed: int | None = None,
-    augment: str | None = "standard",
-    shuffle: bool = True,
-    train_size: int | None = None,
-    subset_seed: int = 0,
-):
-    """Fashion-MNIST's training and test pipelines (the registry's `fashion_mnist`; see `datasets` for the arguments,
-    and the module docstring for where the files are looked for, the subset rule and the augmentation).
+_ARRAYS_DOC = """{title} as float32 arrays in [0, 1] `(N, 28, 28, 1)` and int32 labels: `arrays("{name}", ...)`.
 
-    Example:
+Arguments, returns and errors as `arrays`'s, less `name`; files looked for in {places}.
 
-    ```python
-    train, test, n = keras_okd.data.fashion_mnist(train_size=20_000, seed=0)   # n == 20_000
-    ```
-    """
-    return datasets("fashion_mnist", batch_size, data_dir, download, seed, augment, shuffle, train_size, subset_seed)
+Example:
+
+```python
+(x, y), (x_test, y_test) = keras_okd.data.{name}_arrays(train_size=10_000)   # x: (10000, 28, 28, 1)
+distiller.fit(x, y, validation_data=(x_test, y_test), batch_size=128, epochs=5)
+```
+"""
+_PIPELINES_DOC = """{title}'s training and test pipelines, the registry's `{name}`: `datasets("{name}", ...)`.
+
+Arguments, returns and errors as `datasets`'s, less `name`; files looked for in {places}. The standard augmentation
+pads 2 pixels and crops a random 28x28 window{flip}. The module docstring gives the lookup order and the subset rule.
+
+Example:
+
+```python
+train, test, n = keras_okd.data.{name}(batch_size=128, train_size=20_000, seed=0)   # n == 20_000
+distiller.fit(train, validation_data=test, epochs=10, callbacks=[keras_okd.data.data_epoch(train)])
+```
+"""
 
 
-def mnist(
-    batch_size: int = 128,
-    data_dir: str | None = None,
-    download: bool = True,
-    seed: int | None = None,
-    augment: str | None = "standard",
-    shuffle: bool = True,
-    train_size: int | None = None,
-    subset_seed: int = 0,
-):
-    """MNIST's training and test pipelines (see `datasets`; the standard augmentation has no flip).
+def _variant(function, name, doc, suffix=""):
+    """`function` for the dataset `name`, as the public `<name><suffix>`, its docstring `doc` filled in."""
+    spec = _spec(name)
+    places = ("`data_dir` when given, else " + "Debian's folder, " * bool(spec["debian"])
+              + "Keras's cache, then Keras's download")
+    flip = ", then flips it left-right at random" if spec["flip"] else " (no flip: digits are not mirror-symmetric)"
+    doc = doc.format(name=name, title=spec["title"], places=places, flip=flip)
+    return dataset_variant(function, name, name + suffix, doc)
 
-    Args:
-        batch_size: batch size.
-        data_dir: folder holding the four IDX files; None: Keras's cache, then Keras's download.
-        download: let Keras download the files when they are nowhere on disk.
-        seed: shuffle and augmentation seed.
-        augment: `"standard"` (pad 2, random 28x28 crop), `"crop"`, `"flip"` or None.
-        shuffle: shuffle the training set every epoch.
-        train_size: keep a stratified subset of this many training images; None: all 60,000.
-        subset_seed: seed of that subset.
 
-    Returns:
-        `(train_ds, test_ds, num_train_samples)`; training elements are `({"inputs", "index"}, label)`.
-
-    Raises:
-        DatasetNotFoundError: `data_dir` does not hold the files, or they are nowhere on disk and `download` is
-            False (or the download failed); the message says how to get them.
-
-    Example:
-
-    ```python
-    train, test, n = keras_okd.data.mnist(batch_size=128, seed=0)
-    distiller.fit(train, validation_data=test, epochs=10, callbacks=[keras_okd.data.data_epoch(train)])
-    ```
-    """
-    return datasets("mnist", batch_size, data_dir, download, seed, augment, shuffle, train_size, subset_seed)
+fashion_mnist = _variant(datasets, "fashion_mnist", _PIPELINES_DOC)
+mnist = _variant(datasets, "mnist", _PIPELINES_DOC)
+fashion_mnist_arrays = _variant(arrays, "fashion_mnist", _ARRAYS_DOC, "_arrays")
+mnist_arrays = _variant(arrays, "mnist", _ARRAYS_DOC, "_arrays")

@@ -25,6 +25,7 @@ import os
 
 from keras_okd.registry import Registry
 
+from keras_okd.data.cifar import CIFAR, cifar10, cifar100
 from keras_okd.data.digits import digits_arrays
 from keras_okd.data.mnist_family import fashion_mnist, mnist
 
@@ -69,53 +70,6 @@ def digits_dataset(
                      seed=seed, shuffle_buffer=None if shuffle else 1)
     val = pipeline(tf.data.Dataset.from_tensor_slices((xv, yv)), batch_size, training=False)
     return train, val, len(x)
-
-
-def _cifar(name, batch_size, data_dir, download, seed, augment, shuffle):
-    if not (augment in ("standard", None) or callable(augment)):
-        raise ValueError(f"{name}: augment must be 'standard' (pad 4, random crop, flip), None, or a Keras layer / "
-                         f"callable on image batches; got {augment!r}.")
-    import tensorflow as tf
-
-    from keras_okd.data.augment import cifar_augment
-    from keras_okd.data.cifar import load_cifar
-    from keras_okd.data.indexing import pipeline
-
-    train = load_cifar(name, "train", data_dir, download)
-    test = load_cifar(name, "test", data_dir, download)
-    n = int(train.cardinality())
-    if n < 0:
-        n = int(train.reduce(tf.constant(0, tf.int64), lambda c, _: c + 1))
-    transform = cifar_augment(seed) if augment == "standard" else augment
-    return (
-        pipeline(train, batch_size, training=True, augment=transform, seed=seed, shuffle_buffer=None if shuffle else 1),
-        pipeline(test, batch_size, training=False),
-        n,
-    )
-
-
-def cifar10(
-    batch_size: int = 64,
-    data_dir: str | None = None,
-    download: bool = True,
-    seed: int | None = None,
-    augment: str | None = "standard",
-    shuffle: bool = True,
-):
-    """CIFAR-10 through tensorflow-datasets (see `keras_okd.data.cifar`); `shuffle=False` keeps a fixed order."""
-    return _cifar("cifar10", batch_size, data_dir, download, seed, augment, shuffle)
-
-
-def cifar100(
-    batch_size: int = 64,
-    data_dir: str | None = None,
-    download: bool = True,
-    seed: int | None = None,
-    augment: str | None = "standard",
-    shuffle: bool = True,
-):
-    """CIFAR-100 through tensorflow-datasets (see `keras_okd.data.cifar`); `shuffle=False` keeps a fixed order."""
-    return _cifar("cifar100", batch_size, data_dir, download, seed, augment, shuffle)
 
 
 def imagenet2012_dataset(
@@ -202,8 +156,8 @@ _LOADERS = {
 
 _CLASSES = {
     "digits": lambda **_: 10,
-    "cifar10": lambda **_: 10,
-    "cifar100": lambda **_: 100,
+    "cifar10": lambda **_: CIFAR["cifar10"]["classes"],
+    "cifar100": lambda **_: CIFAR["cifar100"]["classes"],
     "fashion_mnist": lambda **_: 10,
     "fashion_mnist_1k": lambda **_: 10,
     "mnist": lambda **_: 10,

@@ -195,7 +195,7 @@ def test_the_demo_takes_any_registered_method(monkeypatch, capsys):
 
 
 def test_the_demo_config_of_each_kind_of_method():
-    args = cli._parser().parse_args(["train", "--students", "3", "--epochs", "4"])
+    args = cli._parser().parse_args(["train", "--dataset", "digits", "--students", "3", "--epochs", "4"])
     args.seed = 0
     tsb = cli._demo_config("tsb", args)
     assert tsb["students"] == ["simple_cnn"] * 3 and tsb["method"]["params"]["warmup_epochs"] == 5
@@ -220,7 +220,7 @@ def test_one_definition_of_strategies_and_of_the_step_schedule():
     train = next(a for a in cli._parser()._subparsers._group_actions[0].choices["train"]._actions
                  if a.dest == "strategy")
     assert tuple(train.choices) == distribute.STRATEGIES
-    args = cli._parser().parse_args(["train", "--epochs", "40"])
+    args = cli._parser().parse_args(["train", "--dataset", "digits", "--epochs", "40"])
     args.seed = 0
     demo = cli._demo_config("tsb", args)
     rate = learning_rate(demo["schedule"], 0.05, 40, steps_per_epoch=3)

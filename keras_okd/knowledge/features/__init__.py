@@ -23,6 +23,7 @@ from keras_okd.knowledge.features.at import AttentionTransfer
 from keras_okd.knowledge.features.base import FeatureDistillation
 from keras_okd.knowledge.features.crd import ContrastiveRepresentation
 from keras_okd.knowledge.features.fitnet import FitNet
+from keras_okd.knowledge.features.lmcl import LayerMutualContrastive
 from keras_okd.knowledge.features.mcl import MutualContrastive
 from keras_okd.knowledge.features.nst import NeuronSelectivityTransfer
 from keras_okd.knowledge.features.pkt import ProbabilisticKT
@@ -74,6 +75,7 @@ __all__ = [
     "ContrastiveRepresentation",
     "FeatureDistillation",
     "FitNet",
+    "LayerMutualContrastive",
     "MutualContrastive",
     "NeuronSelectivityTransfer",
     "ProbabilisticKT",

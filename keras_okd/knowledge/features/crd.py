@@ -152,17 +152,27 @@ class ContrastiveRepresentation(FeatureDistillation):
             return 1.0
         return normalizer(self.num_samples, self.embedding_dim, self.temperature)
 
+    @property
+    def slots_per_peer(self):
+        """Memory rows per sample and peer: one embedding (L-MCL keeps one per contrasted layer)."""
+        return 1
+
+    @property
+    def memory_slots(self):
+        """The memory's rows per sample: peers x `slots_per_peer`."""
+        return self.num_peers * self.slots_per_peer
+
     def memory_bytes(self, num_peers=None):
         """Bytes the memory takes for `num_peers` peers (default: this part's)."""
         itemsize = np.dtype(self.memory_dtype if self.memory_dtype != "bfloat16" else "float16").itemsize
-        return self.num_samples * (num_peers or self.num_peers) * self.embedding_dim * itemsize
+        return self.num_samples * (num_peers or self.num_peers) * self.slots_per_peer * self.embedding_dim * itemsize
 
     def build(self, input_shape):
         super().build(input_shape)
         nbytes, (total, where) = self.memory_bytes(), device_memory()
         if total is not None and nbytes > total:
             raise MemoryError(
-                f"The CRD memory {self.name!r} ({self.num_samples:,} samples x {self.num_peers} peers x "
+                f"The CRD memory {self.name!r} ({self.num_samples:,} samples x {self.memory_slots} peer slots x "
                 f"{self.embedding_dim} dims, {self.memory_dtype}) needs {nbytes:,} bytes but {where} holds {total:,}. "
                 "Options: memory_dtype='float16' or 'bfloat16' halves it; a smaller embedding_dim shrinks it; or "
                 "build the distiller on the CPU (inside `with keras.device('cpu:0'):`) when the host has the RAM."
@@ -177,7 +187,7 @@ class ContrastiveRepresentation(FeatureDistillation):
             return to_storage(keras.random.uniform(shape, -bound, bound, seed=seed), self.memory_dtype)
 
         self.memory = self.add_weight(
-            shape=(self.num_samples, self.num_peers, self.embedding_dim),
+            shape=(self.num_samples, self.memory_slots, self.embedding_dim),
             initializer=initializer,
             trainable=False,
             dtype=bank_storage_dtype(dtype),
@@ -209,10 +219,10 @@ class ContrastiveRepresentation(FeatureDistillation):
         return keras.random.randint(shape, 0, self.num_samples, seed=seed, dtype="int32")
 
     def read(self, index):
-        """Memory rows `index` (any integer shape) as float32 `(*index.shape, peers, dim)`."""
+        """Memory rows `index` (any integer shape) as float32 `(*index.shape, memory_slots, dim)`."""
         flat = ops.reshape(index, (-1,))
         rows = ops.cast(from_storage(gather_rows(self.memory, flat), self.memory_dtype), "float32")
-        return ops.stop_gradient(ops.reshape(rows, tuple(ops.shape(index)) + (self.num_peers, self.embedding_dim)))
+        return ops.stop_gradient(ops.reshape(rows, tuple(ops.shape(index)) + (self.memory_slots, self.embedding_dim)))
 
     def targets(self, peer_logits, context):
         features = self.peer_features(context)

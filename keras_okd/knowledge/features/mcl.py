@@ -158,40 +158,23 @@ class MutualContrastive(ContrastiveRepresentation):
                                       trainable=False, dtype="int32", name="labels")
 
     def build_connectors(self, shapes):
-        heads = []
-        for i in range(self.num_peers):
-            head = keras.Sequential([
-                keras.layers.Dense(self.embedding_dim, activation="relu", dtype="float32", name="hidden"),
-                keras.layers.Dense(self.embedding_dim, dtype="float32", name="out"),
-            ], name=f"{self.name}_embedding_{i}")
-            head.build((None, int(np.prod(shapes[i][0][1:]))))
-            heads.append(head)
-        self.connectors.set(heads)
+        self.connectors.set([self.embedding_head(i, int(np.prod(shapes[i][0][1:]))) for i in range(self.num_peers)])
+
+    def embedding_head(self, slot, dim_in):
+        """The embedding head of memory slot `slot` (Linear-ReLU-Linear, as the authors' code), built for `dim_in`
+        features."""
+        head = keras.Sequential([
+            keras.layers.Dense(self.embedding_dim, activation="relu", dtype="float32", name="hidden"),
+            keras.layers.Dense(self.embedding_dim, dtype="float32", name="out"),
+        ], name=f"{self.name}_embedding_{slot}")
+        head.build((None, dim_in))
+        return head
 
     def targets(self, peer_logits, context):
         features = self.peer_features(context)
         anchors = ops.stack([self.embed(i, features[i][0]) for i in range(self.num_peers)], axis=1)  # (B, M, d)
-        batch = ops.shape(anchors)[0]
-        training = bool(context.get("training"))
-        labels = ops.reshape(ops.cast(context["labels"], "int32"), (-1,))
-        index = context.get("index")
-        if index is None:
-            own = ops.stop_gradient(anchors)
-        else:
-            index = ops.reshape(ops.cast(index, "int32"), (-1,))
-            own = self.read(index)  # (B, M, d): every network's memory row of the batch's samples
-        drawn = self.draw_negatives(batch, training)  # (B, K) in training, (1, K) outside
-        keys = self.read(drawn)  # (B or 1, K, M, d)
-        key_labels = ops.reshape(gather_rows(self.labels, ops.reshape(drawn, (-1,))), ops.shape(drawn))
-        same = ops.cast(ops.equal(key_labels, labels[:, None]), "float32")  # (B, K)
-        tau = self.temperature
-        # anchor a against memory m: the sample's own row, then the drawn keys
-        own_score = ops.einsum("bad,bmd->bam", anchors, own) / tau  # (B, M, M)
-        if training:
-            drawn_score = ops.einsum("bad,bkmd->bamk", anchors, keys) / tau  # (B, M, M, K)
-        else:
-            drawn_score = ops.einsum("bad,kmd->bamk", anchors, keys[0]) / tau
-        icl_logits = ops.concatenate([own_score[..., None], drawn_score], axis=-1)  # (B, M, M, K + 1)
+        icl_logits, same, state = self.contrast(anchors, context)
+        drawn_score = icl_logits[..., 1:]  # (B, M, M, K): the drawn keys only
         icl_positives = ops.concatenate([ops.ones_like(same[:, :1]), same], axis=-1)  # (B, K + 1)
         scale = 1.0 / (self.num_peers - 1) if self.reduction == "mean" else 1.0
         sample_weight = context.get("sample_weight")
@@ -210,11 +193,49 @@ class MutualContrastive(ContrastiveRepresentation):
                            for m in others)
             terms.append(self.alpha * vcl + scale * (self.gamma * soft_vcl + self.beta * icl + self.lam * soft_icl))
         out = {"peer_losses": ops.stack(terms)}
+        if state is not None:
+            out["state"] = state
+        return out
+
+    def contrast(self, anchors, context):
+        """Every anchor against every memory slot, and the memory's pending write.
+
+        Args:
+            anchors: `(B, S, d)` this step's embeddings, one per memory slot (S = `memory_slots`).
+            context: the step's context (`"labels"`, `"index"`, `"training"`).
+
+        Returns:
+            `(logits, positives, state)`: `logits` `(B, S, S, K + 1)`, anchor slot a against memory slot m, first
+            the sample's own row of m (the anchor of slot m itself without an index), then the K drawn keys, divided
+            by tau; `positives` `(B, K)`, 1 where a drawn key's stored label is the sample's; `state` the rows and
+            labels to write (None outside training or without an index).
+        """
+        batch = ops.shape(anchors)[0]
+        training = bool(context.get("training"))
+        labels = ops.reshape(ops.cast(context["labels"], "int32"), (-1,))
+        index = context.get("index")
+        if index is None:
+            own = ops.stop_gradient(anchors)
+        else:
+            index = ops.reshape(ops.cast(index, "int32"), (-1,))
+            own = self.read(index)  # (B, S, d): every slot's memory row of the batch's samples
+        drawn = self.draw_negatives(batch, training)  # (B, K) in training, (1, K) outside
+        keys = self.read(drawn)  # (B or 1, K, S, d)
+        key_labels = ops.reshape(gather_rows(self.labels, ops.reshape(drawn, (-1,))), ops.shape(drawn))
+        same = ops.cast(ops.equal(key_labels, labels[:, None]), "float32")  # (B, K)
+        tau = self.temperature
+        own_score = ops.einsum("bad,bmd->bam", anchors, own) / tau  # (B, S, S)
+        if training:
+            drawn_score = ops.einsum("bad,bkmd->bamk", anchors, keys) / tau  # (B, S, S, K)
+        else:
+            drawn_score = ops.einsum("bad,kmd->bamk", anchors, keys[0]) / tau
+        logits = ops.concatenate([own_score[..., None], drawn_score], axis=-1)  # (B, S, S, K + 1)
+        state = None
         if index is not None and training:
             new = momentum_update(own, ops.stop_gradient(anchors), self.momentum)
-            out["state"] = {"index": index, "old": own, "new": new, "labels": labels,
-                            "old_labels": gather_rows(self.labels, index)}
-        return out
+            state = {"index": index, "old": own, "new": new, "labels": labels,
+                     "old_labels": gather_rows(self.labels, index)}
+        return logits, same, state
 
     def commit(self, state, finite):
         super().commit(state, finite)

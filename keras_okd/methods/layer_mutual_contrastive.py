@@ -1,0 +1,68 @@
+"""L-MCL: Online Knowledge Distillation via Mutual Contrastive Learning for Visual Recognition (Chuanguang Yang,
+Zhulin An, Helong Zhou, Fuzhen Zhuang, Yongjun Xu and Qian Zhang, TPAMI 2023; code: github.com/winycg/L-MCL)."""
+
+from keras_okd.distiller import OnlineDistiller
+from keras_okd.knowledge.features.lmcl import LayerMutualContrastive
+from keras_okd.methods import register
+from keras_okd.methods._checks import independent_students
+from keras_okd.methods.mutual_learning import _zoo_layers
+
+
+@register("lmcl")
+def lmcl(students, num_train_samples, alpha=0.1, beta=0.1, gamma=1.0, lam=1.0, tau=0.1, kd_temperature=3.0,
+         embedding_dim=128, num_negatives=8192, momentum=0.5, layers=None, memory_dtype="float32", seed=None,
+         name="lmcl"):
+    """Each network learns from the labels and from MCL's four contrastive terms between each of its layers and each
+    layer of every other network, over one embedding head and one memory slot per (network, layer)
+    (`keras_okd.knowledge.features.lmcl`, which lists where this departs from the authors' code: the meta-optimised
+    weights of the layer pairs, the auxiliary branches and the aggregator are not built; every pair weighs 1).
+
+    Loss of network i: `CE_i + sum_{a in i} sum_{b not in i} 2 * (alpha VCL_a + gamma SoftVCL_{a<-b} + beta
+    ICL_{a->b} + lambda SoftICL_{a->b})`, with the defaults of the authors' CIFAR script
+    (`main_layer_mcl_cifar_meta.py`: alpha = beta = 0.1, gamma = lambda = 1, tau = 0.1, T = 3, 128-d heads) and MCL's
+    memory (momentum 0.5, 8192 keys per anchor). Training data must carry sample indices (`keras_okd.data.with_index`).
+    The heads and the memory belong to the distiller; the exported students are the plain networks.
+
+    Args:
+        students: list of 2 or more `keras.Model`s producing logits over the same classes.
+        num_train_samples: N, the training set's size (sizes the memory: N x students x layers x embedding_dim).
+        alpha, beta, gamma, lam: the weights of VCL, ICL, soft VCL and soft ICL.
+        tau: the contrastive temperature.
+        kd_temperature: T of the soft terms.
+        embedding_dim: d of the embedding heads.
+        num_negatives: keys drawn from the memory per anchor.
+        momentum: the memory's momentum.
+        layers: the layers contrasted, the same number per network; default, for the zoo's models, every stage but
+            the last and the pooled features (`("stage_1", "stage_2", "pool")` for a CIFAR ResNet).
+        memory_dtype: `"float32"`, or `"float16"` / `"bfloat16"` to halve the memory.
+        seed: seed of the keys' generator (None: from Keras's global seed).
+        name: model name.
+
+    Returns:
+        An `OnlineDistiller`.
+
+    Raises:
+        ValueError: a multi-branch student; `layers` not given for students without the zoo's layer names.
+
+    Example:
+
+    ```python
+    students = [keras_okd.models.get("resnet32", num_classes=100) for _ in range(2)]
+    distiller = keras_okd.methods.lmcl(students, num_train_samples=50_000)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), coupled_weight_decay=5e-4)
+    distiller.fit(keras_okd.data.with_index(train_ds).shuffle(50_000).batch(128), epochs=300)
+    ```
+    """
+    independent_students(students, "lmcl")
+    if layers is None:
+        layout = _zoo_layers(students)
+        if layout is None:
+            raise ValueError("lmcl: the students do not have the zoo's layer names (stage_k, pool); name the layers "
+                             "to contrast, the same number per student, e.g. layers=('block_2', 'block_4', 'flatten').")
+        stages, pool = layout
+        layers = (*stages[:-1], pool)
+    part = LayerMutualContrastive(num_train_samples, layers=layers, alpha=alpha, beta=beta, gamma=gamma, lam=lam,
+                                  temperature=tau, kd_temperature=kd_temperature, embedding_dim=embedding_dim,
+                                  num_negatives=num_negatives, momentum=momentum, memory_dtype=memory_dtype,
+                                  seed=seed)
+    return OnlineDistiller(students, knowledge=[part], name=name)
