@@ -4,10 +4,10 @@
     keras-okd train --config examples/new_method.yaml --set epochs=1 --run-dir /tmp/new_method   # ... from YAML
 
 The method here, "confident peer": each student learns from whichever peer is most confident on the sample (the
-largest top-1 probability), a simple variant of KDCL's "naive" teacher. The part returns soft targets; the distiller
-adds `tau^2 KL(target || student)` per peer, logs it as `student_{i}_confident`, and handles weights, schedules,
-saving and every backend. `examples/new_method.yaml` lists this file under `imports:`, which registers the method for
-the config and the CLI.
+largest top-1 probability), a simple variant of KDCL's "naive" teacher. The part returns soft targets (a
+`PartOutput`) and owns its warm-up; the distiller adds `tau^2 KL(target || student)` per peer, logs it as
+`student_{i}_confident`, and handles weights, schedules, saving and every backend. `examples/new_method.yaml`
+lists this file under `imports:`, which registers the method for the config and the CLI.
 """
 
 import argparse
@@ -28,7 +28,8 @@ class ConfidentPeer(keras_okd.knowledge.KnowledgePart):
         probs = soften(peer_logits, self.temperature)                                   # (B, M, C)
         best = ops.argmax(ops.max(soften(peer_logits), axis=-1), axis=-1)               # (B,) most confident peer
         target = ops.take_along_axis(probs, ops.reshape(best, (-1, 1, 1)), axis=1)      # (B, 1, C)
-        return {"targets": ops.stop_gradient(target), "pair_weights": ops.ones((self.num_peers, 1))}
+        weights = ops.ones((self.num_peers, 1))                                         # every peer learns from it
+        return keras_okd.knowledge.PartOutput(targets=ops.stop_gradient(target), pair_weights=weights)
 
 
 @keras_okd.methods.register("confident_peer", overwrite=True)
@@ -42,9 +43,9 @@ def confident_peer(students, temperature=3.0, weight=1.0, warmup_epochs=0, name=
         warmup_epochs: epochs with KD weight 0.
         name: model name.
     """
-    part = ConfidentPeer(weight=weight, temperature=temperature, name="confident")
-    schedules = {"confident": [keras_okd.callbacks.WarmUp(warmup_epochs)]} if warmup_epochs else {}
-    return keras_okd.OnlineDistiller(students, [part], schedules, name=name)
+    warmup = keras_okd.knowledge.WarmUp(warmup_epochs) if warmup_epochs else None      # the part owns its schedule
+    part = ConfidentPeer(weight=weight, temperature=temperature, name="confident", schedule=warmup)
+    return keras_okd.OnlineDistiller(students, [part], name=name)
 
 
 def main(argv=None):

@@ -5,7 +5,8 @@ import pytest
 from conftest import tiny_student, to_numpy
 
 import keras_okd
-from keras_okd.callbacks import Decay, KnowledgeSchedule, RampUp, WarmUp
+from keras_okd.distiller.callbacks import KnowledgeSchedule
+from keras_okd.knowledge.schedules import Decay, RampUp, WarmUp
 
 
 def test_warmup_values():
@@ -109,3 +110,17 @@ def test_decay_shapes_are_kerass_schedules_of_the_epoch():
     for ours, keras_schedule in pairs:
         for epoch in range(10):
             assert ours(epoch) == pytest.approx(float(keras_schedule(epoch)), rel=1e-6, abs=1e-7), (ours, epoch)
+
+
+def test_the_schedule_callback_reads_the_parts_own_schedules_from_its_model():
+    students = [tiny_student(name="a"), tiny_student(name="b")]
+    distiller = keras_okd.methods.tsb(students, num_train_samples=10, warmup_epochs=3)
+    assert [p.schedules for p in distiller.knowledge] == [(WarmUp(3),), (WarmUp(3),)]
+    callback = KnowledgeSchedule()
+    with pytest.raises(ValueError, match=r"reads the knowledge parts' schedules from its model: call set_model"):
+        callback.values(0)
+    callback.set_model(distiller)
+    assert callback.values(2) == {"ta": 0.0, "si": 0.0} and callback.idle_parts(3) == ["ta", "si"]
+    distiller.knowledge[1].schedules = (RampUp(4),)  # what the callback reads is the part's, at every epoch
+    callback.on_epoch_begin(3)
+    assert [float(to_numpy(p.schedule)) for p in distiller.knowledge] == [1.0, pytest.approx(math.exp(-5 / 16))]

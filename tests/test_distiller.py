@@ -319,3 +319,20 @@ def test_coupled_weight_decay_adds_half_wd_times_squared_norm():
     np.testing.assert_allclose(with_decay - without, 0.5 * 1e-2 * squares, rtol=1e-4)
     with pytest.raises(ValueError, match="coupled_weight_decay"):
         d.compile(optimizer="sgd", coupled_weight_decay=-1.0)
+
+
+def test_schedules_of_the_older_form_go_to_the_parts_they_name():
+    """`schedules=` (how distillers were saved before the parts owned their schedules) hands each list to its part;
+    the distiller's config then holds them in the parts' configs only."""
+    warm = keras_okd.knowledge.WarmUp(2)
+    d = keras_okd.OnlineDistiller(students(), knowledge=[keras_okd.knowledge.PeerDistillation()],
+                                  schedules={"dml": [warm]})
+    assert d.knowledge[0].schedules == (warm,) and d.schedules == {"dml": [warm]}
+    config = d.get_config()
+    assert "schedules" not in config and config["knowledge"][0]["config"]["schedule"][0]["config"] == {"epochs": 2}
+    old = dict(config, schedules={"dml": [keras.saving.serialize_keras_object(warm)]})
+    del old["knowledge"][0]["config"]["schedule"]
+    assert keras_okd.OnlineDistiller.from_config(old).schedules == {"dml": [warm]}
+    with pytest.raises(ValueError, match=r"\['dml'\] have schedules of their own and other ones in schedules="):
+        keras_okd.OnlineDistiller(students(), knowledge=[keras_okd.knowledge.PeerDistillation(schedule=warm)],
+                                  schedules={"dml": [keras_okd.knowledge.RampUp(3)]})

@@ -128,3 +128,37 @@ def test_parts_round_trip_their_config():
     clone = knowledge.TemporalAccumulator.from_config(part.get_config())
     for key in ("num_samples", "beta", "weight", "temperature", "reduction", "name"):
         assert getattr(clone, key) == getattr(part, key)
+
+
+def test_a_part_owns_its_schedule_and_saves_it_in_its_config():
+    from keras_okd.knowledge import Decay, RampUp, WarmUp
+
+    part = knowledge.PeerDistillation(schedule=[RampUp(10), Decay(gamma=1.0)])
+    assert part.schedules == (RampUp(10), Decay(gamma=1.0))
+    assert part.schedule_value(5) == RampUp(10)(5) * Decay(gamma=1.0)(5) and part.schedule_value(10) == np.exp(-10.0)
+    part.set_schedule(part.schedule_value(5))
+    np.testing.assert_allclose(float(to_numpy(part.schedule)), RampUp(10)(5) * np.exp(-5.0), rtol=1e-6)
+    clone = knowledge.PeerDistillation.from_config(part.get_config())
+    assert clone.schedules == part.schedules
+    assert knowledge.TemporalAccumulator(10, schedule=WarmUp(3)).schedules == (WarmUp(3),)
+    plain = knowledge.SpatialIntegrator()
+    assert plain.schedules == () and plain.schedule_value(0) == 1.0 and "schedule" not in plain.get_config()
+    with pytest.raises(TypeError, match=r"PeerDistillation: schedule must be .*got 3"):
+        knowledge.PeerDistillation(schedule=3)
+    with pytest.raises(TypeError, match=r"schedule must be .*got \[WarmUp\(epochs=2\), 'ramp'\]"):
+        knowledge.PeerDistillation(schedule=[WarmUp(2), "ramp"])
+
+
+def test_part_output_holds_one_of_its_two_forms():
+    soft = knowledge.PartOutput(targets=np.ones((B, 1, C)) / C, pair_weights=np.ones((M, 1)), state={"k": 1})
+    assert sorted(soft) == ["pair_weights", "state", "targets"] and soft["state"] == {"k": 1} and "losses" not in soft
+    own = knowledge.PartOutput.of({"peer_losses": np.zeros(M), "losses": {"ce": 1.0}})
+    assert own.losses == {"ce": 1.0} and own.targets is None and sorted(own) == ["losses", "peer_losses"]
+    with pytest.raises(ValueError, match="targets and pair_weights, or peer_losses .one of the two.; got neither"):
+        knowledge.PartOutput()
+    with pytest.raises(ValueError, match="got targets, peer_losses"):
+        knowledge.PartOutput(targets=np.ones((B, 1, C)), peer_losses=np.zeros(M))
+    with pytest.raises(ValueError, match="got pair_weights"):
+        knowledge.PartOutput(pair_weights=np.ones((M, 1)))
+    with pytest.raises(ValueError, match=r"keys \['logits'\], which are not among"):
+        knowledge.PartOutput.of({"peer_losses": np.zeros(M), "logits": np.zeros((B, M, C))})

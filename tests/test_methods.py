@@ -3,7 +3,7 @@ import pytest
 from conftest import tiny_student
 
 import keras_okd
-from keras_okd.callbacks import WarmUp
+from keras_okd.knowledge.schedules import WarmUp
 from keras_okd.knowledge import PeerDistillation, SpatialIntegrator, TemporalAccumulator
 
 

@@ -186,3 +186,23 @@ def test_okddip_deploys_the_leader_and_exports_it_plain(tmp_path):
     path = str(tmp_path / "leader.keras")
     d.deployed_model().save(path)
     np.testing.assert_allclose(keras.models.load_model(path).predict(x[:16], verbose=0), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.heavy("tensorflow", "jax", "torch")
+def test_okddip_saved_as_keras_loads_with_its_projections_and_predictions(tmp_path):
+    """An okddip distiller saved whole (`.keras`) loads: the part rebuilt from its config builds its projections from
+    the branches' features, then takes the saved values (before the fix, `load_model` raised in `build`)."""
+    (x, y), _ = keras_okd.data.digits_arrays()
+    d = keras_okd.methods.okddip(branches(3), rampup_epochs=4)
+    d.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    d.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)
+    path = tmp_path / "okddip.keras"
+    d.save(path)
+    loaded = keras.saving.load_model(path)
+    (part,) = loaded.knowledge
+    assert isinstance(part, knowledge.DiversePeers) and part.feature_dim == 32 and loaded.deploy_peer == 2
+    for name in ("query_kernel", "key_kernel"):
+        np.testing.assert_array_equal(to_numpy(getattr(part, name)), to_numpy(getattr(d.knowledge[0], name)))
+    assert loaded.schedules == {"okddip": [keras_okd.knowledge.RampUp(4)]}
+    np.testing.assert_allclose(loaded.predict(x[:16], verbose=0), d.predict(x[:16], verbose=0), rtol=1e-5, atol=1e-6)
+    assert int(to_numpy(loaded.optimizer.iterations)) == 2

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import keras_okd
-from keras_okd.callbacks import PeerCollapse, collapse_kind
+from keras_okd.distiller.callbacks import PeerCollapse, collapse_kind
 from conftest import tiny_student
 
 LN10 = math.log(10)

@@ -96,7 +96,7 @@ def test_tapping_shares_the_students_weights_and_exports_stay_plain():
 
 def test_teacher_ema_warmup_rate():
     students = [tiny_student(name="a"), tiny_student(name="b")]
-    teacher = keras_okd.teacher.MeanTeacher(students, eta=0.01, warmup=True)
+    teacher = keras_okd.distiller.teacher.MeanTeacher(students, eta=0.01, warmup=True)
     rates = []
     for _ in range(3):
         rates.append(float(to_numpy(teacher.rate())))

@@ -4,7 +4,8 @@ bad batch is refused before it reaches a training step.
 Each batch `(x, y)` is checked for: sample indices (when `x` is a dict holding `"index"`) in `[0, num_samples)` and
 unique within the batch; integer class ids in `[0, num_classes)` (float labels must hold whole numbers); finite input
 values; and one batch size for indices, labels and inputs. A failed check raises `tf.errors.InvalidArgumentError`
-whose message starts with `CHECK_MARKER` and says what is wrong; `keras_okd.inputs` turns it into a `ValueError`.
+whose message starts with `CHECK_MARKER` and says what is wrong; `keras_okd.distiller.inputs` turns it into a
+`ValueError`.
 """
 
 import tensorflow as tf

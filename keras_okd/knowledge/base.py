@@ -1,7 +1,7 @@
 """The contract every knowledge part follows.
 
-A knowledge part turns this step's peer outputs (and, for some parts, state of its own) into a loss term per peer,
-in one of two ways:
+A knowledge part turns this step's peer outputs (and, for some parts, state of its own) into a loss term per peer.
+Its `targets(peer_logits, context)` returns a `PartOutput` in one of two forms:
 
 - soft targets (logit-level knowledge):
 
@@ -14,22 +14,105 @@ in one of two ways:
   from the intermediate layers the part names in `feature_layers` (the distiller taps them from every peer and hands
   them over as `context["peer_features"]`).
 
-The distiller adds `weight * schedule * sum_i term_i` to the loss and logs `term_i` as `{peer}_{part name}`. A part may
-also return extra losses of its own (a trainable head's cross-entropy, say), added as they are, and pending state
-writes, which the distiller commits only after the step's loss is known to be finite and only in training.
+The distiller adds `weight * schedule * sum_i term_i` to the loss and logs `term_i` as `{peer}_{part name}`, where
+`schedule` is this epoch's value of the part's own schedules (`KnowledgePart(schedule=...)`, see
+`keras_okd.knowledge.schedules`: a warm-up, a ramp-up, a decay; 1 without any). A `PartOutput` may also carry extra
+losses of the part's own (a trainable head's cross-entropy, say), added as they are, and pending state writes, which
+the distiller commits only after the step's loss is known to be finite and only in training.
 """
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_okd.knowledge.schedules import deserialize_schedules, schedule_list, schedule_product
 from keras_okd.losses import pairwise_kd
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PartOutput(Mapping):
+    """What a knowledge part's `targets` gives for one step: soft targets, or each peer's own term, and extras.
+
+    Exactly one of two forms: `targets` `(batch, J, classes)` with `pair_weights` `(peers, J)` (the distiller's
+    pairwise KD), or `peer_losses` `(peers,)` (the part's own term per peer). Optionally:
+
+    Attributes:
+        targets: soft targets, probability distributions `(batch, J, classes)`.
+        pair_weights: `(peers, J)`, how much peer i learns from target j.
+        peer_losses: `(peers,)`, the part's own term for each peer.
+        losses: `{name: scalar}` extra losses of the part (declared in `loss_names`), added to the loss as they are.
+        state: pending state writes, handed to the part's `commit` once the step's loss is known finite (training).
+        ce_scale: `(peers,)` factor (no gradient) on each peer's cross-entropy (0 pauses a peer: SwitOKD's expert
+            mode).
+
+    It also reads as a mapping of the fields that are set (`out["targets"]`, `"state" in out`), the plain dict that
+    parts returned before it; `PartOutput.of` reads such a dict, so a part that still returns one keeps working.
+
+    Example:
+
+    >>> import numpy as np
+    >>> out = PartOutput(peer_losses=np.zeros(2, "float32"))
+    >>> sorted(out), out.losses, out.state is None
+    (['peer_losses'], {}, True)
+    >>> PartOutput.of({"targets": np.ones((1, 1, 3)) / 3, "pair_weights": np.ones((2, 1))}).pair_weights.shape
+    (2, 1)
+    >>> PartOutput(targets=np.ones((1, 1, 3)) / 3)
+    Traceback (most recent call last):
+    ValueError: A knowledge part's output holds targets and pair_weights, or peer_losses (one of the two); got targets.
+    """
+
+    targets: Any = None
+    pair_weights: Any = None
+    peer_losses: Any = None
+    losses: dict = dataclasses.field(default_factory=dict)
+    state: Any = None
+    ce_scale: Any = None
+
+    def __post_init__(self):
+        soft = (self.targets is not None, self.pair_weights is not None)
+        if soft not in ((True, True), (False, False)) or any(soft) == (self.peer_losses is not None):
+            raise ValueError("A knowledge part's output holds targets and pair_weights, or peer_losses (one of the "
+                             f"two); got {', '.join(self) or 'neither'}.")
+
+    @classmethod
+    def of(cls, output):
+        """`output` as a `PartOutput`: itself, or a dict of the same keys (as parts returned before this type).
+
+        Raises:
+            ValueError: a key that is no field (named, with the fields).
+        """
+        if isinstance(output, cls):
+            return output
+        fields = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(output) - set(fields))
+        if unknown:
+            raise ValueError(f"A knowledge part's output has keys {unknown}, which are not among {fields}.")
+        return cls(**output)
+
+    def __getitem__(self, key):
+        if key not in self._present():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(self._present())
+
+    def __len__(self):
+        return len(self._present())
+
+    def _present(self):
+        return [f.name for f in dataclasses.fields(self)
+                if getattr(self, f.name) is not None and (f.name != "losses" or self.losses)]
 
 
 class KnowledgePart(keras.layers.Layer):
     """Base class of the knowledge parts (a `keras.layers.Layer`, so state and heads are tracked and saved).
 
-    Subclasses implement `targets` and, when they keep state, `commit`.
+    Subclasses implement `targets` (returning a `PartOutput`) and, when they keep state, `commit`.
 
     Args:
         weight: the constant factor of this part's KD term (the papers' lambda).
@@ -39,10 +122,14 @@ class KnowledgePart(keras.layers.Layer):
             layers are named differently). A name may be a path `"sub_model/layer"` into a nested functional model
             and may contain `{peer}`, replaced by the peer's index (a multi-branch student's `"branch_{peer}/stage_3"`).
         name: the part's name; per-peer logs are named `student_{i}_{name}`.
+        schedule: the part's schedule of its weight over the epochs: a `keras_okd.knowledge.schedules.Schedule`
+            (`WarmUp(20)`: TSB's warm-up), a list of them (their values multiply), or None (the weight stays
+            constant). `keras_okd.distiller.callbacks.KnowledgeSchedule` advances it at the start of every epoch.
 
     Attributes:
-        schedule: a scalar non-trainable variable multiplied into the weight; `keras_okd.callbacks` set it at the
-            start of each epoch (warm-up, ramp-up, decay), so compiled steps read it without retracing.
+        schedules: the part's schedules (a tuple, empty for none).
+        schedule: a scalar non-trainable variable multiplied into the weight, this epoch's value of `schedules`
+            (`set_schedule`), so compiled steps read it without retracing.
         needs_index: whether the part needs each sample's index in the training set.
         needs_teacher: whether the part reads the mean teacher's logits (`context["teacher_logits"]`).
         needs_features: whether the part reads the peers' pooled features (a multi-branch student's
@@ -57,9 +144,10 @@ class KnowledgePart(keras.layers.Layer):
         def targets(self, peer_logits, context):
             batch = keras.ops.shape(peer_logits)[0]
             uniform = keras.ops.full((batch, 1, self.num_classes), 1.0 / self.num_classes)
-            return {"targets": uniform, "pair_weights": keras.ops.ones((self.num_peers, 1))}
+            return keras_okd.knowledge.PartOutput(targets=uniform, pair_weights=keras.ops.ones((self.num_peers, 1)))
 
-    distiller = keras_okd.OnlineDistiller(students, knowledge=[Uniform(weight=0.1, name="uniform")])
+    uniform = Uniform(weight=0.1, name="uniform", schedule=keras_okd.knowledge.WarmUp(5))   # from epoch 5 on
+    distiller = keras_okd.OnlineDistiller(students, knowledge=[uniform])
     ```
     """
 
@@ -69,7 +157,7 @@ class KnowledgePart(keras.layers.Layer):
     needs_inputs = False
     loss_names = ()
 
-    def __init__(self, weight=1.0, temperature=1.0, layers=None, name=None, **kwargs):
+    def __init__(self, weight=1.0, temperature=1.0, layers=None, name=None, schedule=None, **kwargs):
         super().__init__(name=name, **kwargs)
         weight, temperature = float(weight), float(temperature)
         if not weight >= 0.0:
@@ -79,6 +167,7 @@ class KnowledgePart(keras.layers.Layer):
         self.weight = weight
         self.temperature = temperature
         self.feature_layers = _layer_spec(layers, type(self).__name__)
+        self.schedules = schedule_list(schedule, type(self).__name__)
         self.num_peers = None
         self.num_classes = None
         self.schedule = self.add_weight(
@@ -132,9 +221,8 @@ class KnowledgePart(keras.layers.Layer):
                 `"features"` (a multi-branch student's pooled features, list of `(batch, F)`) and `"shared_features"`.
 
         Returns:
-            A dict with `"targets"` and `"pair_weights"`, or `"peer_losses"` `(peers,)`; optionally `"losses"`
-            (name -> scalar, declared in `loss_names`), `"state"` (passed to `commit`) and `"ce_scale"` `(peers,)`,
-            a factor (no gradient) on each peer's cross-entropy (0 pauses a peer: SwitOKD's expert mode).
+            A `PartOutput`: `targets` and `pair_weights`, or `peer_losses` `(peers,)`; optionally `losses`, `state`
+            (passed to `commit`) and `ce_scale`.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement targets().")
 
@@ -163,13 +251,22 @@ class KnowledgePart(keras.layers.Layer):
         names = spec if isinstance(spec[0], str) else spec[index]
         return tuple(name.replace("{peer}", str(index)) for name in names)
 
-    def peer_terms(self, knowledge, peer_logits, sample_weight=None):
-        """Each peer's term `(peers,)` from what `targets` returned: its `"peer_losses"`, or the weighted KD from its
-        soft targets."""
-        if "peer_losses" in knowledge:
-            return ops.cast(knowledge["peer_losses"], "float32")
-        return pairwise_kd(knowledge["targets"], peer_logits, self.temperature, knowledge["pair_weights"],
-                           sample_weight)
+    def peer_terms(self, output, peer_logits, sample_weight=None):
+        """Each peer's term `(peers,)` from what `targets` returned (a `PartOutput`): its `peer_losses`, or the
+        weighted KD from its soft targets."""
+        output = PartOutput.of(output)
+        if output.peer_losses is not None:
+            return ops.cast(output.peer_losses, "float32")
+        return pairwise_kd(output.targets, peer_logits, self.temperature, output.pair_weights, sample_weight)
+
+    def schedule_value(self, epoch):
+        """The product of the part's schedules at a 0-based `epoch` (1.0 without any)."""
+        return schedule_product(self.schedules, epoch)
+
+    def set_schedule(self, value):
+        """Set this epoch's `schedule` (`KnowledgeSchedule` calls it at the start of every epoch)."""
+        # a float32 array, not a Python float: JAX would retrace the train step for a weakly-typed scalar
+        self.schedule.assign(np.asarray(value, dtype="float32"))
 
     def commit(self, state, finite):
         """Write the pending `state` returned by `targets`; `finite` is a boolean scalar tensor that is False when
@@ -180,12 +277,19 @@ class KnowledgePart(keras.layers.Layer):
         config.update({"weight": self.weight, "temperature": self.temperature})
         if self.feature_layers:
             config["layers"] = [list(n) if not isinstance(n, str) else n for n in self.feature_layers]
+        if self.schedules:
+            config["schedule"] = [keras.saving.serialize_keras_object(s) for s in self.schedules]
         return config
 
 
-def check_parts(parts, schedules=(), has_teacher=True):
-    """`parts` as a list, refusing anything but `KnowledgePart`s, repeated names (names name the logs), schedules of
-    parts that are not there, and parts that read a mean teacher the distiller does not keep."""
+def check_parts(parts, schedules=None, has_teacher=True):
+    """`parts` as a list, refusing anything but `KnowledgePart`s, repeated names (names name the logs), parts that
+    read a mean teacher the distiller does not keep, and schedules of parts that are not there.
+
+    `schedules` is the older form of the parts' schedules, `{part name: [Schedule, ...]}` (the `schedules` of a
+    distiller saved before the parts owned theirs): each list is handed to the part it names, which must have no
+    other schedules of its own.
+    """
     parts = list(parts or ())
     for part in parts:
         if not isinstance(part, KnowledgePart):
@@ -193,12 +297,20 @@ def check_parts(parts, schedules=(), has_teacher=True):
     names = [part.name for part in parts]
     if len(set(names)) != len(names):
         raise ValueError(f"Knowledge part names must be distinct (they name the logs); got {names}.")
+    schedules = deserialize_schedules(schedules)
     unknown = sorted(set(schedules) - set(names))
     if unknown:
         raise ValueError(f"schedules name parts {unknown} that are not among the knowledge parts {names}.")
+    twice = [p.name for p in parts if p.name in schedules and p.schedules and p.schedules != tuple(schedules[p.name])]
+    if twice:
+        raise ValueError(f"Knowledge parts {twice} have schedules of their own and other ones in schedules=; give "
+                         "each part's schedule once, on the part (schedule=...).")
     needing_teacher = [part.name for part in parts if part.needs_teacher]
     if needing_teacher and not has_teacher:
         raise ValueError(f"Knowledge parts {needing_teacher} read the mean teacher: pass teacher_eta (e.g. 0.001).")
+    for part in parts:
+        if part.name in schedules:
+            part.schedules = tuple(schedules[part.name])
     return parts
 
 

@@ -8,7 +8,7 @@ the other peers' softened probabilities); DKEL's teacher ensemble applies it to 
 import keras
 from keras import ops
 
-from keras_okd.knowledge.base import KnowledgePart
+from keras_okd.knowledge.base import KnowledgePart, PartOutput
 from keras_okd.losses import soften
 
 AVERAGES = ("logits", "probabilities")
@@ -79,10 +79,10 @@ class PeerConsensus(KnowledgePart):
                              f"{self.num_peers}.")
 
     def targets(self, peer_logits, context):
-        return {
-            "targets": leave_one_out_targets(peer_logits, self.temperature, self.average),
-            "pair_weights": ops.eye(self.num_peers, dtype="float32"),
-        }
+        return PartOutput(
+            targets=leave_one_out_targets(peer_logits, self.temperature, self.average),
+            pair_weights=ops.eye(self.num_peers, dtype="float32"),
+        )
 
     def get_config(self):
         return {**super().get_config(), "average": self.average}

@@ -16,7 +16,7 @@ are the pure functions; `DiversePeers` owns the projections and returns each pee
 import keras
 from keras import ops
 
-from keras_okd.knowledge.base import KnowledgePart
+from keras_okd.knowledge.base import KnowledgePart, PartOutput
 from keras_okd.losses import pairwise_kd, soften
 
 TARGET_GRADIENTS = ("attention", "all", "none")
@@ -117,6 +117,9 @@ class DiversePeers(KnowledgePart):
         include_self: include peer a's own logits in its aggregation (the authors' code); False: the other
             auxiliary peers only.
         name: part name (default `"okddip"`).
+        feature_dim: F, the branches' pooled feature width; None: read from the branches when the distiller builds the
+            part. A saved part's config holds it, so that `build` can create the projections before any features
+            are seen (`keras.saving.load_model`).
 
     Example:
 
@@ -129,7 +132,7 @@ class DiversePeers(KnowledgePart):
     needs_features = True
 
     def __init__(self, weight=1.0, temperature=1.0, projection_factor=8, target_gradient="attention", include_self=True,
-                 name="okddip", **kwargs):
+                 name="okddip", feature_dim=None, **kwargs):
         super().__init__(weight=weight, temperature=temperature, name=name, **kwargs)
         if int(projection_factor) < 1:
             raise ValueError(f"DiversePeers: projection_factor must be >= 1, got {projection_factor}.")
@@ -139,7 +142,7 @@ class DiversePeers(KnowledgePart):
         self.projection_factor = int(projection_factor)
         self.target_gradient = target_gradient
         self.include_self = bool(include_self)
-        self.feature_dim = None
+        self.feature_dim = None if feature_dim is None else int(feature_dim)
 
     def build_for_peers(self, num_peers, num_classes, feature_shapes=None):
         # The projections' width comes from the features, which `build` does not see: read it first.
@@ -173,8 +176,9 @@ class DiversePeers(KnowledgePart):
         features = ops.stack([ops.cast(f, "float32") for f in context["features"]], axis=1)
         losses = okddip_losses(peer_logits, features, self.query_kernel, self.key_kernel, self.temperature,
                                self.target_gradient, context["sample_weight"], self.include_self)
-        return {"peer_losses": losses}
+        return PartOutput(peer_losses=losses)
 
     def get_config(self):
         return {**super().get_config(), "projection_factor": self.projection_factor,
-                "target_gradient": self.target_gradient, "include_self": self.include_self}
+                "target_gradient": self.target_gradient, "include_self": self.include_self,
+                "feature_dim": self.feature_dim}

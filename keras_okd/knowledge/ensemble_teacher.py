@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_okd.knowledge.base import KnowledgePart
+from keras_okd.knowledge.base import KnowledgePart, PartOutput
 from keras_okd.losses import soften
 
 
@@ -61,10 +61,10 @@ class EnsembleTeacher(KnowledgePart):
             teacher = ops.mean(peer_logits, axis=1)
         else:
             teacher = min_logit(peer_logits, context["labels"])
-        return {
-            "targets": ops.expand_dims(soften(teacher, self.temperature), 1),
-            "pair_weights": ops.ones((self.num_peers, 1), dtype="float32"),
-        }
+        return PartOutput(
+            targets=ops.expand_dims(soften(teacher, self.temperature), 1),
+            pair_weights=ops.ones((self.num_peers, 1), dtype="float32"),
+        )
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}

@@ -19,7 +19,7 @@ import os
 import keras
 from keras import ops
 
-from keras_okd.knowledge.base import KnowledgePart
+from keras_okd.knowledge.base import KnowledgePart, PartOutput
 from keras_okd.losses import soften
 
 
@@ -115,10 +115,10 @@ class FrozenTeacher(KnowledgePart):
                 seen[id(x)] = ops.cast(self.teacher(x, training=False), "float32")
             logits.append(seen[id(x)])
         teacher_logits = ops.stop_gradient(ops.stack(logits, axis=1))
-        return {
-            "targets": soften(teacher_logits, self.temperature),
-            "pair_weights": ops.eye(self.num_peers, dtype="float32"),
-        }
+        return PartOutput(
+            targets=soften(teacher_logits, self.temperature),
+            pair_weights=ops.eye(self.num_peers, dtype="float32"),
+        )
 
     def get_config(self):
         return {**super().get_config(), "teacher": keras.saving.serialize_keras_object(self.teacher)}

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_okd.knowledge.base import KnowledgePart, other_peers
+from keras_okd.knowledge.base import KnowledgePart, PartOutput, other_peers
 from keras_okd.losses import soften
 
 
@@ -31,10 +31,10 @@ class PeerDistillation(KnowledgePart):
         self.reduction = reduction
 
     def targets(self, peer_logits, context):
-        return {
-            "targets": soften(peer_logits, self.temperature),
-            "pair_weights": other_peers(self.num_peers, self.reduction),
-        }
+        return PartOutput(
+            targets=soften(peer_logits, self.temperature),
+            pair_weights=other_peers(self.num_peers, self.reduction),
+        )
 
     def get_config(self):
         return {**super().get_config(), "reduction": self.reduction}

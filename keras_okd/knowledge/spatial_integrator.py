@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_okd.knowledge.base import KnowledgePart
+from keras_okd.knowledge.base import KnowledgePart, PartOutput
 from keras_okd.losses import soften
 
 
@@ -30,4 +30,4 @@ class SpatialIntegrator(KnowledgePart):
 
     def targets(self, peer_logits, context):
         integrated = ops.mean(soften(peer_logits, self.temperature), axis=1, keepdims=True)
-        return {"targets": integrated, "pair_weights": ops.ones((self.num_peers, 1), dtype="float32")}
+        return PartOutput(targets=integrated, pair_weights=ops.ones((self.num_peers, 1), dtype="float32"))

@@ -30,7 +30,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_okd.knowledge.base import KnowledgePart
+from keras_okd.knowledge.base import KnowledgePart, PartOutput
 from keras_okd.losses import soften
 
 
@@ -156,10 +156,9 @@ class SwitchableDistillation(KnowledgePart):
         pair_weights = ops.convert_to_tensor(np.outer(student, teacher)) + learning * ops.convert_to_tensor(
             np.outer(teacher, student))
         ce_scale = ops.convert_to_tensor(student) + learning * ops.convert_to_tensor(teacher)
-        out = {"targets": soften(peer_logits, self.temperature), "pair_weights": pair_weights, "ce_scale": ce_scale}
-        if context.get("training"):
-            out["state"] = {"expert": expert}
-        return out
+        state = {"expert": expert} if context.get("training") else None
+        return PartOutput(targets=soften(peer_logits, self.temperature), pair_weights=pair_weights, ce_scale=ce_scale,
+                          state=state)
 
     def commit(self, state, finite):
         counted = ops.cast(finite, "int32")

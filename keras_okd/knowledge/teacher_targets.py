@@ -7,7 +7,7 @@ The teacher itself, an EMA copy of the student network(s), is owned and updated 
 import keras
 from keras import ops
 
-from keras_okd.knowledge.base import KnowledgePart, other_peers
+from keras_okd.knowledge.base import KnowledgePart, PartOutput, other_peers
 from keras_okd.knowledge.consensus import AVERAGES, leave_one_out_targets
 from keras_okd.losses import soften
 
@@ -35,10 +35,10 @@ class TeacherPeers(KnowledgePart):
         super().__init__(weight=weight, temperature=temperature, name=name, **kwargs)
 
     def targets(self, peer_logits, context):
-        return {
-            "targets": soften(context["teacher_logits"], self.temperature),
-            "pair_weights": other_peers(self.num_peers, "mean"),
-        }
+        return PartOutput(
+            targets=soften(context["teacher_logits"], self.temperature),
+            pair_weights=other_peers(self.num_peers, "mean"),
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_okd")
@@ -52,7 +52,7 @@ class TeacherEnsemble(KnowledgePart):
     defines as logits; "the logits of teacher peers are assembled") and what DKEL's public code does.
     `average="probabilities"` averages the peers' softened probabilities instead, mean_{j != p} softmax(t_j / tau).
     DKEL weighs this term by omega(e) = exp(-gamma e) and the decoupled term by 1 - omega(e): see
-    `keras_okd.callbacks.Decay`.
+    `keras_okd.knowledge.Decay`.
 
     Args:
         weight: constant factor.
@@ -80,10 +80,10 @@ class TeacherEnsemble(KnowledgePart):
             raise ValueError("TeacherEnsemble needs at least 2 peers (each learns from the others).")
 
     def targets(self, peer_logits, context):
-        return {
-            "targets": leave_one_out_targets(context["teacher_logits"], self.temperature, self.average),
-            "pair_weights": ops.eye(self.num_peers, dtype="float32"),
-        }
+        return PartOutput(
+            targets=leave_one_out_targets(context["teacher_logits"], self.temperature, self.average),
+            pair_weights=ops.eye(self.num_peers, dtype="float32"),
+        )
 
     def get_config(self):
         return {**super().get_config(), "average": self.average}

@@ -6,7 +6,7 @@ from keras import ops
 import numpy as np
 
 from keras_okd.backend import bank_storage_dtype, check_state_fits, from_storage, gather_rows, scatter_rows, to_storage
-from keras_okd.knowledge.base import KnowledgePart, other_peers
+from keras_okd.knowledge.base import KnowledgePart, PartOutput, other_peers
 from keras_okd.losses import soften
 
 
@@ -39,7 +39,7 @@ class TemporalAccumulator(KnowledgePart):
     predictions, and nothing is written.
 
     Args:
-        num_samples: N, the size of the training set (indices lie in `[0, N)`).
+        num_samples: N, the size of the training set (indices lie in `[0, N)`): the presets' `num_train_samples`.
         beta: EMA momentum in (0, 1) (TSB: 0.8).
         weight: constant factor (TSB's lambda_ta = 0.5).
         temperature: softening temperature (TSB: 4).
@@ -94,11 +94,10 @@ class TemporalAccumulator(KnowledgePart):
 
     def build(self, input_shape):
         super().build(input_shape)
-        peers, classes = self.num_peers, self.num_classes
-        itemsize = np.dtype(keras.backend.standardize_dtype(self.bank_dtype)).itemsize
-        check_state_fits(self.num_samples * (peers * classes * itemsize + 4), f"The temporal accumulator {self.name!r}")
+        # refused before anything is allocated; the distiller checks the sum of every part's state again at fit
+        check_state_fits(self.state_bytes(), f"The temporal accumulator {self.name!r}")
         self.bank = self.add_weight(
-            shape=(self.num_samples, peers, classes),
+            shape=(self.num_samples, self.num_peers, self.num_classes),
             initializer="zeros",
             trainable=False,
             dtype=bank_storage_dtype(self.bank_dtype),  # bfloat16 on JAX: its uint16 bits (see keras_okd.backend)
@@ -109,12 +108,20 @@ class TemporalAccumulator(KnowledgePart):
         )
         self.built = True
 
+    def state_bytes(self):
+        """Bytes of the bank and the visit counts, `num_samples * (peers * classes * itemsize + 4)`: known once the
+        part is built for its peers, before they are allocated (0 before)."""
+        if self.num_peers is None:
+            return 0
+        itemsize = np.dtype(keras.backend.standardize_dtype(self.bank_dtype)).itemsize
+        return self.num_samples * (self.num_peers * self.num_classes * itemsize + 4)
+
     def targets(self, peer_logits, context):
         probs = soften(peer_logits, self.temperature)
         pair_weights = other_peers(self.num_peers, self.reduction)
         index = context.get("index")
         if index is None:
-            return {"targets": probs, "pair_weights": pair_weights}
+            return PartOutput(targets=probs, pair_weights=pair_weights)
         index = ops.reshape(ops.cast(index, "int32"), (-1,))
         old = ops.cast(from_storage(gather_rows(self.bank, index), self.bank_dtype), "float32")
         counts = gather_rows(self.counts, index) + 1
@@ -122,7 +129,7 @@ class TemporalAccumulator(KnowledgePart):
         correction = 1.0 - ops.power(self.beta, ops.cast(counts, "float32"))
         targets = new / ops.reshape(correction, (-1, 1, 1))
         state = {"index": index, "old": old, "new": new, "counts": counts}
-        return {"targets": targets, "pair_weights": pair_weights, "state": state}
+        return PartOutput(targets=targets, pair_weights=pair_weights, state=state)
 
     def commit(self, state, finite):
         index = state["index"]

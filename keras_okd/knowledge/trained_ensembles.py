@@ -9,7 +9,7 @@ import keras
 from keras import layers, ops
 
 from keras_okd.backend import synchronized_batch_norm_supported
-from keras_okd.knowledge.base import KnowledgePart
+from keras_okd.knowledge.base import KnowledgePart, PartOutput
 from keras_okd.losses import peer_cross_entropy, soften
 
 @keras.saving.register_keras_serializable(package="keras_okd")
@@ -125,12 +125,11 @@ class GateHead(layers.Layer):
 
 def _ensemble_knowledge(ensemble_logits, part, context):
     ce = peer_cross_entropy(context["labels"], ops.expand_dims(ensemble_logits, 1), context["sample_weight"])[0]
-    return {
-        "targets": ops.expand_dims(soften(ensemble_logits, part.temperature), 1),
-        "pair_weights": ops.ones((part.num_peers, 1), dtype="float32"),
-        "losses": {"ce": ce},
-        "logits": ensemble_logits,
-    }
+    return PartOutput(
+        targets=ops.expand_dims(soften(ensemble_logits, part.temperature), 1),
+        pair_weights=ops.ones((part.num_peers, 1), dtype="float32"),
+        losses={"ce": ce},
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_okd")

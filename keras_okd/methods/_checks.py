@@ -1,6 +1,6 @@
 """Checks shared by the presets: the kind of student a method trains."""
 
-from keras_okd.peers import is_multi_branch
+from keras_okd.distiller.peers import is_multi_branch
 
 
 def branch_student(student, method, num_branches=None, per_branch_inputs=None):

@@ -1,8 +1,7 @@
 """CL: Collaborative Learning for Deep Neural Networks (Guocong Song and Wei Chai, NeurIPS 2018), "CL-ILR"."""
 
-from keras_okd.callbacks import RampUp
 from keras_okd.distiller import OnlineDistiller
-from keras_okd.knowledge import PeerConsensus
+from keras_okd.knowledge import PeerConsensus, RampUp
 from keras_okd.methods._checks import branch_student
 from keras_okd.models import scale_trunk_gradients, trunk_gradient_scale
 from keras_okd.methods import register
@@ -65,6 +64,6 @@ def cl(student, temperature=2.0, beta=0.5, backprop_rescaling=True, rampup_epoch
             f"cl: backprop_rescaling=False but the student already rescales its trunk's gradients by {scale}; "
             "build it without gradient_scale."
         )
-    part = PeerConsensus(weight=1.0 - float(beta), temperature=temperature, name="cl")
-    schedules = {"cl": [RampUp(rampup_epochs)]} if rampup_epochs else {}
-    return OnlineDistiller(student, [part], schedules, ce_weight=float(beta), name=name)
+    part = PeerConsensus(weight=1.0 - float(beta), temperature=temperature, name="cl",
+                         schedule=RampUp(rampup_epochs) if rampup_epochs else None)
+    return OnlineDistiller(student, [part], ce_weight=float(beta), name=name)

@@ -1,8 +1,7 @@
 """DKEL: Decoupled Knowledge with Ensemble Learning for online distillation (Shao et al.), built on PCL."""
 
-from keras_okd.callbacks import Decay, RampUp
 from keras_okd.distiller import OnlineDistiller
-from keras_okd.knowledge import PeerEnsemble, TeacherEnsemble, TeacherPeers
+from keras_okd.knowledge import Decay, PeerEnsemble, TeacherEnsemble, TeacherPeers, RampUp
 from keras_okd.methods._checks import branch_student
 from keras_okd.methods import register
 
@@ -98,19 +97,18 @@ def dkel(
     if not float(gamma) > 0:
         raise ValueError(f"dkel: gamma must be > 0, got {gamma}.")
     teacher_term = "dk" if decoupled else "pm"
-    parts = [PeerEnsemble(temperature=temperature, name="pe"), TeacherPeers(temperature=temperature, name=teacher_term)]
-    schedules = {}
+    rampup = [RampUp(rampup_epochs)] if rampup_epochs else []
+    # omega(e) weighs the teacher ensemble, 1 - omega(e) the teacher-peer term (Eq. 12); each times the ramp-up
+    omega = [Decay(decay, gamma, total_epochs)] if decaying_ensemble else []
+    one_minus_omega = [Decay(decay, gamma, total_epochs, complement=True)] if decaying_ensemble else []
+    parts = [PeerEnsemble(temperature=temperature, name="pe", schedule=rampup),
+             TeacherPeers(temperature=temperature, name=teacher_term, schedule=one_minus_omega + rampup)]
     if decaying_ensemble:
-        parts.append(TeacherEnsemble(temperature=temperature, average=ensemble_average, name="ek"))
-        schedules[teacher_term] = [Decay(decay, gamma, total_epochs, complement=True)]
-        schedules["ek"] = [Decay(decay, gamma, total_epochs)]
-    if rampup_epochs:
-        for part in parts:
-            schedules.setdefault(part.name, []).append(RampUp(rampup_epochs))
+        parts.append(TeacherEnsemble(temperature=temperature, average=ensemble_average, name="ek",
+                                     schedule=omega + rampup))
     return OnlineDistiller(
         student,
         parts,
-        schedules,
         views=views,
         teacher_eta=teacher_eta,
         teacher_init_steps=init_steps if decoupled else 0,

@@ -9,7 +9,7 @@ from keras_okd.distiller import OnlineDistiller
 from keras_okd.knowledge import FeatureDistillation, PeerDistillation
 from keras_okd.knowledge.features import METHODS, feature_part
 from keras_okd.models import feature_layers
-from keras_okd.peers import is_multi_branch
+from keras_okd.distiller.peers import is_multi_branch
 from keras_okd.methods import register
 
 

@@ -1,8 +1,7 @@
 """ONE: Knowledge Distillation by On-the-Fly Native Ensemble (Lan, Zhu and Gong, NeurIPS 2018)."""
 
-from keras_okd.callbacks import RampUp
 from keras_okd.distiller import OnlineDistiller
-from keras_okd.knowledge import GateEnsemble
+from keras_okd.knowledge import GateEnsemble, RampUp
 from keras_okd.methods._checks import branch_student
 from keras_okd.methods import register
 
@@ -31,6 +30,5 @@ def one(student, temperature=3.0, rampup_epochs=80, num_branches=None, name="one
     ```
     """
     branch_student(student, "one", num_branches)
-    part = GateEnsemble(temperature=temperature, name="gate")
-    schedules = {"gate": [RampUp(rampup_epochs)]} if rampup_epochs else {}
-    return OnlineDistiller(student, [part], schedules, name=name)
+    part = GateEnsemble(temperature=temperature, name="gate", schedule=RampUp(rampup_epochs) if rampup_epochs else None)
+    return OnlineDistiller(student, [part], name=name)

@@ -1,8 +1,7 @@
 """OKDDip: Online Knowledge Distillation with Diverse Peers (Chen, Mei, Wang, Feng and Chen, AAAI 2020)."""
 
-from keras_okd.callbacks import RampUp
 from keras_okd.distiller import OnlineDistiller
-from keras_okd.knowledge import DiversePeers
+from keras_okd.knowledge import DiversePeers, RampUp
 from keras_okd.methods._checks import branch_student
 from keras_okd.methods import register
 
@@ -67,7 +66,7 @@ def okddip(student, temperature=3.0, weight=1.0, rampup_epochs=80, projection_fa
             f"{student.name} has {found}. Build it with keras_okd.models.multi_branch(name, num_branches=4)."
         )
     part = DiversePeers(weight=weight, temperature=temperature, projection_factor=projection_factor,
-                        target_gradient=target_gradient, include_self=include_self, name="okddip")
-    schedules = {"okddip": [RampUp(rampup_epochs)]} if rampup_epochs else {}
+                        target_gradient=target_gradient, include_self=include_self, name="okddip",
+                        schedule=RampUp(rampup_epochs) if rampup_epochs else None)
     leader = len(student.output["logits"]) - 1
-    return OnlineDistiller(student, [part], schedules, deploy_peer=leader, name=name)
+    return OnlineDistiller(student, [part], deploy_peer=leader, name=name)

@@ -1,8 +1,7 @@
 """PCL: Peer Collaborative Learning for Online Knowledge Distillation (Wu and Gong, AAAI 2021)."""
 
-from keras_okd.callbacks import RampUp
 from keras_okd.distiller import OnlineDistiller
-from keras_okd.knowledge import PeerEnsemble, TeacherPeers
+from keras_okd.knowledge import PeerEnsemble, TeacherPeers, RampUp
 from keras_okd.methods._checks import branch_student
 from keras_okd.methods import register
 
@@ -37,8 +36,9 @@ def pcl(student, views=None, temperature=3.0, teacher_eta=0.001, rampup_epochs=8
     ```
     """
     branch_student(student, "pcl", num_branches, per_branch_inputs=views is not None)
-    parts = [PeerEnsemble(temperature=temperature, name="pe"), TeacherPeers(temperature=temperature, name="pm")]
-    schedules = {p.name: [RampUp(rampup_epochs)] for p in parts} if rampup_epochs else {}
+    rampup = RampUp(rampup_epochs) if rampup_epochs else None
+    parts = [PeerEnsemble(temperature=temperature, name="pe", schedule=rampup),
+             TeacherPeers(temperature=temperature, name="pm", schedule=rampup)]
     return OnlineDistiller(
-        student, parts, schedules, views=views, teacher_eta=teacher_eta, deploy="teacher", name=name
+        student, parts, views=views, teacher_eta=teacher_eta, deploy="teacher", name=name
     )

@@ -15,9 +15,8 @@ In the DML row, each student learns from the other students' current predictions
 weight and warm-up as the TA term it is replaced by: the TA term with beta = 0 is exactly that.
 """
 
-from keras_okd.callbacks import WarmUp
 from keras_okd.distiller import OnlineDistiller
-from keras_okd.knowledge import PeerDistillation, SpatialIntegrator, TemporalAccumulator
+from keras_okd.knowledge import PeerDistillation, SpatialIntegrator, TemporalAccumulator, WarmUp
 from keras_okd.methods import register
 
 
@@ -71,15 +70,15 @@ def tsb(
     distiller.fit(keras_okd.data.with_index(train_ds).shuffle(50_000).batch(64), epochs=240)   # or tf.data
     ```
     """
+    warmup = WarmUp(warmup_epochs) if warmup_epochs else None
     if temporal:
         peer = TemporalAccumulator(
             num_train_samples, beta=beta, weight=lambda_ta, temperature=temperature, reduction="sum",
-            bank_dtype=bank_dtype,
+            bank_dtype=bank_dtype, schedule=warmup,
         )
     else:
-        peer = PeerDistillation(weight=lambda_ta, temperature=temperature, reduction="sum", name="dml")
+        peer = PeerDistillation(weight=lambda_ta, temperature=temperature, reduction="sum", name="dml", schedule=warmup)
     knowledge = [peer]
     if spatial:
-        knowledge.append(SpatialIntegrator(weight=lambda_si, temperature=temperature))
-    schedules = {part.name: [WarmUp(warmup_epochs)] for part in knowledge} if warmup_epochs else {}
-    return OnlineDistiller(students, knowledge=knowledge, schedules=schedules, name=name)
+        knowledge.append(SpatialIntegrator(weight=lambda_si, temperature=temperature, schedule=warmup))
+    return OnlineDistiller(students, knowledge=knowledge, name=name)

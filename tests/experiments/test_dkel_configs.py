@@ -7,7 +7,7 @@ import os
 import pytest
 
 import keras_okd
-from keras_okd.callbacks import KnowledgeSchedule
+from keras_okd.distiller.callbacks import KnowledgeSchedule
 from keras_okd.experiments import load_config
 from keras_okd.experiments.config import config_differences
 

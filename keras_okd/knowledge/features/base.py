@@ -5,7 +5,7 @@ built upon the scheme of DML") replace the fixed teacher by the other peers: pee
 student-teacher loss with i as the student and each other peer j as the teacher, averaged over j != i (DML's default;
 `reduction="sum"` sums), the teacher side detached. A part declares the layers it reads with `layers=`, receives
 their shapes at build time (`build_heads`) and their values at step time (`context["peer_features"]`), and returns
-`{"peer_losses": (M,)}`; the distiller adds `weight * schedule * sum_i peer_losses[i]` and logs
+a `PartOutput` of `peer_losses` `(M,)`; the distiller adds `weight * schedule * sum_i peer_losses[i]` and logs
 `student_{i}_{name}`.
 
 Image features are channels-last, `(batch, height, width, channels)`; pooled features `(batch, features)`.
@@ -14,7 +14,7 @@ Image features are channels-last, `(batch, height, width, channels)`; pooled fea
 import keras
 from keras import ops
 
-from keras_okd.knowledge.base import KnowledgePart, other_peers
+from keras_okd.knowledge.base import KnowledgePart, PartOutput, other_peers
 from keras_okd.losses import _batch_mean
 
 
@@ -285,7 +285,7 @@ class FeatureDistillation(KnowledgePart):
                 total = total + (_batch_mean(loss, sample_weight) if self.per_sample else loss)
             return total
 
-        return {"peer_losses": self.aggregate(pair_loss)}
+        return PartOutput(peer_losses=self.aggregate(pair_loss))
 
     def get_config(self):
         layers = self.feature_layers

@@ -24,6 +24,7 @@ import numpy as np
 from keras import ops
 
 from keras_okd.backend import bank_storage_dtype, device_memory, from_storage, gather_rows, scatter_rows, to_storage
+from keras_okd.knowledge.base import PartOutput
 from keras_okd.knowledge.features.base import FeatureDistillation, safe_l2_normalize
 from keras_okd.losses import _batch_mean
 
@@ -244,11 +245,12 @@ class ContrastiveRepresentation(FeatureDistillation):
         negative = ops.exp(negative / self.temperature)  # (B, M, M, K)
         per_sample = nce_loss(positive, negative, self.num_samples, self.z)  # (B, M, M)
         sample_weight = context.get("sample_weight")
-        out = {"peer_losses": self.aggregate(lambda i, j: _batch_mean(per_sample[:, i, j], sample_weight))}
+        state = None
         if index is not None and training:
             new = momentum_update(positives, ops.stop_gradient(anchors), self.momentum)
-            out["state"] = {"index": index, "old": positives, "new": new}
-        return out
+            state = {"index": index, "old": positives, "new": new}
+        return PartOutput(peer_losses=self.aggregate(lambda i, j: _batch_mean(per_sample[:, i, j], sample_weight)),
+                          state=state)
 
     def commit(self, state, finite):
         rows = ops.where(finite, state["new"], state["old"])

@@ -6,6 +6,8 @@ other peer j's hint layer through its own regressor `r_ij` (one per ordered pair
 networks needs its own mapping, as in the paper); the hint is detached.
 """
 
+import dataclasses
+
 import keras
 from keras import ops
 
@@ -166,9 +168,7 @@ class FitNet(FeatureDistillation):
         # the step's loss is not finite, as the distiller does for the students' own.
         before = [ops.copy(v.value) for v in self._moving_state()] if context.get("training") else []
         out = super().targets(peer_logits, context)
-        if before:
-            out["state"] = {"moving": before}
-        return out
+        return dataclasses.replace(out, state={"moving": before}) if before else out
 
     def commit(self, state, finite):
         for variable, old in zip(self._moving_state(), state["moving"]):

@@ -47,6 +47,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_okd.knowledge.base import PartOutput
 from keras_okd.knowledge.features.base import check_rank
 from keras_okd.knowledge.features.mcl import MutualContrastive, soft_contrastive, supervised_contrastive
 from keras_okd.losses import _batch_mean
@@ -194,9 +195,6 @@ class LayerMutualContrastive(MutualContrastive):
         logits, positives, state = self.contrast(anchors, context)
         scale = 1.0 / (self.num_peers - 1) if self.reduction == "mean" else 1.0
         slot_peer = [i for i in range(self.num_peers) for _ in range(layers)]
-        out = {"peer_losses": layer_mutual_contrastive(
-            logits, positives, slot_peer, None, self.alpha, self.beta, self.gamma, self.lam, self.kd_temperature,
-            context.get("sample_weight"), scale)}
-        if state is not None:
-            out["state"] = state
-        return out
+        losses = layer_mutual_contrastive(logits, positives, slot_peer, None, self.alpha, self.beta, self.gamma,
+                                          self.lam, self.kd_temperature, context.get("sample_weight"), scale)
+        return PartOutput(peer_losses=losses, state=state)

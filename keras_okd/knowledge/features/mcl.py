@@ -43,6 +43,7 @@ import numpy as np
 from keras import ops
 
 from keras_okd.backend import gather_rows, scatter_rows
+from keras_okd.knowledge.base import PartOutput
 from keras_okd.knowledge.features.crd import ContrastiveRepresentation, momentum_update
 from keras_okd.losses import _batch_mean
 
@@ -192,10 +193,7 @@ class MutualContrastive(ContrastiveRepresentation):
             soft_icl = sum(mean(soft_contrastive(icl_logits[:, a, m], icl_logits[:, m, a], self.kd_temperature))
                            for m in others)
             terms.append(self.alpha * vcl + scale * (self.gamma * soft_vcl + self.beta * icl + self.lam * soft_icl))
-        out = {"peer_losses": ops.stack(terms)}
-        if state is not None:
-            out["state"] = state
-        return out
+        return PartOutput(peer_losses=ops.stack(terms), state=state)
 
     def contrast(self, anchors, context):
         """Every anchor against every memory slot, and the memory's pending write.

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_okd.inputs import is_dataset, split_inputs
+from keras_okd.distiller.inputs import is_dataset, split_inputs
 
 _logger = logging.getLogger("keras_okd")
 

@@ -8,25 +8,24 @@ So the whole step is written once in `keras.ops` and every backend runs it with 
 inside `compute_loss` through non-trainable variables, which Keras carries out of the JAX stateless call like
 batch-norm statistics; writes happen only when `training=True`, so `evaluate` and `predict` never change it.
 
-The parts around the loss live in their own modules: `keras_okd.peers` (which networks are taught, their views and
-forward pass, feature taps, exports), `keras_okd.teacher` (the mean teacher), `keras_okd.inputs` (what data is
-accepted, and the checks that refuse bad data before any state changes) and `keras_okd.safety` (a non-finite step
-changes nothing; a failed call leaves the model usable).
+The parts around the loss are this file's siblings (see `keras_okd.distiller`): `peers`, `inputs`, `teacher`,
+`safety`, `logs` and `callbacks`.
 """
 
 
 import keras
 from keras import ops
 
-from keras_okd import backend, safety
-from keras_okd import callbacks as okd_callbacks
-from keras_okd.inputs import (DataCheck, clear_input_errors, first_batches, is_dataset, labels_of,
-                              missing_index_message, split_inputs)
-from keras_okd.knowledge.base import check_parts
-from keras_okd.logs import PeerLogs
+from keras_okd import backend
+from keras_okd.distiller import callbacks as okd_callbacks
+from keras_okd.distiller import safety
+from keras_okd.distiller.inputs import (DataCheck, clear_input_errors, first_batches, is_dataset, labels_of,
+                                        missing_index_message, split_inputs)
+from keras_okd.distiller.logs import PeerLogs
+from keras_okd.distiller.peers import Peers
+from keras_okd.distiller.teacher import MeanTeacher, check_teacher_arguments
+from keras_okd.knowledge.base import PartOutput, check_parts
 from keras_okd.losses import coupled_weight_decay, ensemble_probabilities, peer_cross_entropy
-from keras_okd.peers import Peers
-from keras_okd.teacher import MeanTeacher, check_teacher_arguments
 
 
 @keras.saving.register_keras_serializable(package="keras_okd")
@@ -40,10 +39,10 @@ class OnlineDistiller(keras.Model):
     `sum_j W[i, j] * tau^2 * KL(target_j || softmax(z_i / tau))` for a part that gives soft targets, or the part's own
     term (a feature-distillation loss) for a part that gives `peer_losses` (see `keras_okd.knowledge`).
 
-    Data (`keras_okd.inputs`): `x` is what the students take (an array, a list, a dict of named inputs), optionally
-    with sample indices, `{"inputs": x, "index": i}` as `keras_okd.data.with_index` makes; `y` is integer class ids.
-    Parts that keep per-sample state (the temporal accumulator) need the index; numpy arrays given to `fit` use their
-    positions.
+    Data (`keras_okd.distiller.inputs`): `x` is what the students take (an array, a list, a dict of named inputs),
+    optionally with sample indices, `{"inputs": x, "index": i}` as `keras_okd.data.with_index` makes; `y` is integer
+    class ids. Parts that keep per-sample state (the temporal accumulator) need the index; numpy arrays given to `fit`
+    use their positions.
 
     Outputs, in one place: `distiller(x)` returns a dict (`call`: `"peer_logits"` `(B, M, C)`, `"probabilities"`
     `(B, C)`, ...); `predict(x)` returns the deployed networks' probabilities `(N, C)` alone. The exports are plain
@@ -51,23 +50,24 @@ class OnlineDistiller(keras.Model):
     output **probabilities** (their output layer is named `probabilities`), so the run directories' `student_*.keras`
     give logits and `ensemble.keras` probabilities.
 
-    Logs (fit and evaluate, `keras_okd.logs`): `loss` (the sum over the peers, not a mean); per peer
+    Logs (fit and evaluate, `keras_okd.distiller.logs`): `loss` (the sum over the peers, not a mean); per peer
     `student_{i}_ce` (`branch_{i}_...` for branches), `_accuracy`, `_logit_std` and one term per knowledge part;
     `ensemble_accuracy`; the teacher's accuracies.
 
     Args:
         students: a list of 2 or more `keras.Model`s mapping the same inputs to logits over the same classes (a
             student whose name repeats an earlier one's is renamed `{name}_{i}`), or one multi-branch model.
-        knowledge: list of `keras_okd.knowledge.KnowledgePart`s with distinct names; empty trains the peers
-            independently (CE only) in one model.
-        schedules: dict `{part name: [keras_okd.callbacks.Schedule, ...]}` applied at each epoch start by
-            `keras_okd.callbacks.KnowledgeSchedule` (added by `fit` when you pass none).
+        knowledge: list of `keras_okd.knowledge.KnowledgePart`s with distinct names, each with its own schedule
+            (`KnowledgePart(schedule=...)`, advanced at each epoch start by the `KnowledgeSchedule` that `fit` adds);
+            empty trains the peers independently (CE only) in one model.
+        schedules: the older form of the parts' schedules, `{part name: [Schedule, ...]}`, still read from
+            distillers saved before the parts owned them: each list is handed to the part it names.
         views: per-peer augmentation (any Keras layer, e.g. `keras_okd.data.peer_views`), applied independently for
             each peer inside the training step; None feeds every peer the same batch.
         teacher_eta: keep a mean teacher, `t = eta * s + (1 - eta) * t` after every step, eta in (0, 1]; None for none.
         teacher_init_steps: DKEL's decoupled initialisation: CE steps of the teacher alone before training (0: none).
         teacher_init_learning_rate: learning rate of those steps.
-        teacher_warmup: EMA warm-up, `max(1 / (k + 2), eta)` for the k-th update (`keras_okd.teacher`).
+        teacher_warmup: EMA warm-up, `max(1 / (k + 2), eta)` for the k-th update (`keras_okd.distiller.teacher`).
         deploy: `"students"` or `"teacher"`: which networks `predict`, `peer_model` and `ensemble_model` use.
         deploy_peer: None to deploy the mean of every peer's probabilities, or a peer index to deploy that peer alone
             (OKDDip's group leader): what `predict` returns and `deployed_model` exports.
@@ -110,7 +110,6 @@ class OnlineDistiller(keras.Model):
         kwargs["dtype"] = "float32"
         super().__init__(name=name, **kwargs)
         peers = Peers(students, views)
-        schedules = okd_callbacks.deserialize_schedules(schedules)
         knowledge = check_parts(knowledge, schedules, has_teacher=teacher_eta is not None)
         check_teacher_arguments(teacher_eta, teacher_init_steps, teacher_init_learning_rate, deploy)
         peers.check_deploy_peer(deploy_peer)
@@ -120,7 +119,6 @@ class OnlineDistiller(keras.Model):
         self.peers = peers
         self.students = peers.networks
         self.knowledge = knowledge
-        self.schedules = schedules
         self.views = views
         self.teacher_eta = None if teacher_eta is None else float(teacher_eta)
         self.teacher_init_steps = int(teacher_init_steps)
@@ -142,13 +140,19 @@ class OnlineDistiller(keras.Model):
         shapes = peers.feature_shapes()
         for part in knowledge:
             part.build_for_peers(self.num_peers, self.num_classes, shapes)
+        # the training set's size, as the parts that keep per-sample state know it (the presets' num_train_samples)
         samples = [part.num_samples for part in knowledge if part.needs_index]
-        self.num_train_samples = min(samples) if samples else None
-        self._data = DataCheck(self.num_train_samples, self.num_classes,
+        self.num_samples = min(samples) if samples else None
+        self._data = DataCheck(self.num_samples, self.num_classes,
                                [part.name for part in knowledge if part.needs_index])
         self.logs = PeerLogs(self.peer_names, knowledge, self.teacher is not None, name="logs")
         if all(n.built for n in self.students):
             self.built = True
+
+    @property
+    def schedules(self):
+        """`{part name: [Schedule, ...]}` of the parts that have schedules (read from the parts, which own them)."""
+        return {part.name: list(part.schedules) for part in self.knowledge if part.schedules}
 
     @property
     def teachers(self):
@@ -162,19 +166,16 @@ class OnlineDistiller(keras.Model):
 
     # ------------------------------------------------------------------ forward
     def call(self, inputs, training=None):
-        """Run every peer on its view, and the teacher (after its owed EMA update, in training).
+        """Run every peer on its view, and the teacher; in training, `begin_training_step` first.
 
         Returns a dict: `"probabilities"` `(B, C)` of the deployed networks; `"peer_logits"` `(B, M, C)`;
         `"peer_features"` (tapped layers per peer, when parts read any); `"inputs"` (each peer's view, when a part
         reads them); `"teacher_logits"` (no gradient) with a teacher; `"features"` and `"shared_features"` with a
-        multi-branch student. `predict` returns the probabilities alone."""
+        multi-branch student; in training `"state_before"` (see `begin_training_step`). `predict` returns the
+        probabilities alone."""
         images, _ = split_inputs(inputs)
         views = self.peers.views_of(images, training)
-        out = {}
-        if training:
-            if self.teacher:
-                self.teacher.catch_up(self.students)
-            out["state_before"] = safety.snapshot(safety.moving_state(self.students))
+        out = {"state_before": self.begin_training_step()} if training else {}
         peer_logits, extra = self.peers.forward(self.students, views, training)
         out.update(extra, peer_logits=peer_logits, probabilities=self._deployed(peer_logits))
         if any(part.needs_inputs for part in self.knowledge):
@@ -184,6 +185,19 @@ class OnlineDistiller(keras.Model):
             if self.deploy == "teacher" and not training:
                 out["probabilities"] = self._deployed(out["teacher_logits"])
         return out
+
+    def begin_training_step(self):
+        """What a training step does before the peers' forward pass: the teacher's owed EMA update, then a copy of
+        the students' moving statistics, returned, which `compute_loss` writes back when the step's loss is not finite.
+
+        `call` runs it: in Keras's train step of every backend `call` is the only code before the forward pass. The
+        copy reaches `compute_loss` in `call`'s outputs (`"state_before"`), the one channel between the two that is
+        each replica's own under a `tf.distribute` strategy (the replicas share this object) and that the JAX step
+        traces as one function.
+        """
+        if self.teacher:
+            self.teacher.catch_up(self.students)
+        return safety.snapshot(safety.moving_state(self.students))
 
     def _deployed(self, logits):
         if self.deploy_peer is None:
@@ -210,15 +224,15 @@ class OnlineDistiller(keras.Model):
         ce_scale = ops.ones_like(ce)  # a part may pause a peer's CE (SwitOKD's expert mode): "ce_scale"
         pending = []
         for k, part in enumerate(self.knowledge):
-            knowledge = part.targets(peer_logits, context)
-            terms = part.peer_terms(knowledge, peer_logits, sample_weight)
+            out = PartOutput.of(part.targets(peer_logits, context))
+            terms = part.peer_terms(out, peer_logits, sample_weight)
             total = total + part.weight * ops.cast(part.schedule, "float32") * ops.sum(terms)
-            total = total + sum(knowledge.get("losses", {}).values(), ops.zeros((), "float32"))
-            self.logs.update_part(k, terms, knowledge.get("losses", {}))
-            if "ce_scale" in knowledge:
-                ce_scale = ce_scale * ops.stop_gradient(ops.cast(knowledge["ce_scale"], "float32"))
-            if "state" in knowledge:
-                pending.append((part, knowledge["state"]))
+            total = total + sum(out.losses.values(), ops.zeros((), "float32"))
+            self.logs.update_part(k, terms, out.losses)
+            if out.ce_scale is not None:
+                ce_scale = ce_scale * ops.stop_gradient(ops.cast(out.ce_scale, "float32"))
+            if out.state is not None:
+                pending.append((part, out.state))
         total = total + self.ce_weight * ops.sum(ce * ce_scale)
 
         if training:
@@ -250,7 +264,7 @@ class OnlineDistiller(keras.Model):
 
     # ------------------------------------------------------------------ mean teacher
     def sync_teacher(self):
-        """Apply the teacher's owed EMA update now (see `keras_okd.teacher`); a no-op without one.
+        """Apply the teacher's owed EMA update now (see `keras_okd.distiller.teacher`); a no-op without one.
 
         `fit` calls it before validation and at the end of training, `evaluate` and `predict` before they run, so
         the teacher one reads is always the EMA of every optimizer step taken.
@@ -260,8 +274,8 @@ class OnlineDistiller(keras.Model):
 
     def initialize_teacher(self, batches, learning_rate=None):
         """DKEL's decoupled teacher initialisation on `batches` (a list of `(inputs, labels)`): see
-        `keras_okd.teacher.MeanTeacher.initialize`. `fit` calls it once, on the first `teacher_init_steps` training
-        batches; the state variable `teacher.initialized` keeps it from running again after a resume."""
+        `keras_okd.distiller.teacher.MeanTeacher.initialize`. `fit` calls it once, on the first `teacher_init_steps`
+        training batches; the state variable `teacher.initialized` keeps it from running again after a resume."""
         with backend.strategy_scope_of(self):  # the teacher's variables live under the distiller's strategy
             self.teacher.initialize(self.students, batches, learning_rate or self.teacher_init_learning_rate,
                                     multi_branch=self.multi_branch)
@@ -309,10 +323,11 @@ class OnlineDistiller(keras.Model):
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, callbacks=None, validation_data=None,
             monitor_collapse=True, progress="short", **kwargs):
-        """`keras.Model.fit` with input checks (`keras_okd.inputs`: numpy arrays whole, tf.data batch by batch; numpy
-        arrays without indices get their positions), the method's schedules, a `PeerCollapse` monitor and a short
-        progress bar (`keras_okd.callbacks.for_fit`; `monitor_collapse=False`: no monitor; `progress="all"`: every
-        logged value in the bar, as Keras shows them; `History` and the other callbacks get every value either way).
+        """`keras.Model.fit` with input checks (`keras_okd.distiller.inputs`: numpy arrays whole, tf.data batch by
+        batch; numpy arrays without indices get their positions), the knowledge parts' schedules, a `PeerCollapse`
+        monitor and a short progress bar (`keras_okd.distiller.callbacks.for_fit`; `monitor_collapse=False`: no monitor;
+        `progress="all"`: every logged value in the bar, as Keras shows them; `History` and the other callbacks get
+        every value either way).
         A non-finite loss raises `FloatingPointError` after its step changed nothing, unless
         `keras.callbacks.TerminateOnNaN` is given."""
         if any(part.needs_index for part in self.knowledge):
@@ -397,7 +412,6 @@ class OnlineDistiller(keras.Model):
             {
                 "students": students[0] if self.multi_branch else students,
                 "knowledge": [keras.saving.serialize_keras_object(p) for p in self.knowledge],
-                "schedules": okd_callbacks.serialize_schedules(self.schedules),
                 "views": None if self.views is None else keras.saving.serialize_keras_object(self.views),
                 "teacher_eta": self.teacher_eta,
                 "teacher_init_steps": self.teacher_init_steps,

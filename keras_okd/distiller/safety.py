@@ -12,8 +12,8 @@ batch scaled by 1e30 overflows a moving variance to inf, while the normalized ou
 is refused the same way: `unless_state_finite` makes its loss (and so its gradients) NaN, so the whole step changes
 nothing and `Guard` raises, instead of leaving students that predict one class.
 Then `Guard` raises `FloatingPointError` naming the non-finite logs (or, with `keras.callbacks.TerminateOnNaN` among
-the callbacks, lets Keras stop quietly). Inputs with non-finite values never get that far: `keras_okd.inputs` refuses
-them before the step.
+the callbacks, lets Keras stop quietly). Inputs with non-finite values never get that far:
+`keras_okd.distiller.inputs` refuses them before the step.
 
 `Guard` also records the JAX state at the start of fit and evaluate, so that a failure in the very first step leaves
 the variables attached (see `keras_okd.backend.keep_state_for_errors`).
@@ -89,7 +89,7 @@ def unless_state_finite(total, variables):
 
     >>> import keras
     >>> from keras import ops
-    >>> from keras_okd.safety import unless_state_finite
+    >>> from keras_okd.distiller.safety import unless_state_finite
     >>> moving = keras.Variable([1.0, float("inf")])
     >>> float(unless_state_finite(ops.convert_to_tensor(2.0), [moving]))
     nan

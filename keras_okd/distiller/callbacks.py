@@ -1,248 +1,46 @@
-"""Schedules of the knowledge parts' weights, applied by a Keras callback at the start of every epoch.
+"""What `OnlineDistiller.fit` adds to the user's callbacks (`for_fit`): `KnowledgeSchedule`, which advances the
+knowledge parts' schedules at the start of every epoch; `PeerCollapse`, which warns when a peer's predictions
+collapse; and `ProgressBar`, Keras's bar showing the loss and the accuracies only.
 
-A schedule is a small serialisable function of the (0-based) epoch. `KnowledgeSchedule` holds, for each knowledge
-part name, a list of schedules; at `on_epoch_begin` it sets that part's `schedule` variable to the product of their
-values. Because the value lives in a variable, compiled train steps read it without retracing, and
-`BackupAndRestore` / `save_weights` keep it.
+Also reached as `keras_okd.callbacks`. The schedules themselves (`WarmUp`, `RampUp`, `Decay`) belong to the parts
+(`keras_okd.knowledge.schedules`) and are importable here too.
 
 Example:
 
 >>> import keras_okd
->>> cb = keras_okd.callbacks.KnowledgeSchedule({"ta": [keras_okd.callbacks.WarmUp(20)]})
->>> [keras_okd.callbacks.WarmUp(20)(e) for e in (0, 19, 20)]
-[0.0, 0.0, 1.0]
+>>> from keras_okd.knowledge import WarmUp
+>>> cb = keras_okd.callbacks.KnowledgeSchedule({"si": [WarmUp(20)]})
+>>> cb.values(0), cb.values(20)
+({'si': 0.0}, {'si': 1.0})
 """
 
 import logging
 import math
 
 import keras
-import numpy as np
 
-
-class Schedule:
-    """Base class: `schedule(epoch) -> float` with `get_config` / `from_config`.
-
-    A subclass implements `__call__(epoch)` (0-based epoch, returns the weight factor) and, when it takes arguments,
-    `get_config`; register it with `keras.saving.register_keras_serializable` so that a saved distiller restores it.
-
-    Example:
-
-    >>> import keras
-    >>> @keras.saving.register_keras_serializable(package="my_schedules")
-    ... class Halve(Schedule):
-    ...     def __init__(self, every=10):
-    ...         self.every = every
-    ...     def __call__(self, epoch):
-    ...         return 0.5 ** (epoch // self.every)
-    ...     def get_config(self):
-    ...         return {"every": self.every}
-    >>> halve = Halve(every=2)
-    >>> [halve(e) for e in range(5)], halve
-    ([1.0, 1.0, 0.5, 0.5, 0.25], Halve(every=2))
-    >>> Halve.from_config(halve.get_config()) == halve
-    True
-    """
-
-    def __call__(self, epoch):
-        raise NotImplementedError
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-
-@keras.saving.register_keras_serializable(package="keras_okd")
-class WarmUp(Schedule):
-    """0 for the first `epochs` epochs, then 1 (TSB zeroes its KD losses for the first 20 epochs).
-
-    Args:
-        epochs: number of epochs with weight 0.
-
-    Raises:
-        ValueError: `epochs` is negative.
-
-    Example:
-
-    >>> warmup = WarmUp(2)
-    >>> [warmup(e) for e in range(4)]
-    [0.0, 0.0, 1.0, 1.0]
-    """
-
-    def __init__(self, epochs):
-        if int(epochs) < 0:
-            raise ValueError(f"WarmUp: epochs must be >= 0, got {epochs}.")
-        self.epochs = int(epochs)
-
-    def __call__(self, epoch):
-        return 0.0 if epoch < self.epochs else 1.0
-
-    def get_config(self):
-        return {"epochs": self.epochs}
-
-
-@keras.saving.register_keras_serializable(package="keras_okd")
-class RampUp(Schedule):
-    """Sigmoid-shaped ramp-up `exp(-5 (1 - epoch / length)^2)` for `epoch < length`, then 1.
-
-    This is the formula of the mean-teacher, ONE and OKDDip papers (length 80). The public DKEL and PCL code divide by
-    the final weight instead of the length, which leaves every KD term near zero; keras-okd implements the intended
-    formula.
-
-    Args:
-        length: number of epochs of the ramp.
-
-    Raises:
-        ValueError: `length` is below 1.
-
-    Example:
-
-    >>> rampup = RampUp(4)
-    >>> [round(rampup(e), 4) for e in range(5)]
-    [0.0067, 0.0601, 0.2865, 0.7316, 1.0]
-    """
-
-    def __init__(self, length=80):
-        if int(length) < 1:
-            raise ValueError(f"RampUp: length must be >= 1, got {length}.")
-        self.length = int(length)
-
-    def __call__(self, epoch):
-        if epoch >= self.length:
-            return 1.0
-        return math.exp(-5.0 * (1.0 - epoch / self.length) ** 2)
-
-    def get_config(self):
-        return {"length": self.length}
-
-
-@keras.saving.register_keras_serializable(package="keras_okd")
-class Decay(Schedule):
-    """A weight that decays with the epoch, or its complement `1 - decay` (DKEL's omega(e) and 1 - omega(e)).
-
-    Shapes (DKEL Fig. 7): `"exponential"`: exp(-gamma * epoch); `"cosine"`: 0.5 cos(pi * epoch / total_epochs) + 0.5;
-    `"linear"`: 1 - epoch / total_epochs. These are Keras's `ExponentialDecay(1, 1, exp(-gamma))`,
-    `CosineDecay(1, total_epochs)` and `PolynomialDecay(1, total_epochs, 0)` of the epoch (tests/test_callbacks.py
-    checks each against them); they stay closed forms in Python here because a Keras schedule computes a backend
-    tensor in float32 (one device call per epoch and part, and 0.49999997 for CosineDecay(1, 2)(1), where this gives
-    0.5), where a schedule of the epoch needs one Python float.
-
-    Args:
-        shape: `"exponential"`, `"cosine"` or `"linear"`.
-        gamma: decay rate of the exponential shape, > 0 (DKEL: 0.5).
-        total_epochs: length E of the cosine and linear shapes.
-        complement: return `1 - value` instead.
-
-    Raises:
-        ValueError: unknown `shape`, `gamma <= 0` for the exponential shape, or no `total_epochs >= 1` for the
-            cosine and linear shapes.
-
-    Example:
-
-    >>> round(Decay("exponential", gamma=0.5)(2), 4)
-    0.3679
-    >>> [Decay("linear", total_epochs=4)(e) for e in range(5)]
-    [1.0, 0.75, 0.5, 0.25, 0.0]
-    >>> [Decay("cosine", total_epochs=2, complement=True)(e) for e in range(3)]
-    [0.0, 0.5, 1.0]
-    """
-
-    SHAPES = ("exponential", "cosine", "linear")
-
-    def __init__(self, shape="exponential", gamma=0.5, total_epochs=None, complement=False):
-        if shape not in self.SHAPES:
-            raise ValueError(f"Decay: shape must be one of {self.SHAPES}, got {shape!r}.")
-        if shape == "exponential" and not float(gamma) > 0:
-            raise ValueError(f"Decay: gamma must be > 0, got {gamma}.")
-        if shape != "exponential" and (total_epochs is None or int(total_epochs) < 1):
-            raise ValueError(f"Decay: the {shape} shape needs total_epochs >= 1, got {total_epochs}.")
-        self.shape, self.gamma, self.complement = shape, float(gamma), bool(complement)
-        self.total_epochs = None if total_epochs is None else int(total_epochs)
-
-    def __call__(self, epoch):
-        if self.shape == "exponential":
-            value = math.exp(-self.gamma * epoch)
-        elif self.shape == "cosine":
-            value = 0.5 * math.cos(math.pi * min(epoch, self.total_epochs) / self.total_epochs) + 0.5
-        else:
-            value = max(0.0, 1.0 - epoch / self.total_epochs)
-        return 1.0 - value if self.complement else value
-
-    def get_config(self):
-        return {
-            "shape": self.shape,
-            "gamma": self.gamma,
-            "total_epochs": self.total_epochs,
-            "complement": self.complement,
-        }
-
-
-def serialize_schedules(schedules):
-    """`{part: [Schedule]}` -> JSON-able config (used by `OnlineDistiller.get_config`).
-
-    Args:
-        schedules: dict mapping a knowledge part's name to a list of `Schedule`s (registered as Keras serializable).
-
-    Returns:
-        A dict of the same keys, each schedule replaced by its Keras serialization (a dict).
-
-    Example:
-
-    >>> config = serialize_schedules({"ta": [WarmUp(20)]})
-    >>> config["ta"][0]["registered_name"], config["ta"][0]["config"]
-    ('keras_okd>WarmUp', {'epochs': 20})
-    >>> deserialize_schedules(config)
-    {'ta': [WarmUp(epochs=20)]}
-    """
-    return {part: [keras.saving.serialize_keras_object(s) for s in items] for part, items in schedules.items()}
-
-
-def deserialize_schedules(config):
-    """Inverse of `serialize_schedules`; accepts already-built schedules too.
-
-    Args:
-        config: what `serialize_schedules` returns (schedules may be `Schedule` objects already), or None.
-
-    Returns:
-        `{part name: [Schedule, ...]}` (empty for None).
-
-    Example:
-
-    >>> deserialize_schedules({"ta": [WarmUp(20), serialize_schedules({"x": [RampUp(80)]})["x"][0]]})
-    {'ta': [WarmUp(epochs=20), RampUp(length=80)]}
-    >>> deserialize_schedules(None)
-    {}
-    """
-    return {
-        part: [s if isinstance(s, Schedule) else keras.saving.deserialize_keras_object(s) for s in items]
-        for part, items in (config or {}).items()
-    }
+from keras_okd.knowledge.schedules import Decay, RampUp, Schedule, WarmUp  # noqa: F401 (reached here too)
+from keras_okd.knowledge.schedules import deserialize_schedules, schedule_product
 
 
 class KnowledgeSchedule(keras.callbacks.Callback):
-    """Sets each knowledge part's `schedule` variable at the start of every epoch.
+    """Advances the knowledge parts' schedules: at the start of every epoch, sets each scheduled part's `schedule`
+    variable to the product of its schedules' values at that epoch (`KnowledgePart.set_schedule`).
 
-    At the start of `fit` it warns about the parts whose weight is 0 in all the epochs of the fit (a warm-up as long
-    as the run, or longer): such a run trains the students exactly as independent training would, and its results
-    cannot differ from it. The warning goes where `PeerCollapse`'s go (printed with `verbose > 0`, else the
+    A part owns its schedules (`KnowledgePart(schedule=...)`); `fit` adds this callback when a part has any. At the
+    start of `fit` it warns about the parts whose weight is 0 in all the epochs of the fit (a warm-up as long as the
+    run, or longer): such a run trains the students exactly as independent training would, and its results cannot
+    differ from it. The warning goes where `PeerCollapse`'s go (printed with `verbose > 0`, else the
     `keras_okd.callbacks` logger).
 
     Args:
-        schedules: dict mapping a knowledge part's name to a list of `Schedule`s; the part's weight for an epoch is
-            the product of their values.
+        schedules: None (default): every part's own schedules, read from the model (`OnlineDistiller.schedules`).
+            Or a dict `{part name: [Schedule, ...]}` to apply instead (another schedule without rebuilding the
+            method): the parts it names follow it, the others keep the weight they have.
 
     Example:
 
+    >>> from keras_okd.knowledge import WarmUp
     >>> cb = KnowledgeSchedule({"ta": [WarmUp(20)], "si": [WarmUp(20)]})
     >>> cb.values(0), cb.values(20)
     ({'ta': 0.0, 'si': 0.0}, {'ta': 1.0, 'si': 1.0})
@@ -250,24 +48,35 @@ class KnowledgeSchedule(keras.callbacks.Callback):
     (['ta', 'si'], [])
     """
 
-    def __init__(self, schedules):
+    def __init__(self, schedules=None):
         super().__init__()
-        self.schedules = deserialize_schedules(schedules)
+        self.given = None if schedules is None else deserialize_schedules(schedules)
+
+    @property
+    def schedules(self):
+        """`{part name: [Schedule, ...]}`: the dict given, else the model's parts' own."""
+        if self.given is not None:
+            return self.given
+        if self.model is None:
+            raise ValueError("KnowledgeSchedule() reads the knowledge parts' schedules from its model: call "
+                             "set_model(distiller) first (fit does), or pass the schedules.")
+        return self.model.schedules
 
     def values(self, epoch):
         """`{part name: weight}` for a 0-based `epoch`."""
-        return {part: math.prod(s(epoch) for s in items) for part, items in self.schedules.items()}
+        return {part: schedule_product(items, epoch) for part, items in self.schedules.items()}
 
     def idle_parts(self, epochs):
         """The parts whose weight is 0 in every epoch of a run of `epochs` epochs."""
-        weights = [self.values(epoch) for epoch in range(int(epochs))]
-        return [part for part in self.schedules if all(w[part] == 0 for w in weights)]
+        return [part for part, items in self.schedules.items()
+                if all(schedule_product(items, epoch) == 0 for epoch in range(int(epochs)))]
 
     def on_train_begin(self, logs=None):
         epochs = (self.params or {}).get("epochs") or 0
         idle = self.idle_parts(epochs)
         if idle:
-            schedules = "; ".join(f"{part!r}: {', '.join(map(repr, self.schedules[part]))}" for part in idle)
+            given = self.schedules
+            schedules = "; ".join(f"{part!r}: {', '.join(map(repr, given[part]))}" for part in idle)
             _warn(self, f"keras_okd: knowledge part{'s' * (len(idle) > 1)} {', '.join(map(repr, idle))} "
                         f"{'have' if len(idle) > 1 else 'has'} weight 0 in all {epochs} epochs of this fit "
                         f"({schedules}: a warm-up as long as the run or longer), so the students train exactly as "
@@ -281,12 +90,11 @@ class KnowledgeSchedule(keras.callbacks.Callback):
                 raise ValueError(
                     f"KnowledgeSchedule: no knowledge part named {name!r}; the model has {sorted(parts)}."
                 )
-            # a float32 array, not a Python float: JAX would retrace the train step for a weakly-typed scalar
-            parts[name].schedule.assign(np.asarray(value, dtype="float32"))
+            parts[name].set_schedule(value)
 
 
 def for_method(distiller):
-    """The callbacks a preset's paper recipe needs (its schedules), to pass to `fit`.
+    """The callbacks a preset's paper recipe needs (its parts' schedules), to pass to `fit`.
 
     `OnlineDistiller.fit` adds them by itself when no `KnowledgeSchedule` is given, so this is for users who want to
     see, change or combine them.
@@ -295,7 +103,7 @@ def for_method(distiller):
         distiller: an `OnlineDistiller`.
 
     Returns:
-        A list of Keras callbacks: one `KnowledgeSchedule` with the distiller's schedules, or none when it has none.
+        A list of Keras callbacks: one `KnowledgeSchedule` of the parts' schedules, or none when no part has any.
 
     Example:
 
@@ -303,16 +111,18 @@ def for_method(distiller):
     students = [keras_okd.models.get("simple_cnn", num_classes=10) for _ in range(2)]
     distiller = keras_okd.methods.tsb(students, num_train_samples=1_000, warmup_epochs=2)
     callbacks = keras_okd.callbacks.for_method(distiller)   # [KnowledgeSchedule]: TSB's KD warm-up
+    callbacks[0].set_model(distiller)
     callbacks[0].values(0)                                   # {'ta': 0.0, 'si': 0.0}: the weights at epoch 0
     distiller.compile(optimizer="sgd")
     distiller.fit(keras_okd.data.with_index(train_ds), epochs=2, callbacks=callbacks)
     ```
     """
-    return [KnowledgeSchedule(distiller.schedules)] if distiller.schedules else []
+    return [KnowledgeSchedule()] if distiller.schedules else []
 
 
 # ---------------------------------------------------------------------------------------------------------- health
-_collapse_logger = logging.getLogger(__name__)  # "keras_okd.callbacks", a child of the "keras_okd" logger
+# The logger keeps the name it had before the callbacks moved into keras_okd.distiller: users configure it by name.
+_collapse_logger = logging.getLogger("keras_okd.callbacks")  # a child of the "keras_okd" logger
 
 COLLAPSE_REMEDIES = (
     "lower the learning rate; delay the distillation terms with a KD warm-up or ramp-up (TSB: warmup_epochs; ONE, "
@@ -508,8 +318,8 @@ PROGRESS = ("short", "all")
 
 
 def for_fit(distiller, callbacks, monitor_collapse=True, progress="short"):
-    """`callbacks` plus what `OnlineDistiller.fit` adds: the distiller's schedules (unless a `KnowledgeSchedule` is
-    given), a `PeerCollapse` monitor (unless one is given or `monitor_collapse` is False) and, with
+    """`callbacks` plus what `OnlineDistiller.fit` adds: a `KnowledgeSchedule` of the parts' schedules (unless
+    one is given), a `PeerCollapse` monitor (unless one is given or `monitor_collapse` is False) and, with
     `progress="short"`, a `ProgressBar` that shows the loss and the accuracies only (unless a
     `keras.callbacks.ProgbarLogger` is given).
 
@@ -542,7 +352,7 @@ def for_fit(distiller, callbacks, monitor_collapse=True, progress="short"):
     if progress == "short" and not any(isinstance(c, keras.callbacks.ProgbarLogger) for c in callbacks):
         callbacks.append(ProgressBar(distiller.logs.details()))
     if distiller.schedules and not any(isinstance(c, KnowledgeSchedule) for c in callbacks):
-        callbacks.append(KnowledgeSchedule(distiller.schedules))
+        callbacks.append(KnowledgeSchedule())
     if monitor_collapse and not any(isinstance(c, PeerCollapse) for c in callbacks):
         callbacks.append(PeerCollapse())
     return callbacks
