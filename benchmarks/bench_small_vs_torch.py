@@ -87,7 +87,7 @@ def keras_okd_timer(args, variant):
 
     import keras_okd
     from keras_okd import callbacks as okd_callbacks
-    from keras_okd import safety
+    from keras_okd.distiller import safety
 
     keras.utils.set_random_seed(0)
     students = [keras_okd.models.get(f"simple_cnn_{args.width}", num_classes=CLASSES, input_shape=SHAPE)
