@@ -8,6 +8,7 @@ times them in rounds, the order rotating, while the others wait idle on their pi
 """
 
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -101,3 +102,19 @@ def interleaved(arms, rounds, steps, batch):
     finally:
         for arm in workers:
             arm.close()
+
+
+def table_rows(speeds, reference, label, digits):
+    """Markdown rows `| label | img/s | / reference (min-max) | img/CPU-s | / reference (min-max) |` of
+    `interleaved`'s speeds, medians over rounds; the ratios are taken round by round against `reference`."""
+    def ratio(name, k):
+        if name == reference or reference not in speeds:
+            return ""
+        ratios = [s[k] / r[k] for s, r in zip(speeds[name], speeds[reference])]
+        return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+
+    rows = []
+    for name in speeds:
+        wall, cpu = (statistics.median(s[k] for s in speeds[name]) for k in (0, 1))
+        rows.append(f"| {label(name)} | {wall:.{digits}f} | {ratio(name, 0)} | {cpu:.{digits}f} | {ratio(name, 1)} |")
+    return rows

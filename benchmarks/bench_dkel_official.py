@@ -34,12 +34,11 @@ change is measured before and after in the same interleaved rounds.
 import argparse
 import copy
 import os
-import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _arms import Arm, interleaved, loop_timer, serve, thread_environment  # noqa: E402
+from _arms import Arm, interleaved, loop_timer, serve, table_rows, thread_environment  # noqa: E402
 
 ARMS = ("official", "tensorflow", "torch", "jax")
 CLASSES, SHAPE, BRANCHES = 100, (32, 32, 3), 3
@@ -208,19 +207,12 @@ def main():
     print("| implementation | img/s (median) | keras-okd / official (min-max) | img/CPU-s (median) | "
           "keras-okd / official (min-max) |\n|---|---:|---|---:|---|")
 
-    def ratio(name, k):
-        if name == "official" or "official" not in speeds:
-            return ""
-        ratios = [s[k] / o[k] for s, o in zip(speeds[name], speeds["official"])]
-        return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
-
-    for name in arms:
+    def label(name):
         backend, _, tree = name.partition("@")
-        label = "DKEL official PyTorch code" if name == "official" else f"keras-okd, {backend}"
-        label += f" (keras_okd from {tree})" if tree else ""
-        wall, cpu = (statistics.median(s[k] for s in speeds[name]) for k in (0, 1))
-        print(f"| {label} | {wall:.1f} | {ratio(name, 0)} | {cpu:.1f} | {ratio(name, 1)} |")
+        text = "DKEL official PyTorch code" if name == "official" else f"keras-okd, {backend}"
+        return text + (f" (keras_okd from {tree})" if tree else "")
 
+    print("\n".join(table_rows(speeds, "official", label, 1)))
 
 if __name__ == "__main__":
     main()

@@ -27,13 +27,12 @@ wall and per CPU second (medians over rounds) and each arm's ratio to `plain` (m
 
 import argparse
 import os
-import statistics
 import sys
 import time
 import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _arms import Arm, interleaved, loop_timer, serve, thread_environment  # noqa: E402
+from _arms import Arm, interleaved, loop_timer, serve, table_rows, thread_environment  # noqa: E402
 
 BACKENDS = ("tensorflow", "jax", "torch")
 VARIANTS = ("fit", "nochecks", "nocallbacks", "noguard", "keras", "numpy", "plainkeras")
@@ -199,17 +198,8 @@ def main():
           f"interleaved rounds of {args.steps} steps per arm, one process per arm, {threads}")
     print("| arm | img/s | / plain (min-max) | img/CPU-s | / plain (min-max) |\n|---|---:|---|---:|---|")
 
-    def ratio(name, k):
-        if name == "plain" or "plain" not in speeds:
-            return ""
-        ratios = [s[k] / p[k] for s, p in zip(speeds[name], speeds["plain"])]
-        return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
-
-    for name in arms:
-        label = "plain PyTorch (minimal_okd_torch.py)" if name == "plain" else f"keras-okd, {name}"
-        wall, cpu = (statistics.median(s[k] for s in speeds[name]) for k in (0, 1))
-        print(f"| {label} | {wall:.0f} | {ratio(name, 0)} | {cpu:.0f} | {ratio(name, 1)} |")
-
+    label = lambda name: "plain PyTorch (minimal_okd_torch.py)" if name == "plain" else f"keras-okd, {name}"  # noqa: E731
+    print("\n".join(table_rows(speeds, "plain", label, 0)))
 
 if __name__ == "__main__":
     main()
