@@ -25,8 +25,8 @@ def describe(config):
                                             per_branch_inputs=True, width=2)
     params = {k: v for k, v in config["method"]["params"].items() if k != "views"}
     d = keras_okd.methods.get(config["method"]["name"])(student, **params)
-    parts = {p.name: {k: v for k, v in p.get_config().items() if k not in ("name", "trainable", "dtype")}
-             for p in d.knowledge}
+    parts = {p.name: {k: v for k, v in p.get_config().items() if k not in ("name", "trainable", "dtype", "schedule")}
+             for p in d.knowledge}  # a part's schedule is in "schedules" below
     schedule = KnowledgeSchedule(d.schedules)
     return {"parts": parts, "schedules": [schedule.values(e) for e in (0, 1, 5, 50, 100)],
             "teacher": (d.teacher_eta, d.teacher_init_steps, d.teacher_init_learning_rate, d.deploy)}
