@@ -10,8 +10,8 @@ a part nested in another is subtracted from the outer one):
 - official (with `--official PATH`, see bench_dkel_official.py): its model's forward, the mean model's forward, its
   loss wrapper, `backward`, `optimizer.step`, `update_ema_variables`, and the rest of its loop.
 
-The hooks name keras-okd's internals (`_peer_views`, `_forward`, `_ema_step`, ...); a part whose hook is missing is
-listed as not measured. Both arms run in this one process, alternating, `--rounds` times `--steps` steps (after the
+The hooks name keras-okd's internals (`peers.views_of`, `peers.forward`, `teacher.catch_up`, ...); a part whose
+hook is missing is listed as not measured. Both arms run in this one process, alternating, `--rounds` times `--steps` steps (after the
 first step of each round); the tables give the median milliseconds per step of each part. `--cprofile N` prints the N
 costliest functions of keras-okd's step (cProfile, by own time) instead.
 
@@ -85,15 +85,13 @@ def _metrics(distiller):
 def instrument_keras_okd(clocks, distiller):
     """Clock each part of the distiller's step; returns the parts that could not be hooked."""
     missing = []
-    _hook(clocks, distiller, "_peer_views", "views", missing)
-    _hook(clocks, distiller, "_ema_step", "teacher EMA", missing)
-    if hasattr(distiller, "_forward"):
-        forward = distiller._forward
-        student, teacher = clocks.wrap("student forward", forward), clocks.wrap("teacher forward", forward)
-        distiller._forward = lambda networks, *a, **k: (teacher if networks is distiller.teachers else student)(
-            networks, *a, **k)
-    else:
-        missing.append("student and teacher forward")
+    _hook(clocks, distiller.peers, "views_of", "views", missing)
+    if distiller.teacher:
+        _hook(clocks, distiller.teacher, "catch_up", "teacher EMA", missing)
+    forward = distiller.peers.forward
+    student, teacher = clocks.wrap("student forward", forward), clocks.wrap("teacher forward", forward)
+    distiller.peers.forward = lambda networks, *a, **k: (teacher if networks is distiller.teachers else student)(
+        networks, *a, **k)
     _hook(clocks, distiller, "compute_loss", "loss (without trackers)", missing)
     _hook(clocks, distiller, "compute_metrics", "compute_metrics (logs)", missing)
     for metric in _metrics(distiller):
