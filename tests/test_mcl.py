@@ -151,9 +151,9 @@ def test_pure_losses():
                                np_soft(logits.astype("float64"), teacher.astype("float64"), 3.0), rtol=1e-5)
 
 
-def test_mcl_state_writes_only_its_rows_and_labels():
-    part = make()
-    features = random_features(SHAPES, seed=33)
+def committed_state(part, features):
+    """Step `part` on `features` (indices INDEX, labels LABELS): evaluation and a non-finite training step write
+    nothing; a finite one writes exactly the batch's rows and labels. Returns (memory before, memory after)."""
     memory_before, labels_before = to_numpy(part.memory), to_numpy(part.labels)
     ctx = context(features, training=False, index=INDEX)
     ctx["labels"] = LABELS
@@ -165,12 +165,19 @@ def test_mcl_state_writes_only_its_rows_and_labels():
     np.testing.assert_array_equal(to_numpy(part.memory), memory_before)
     np.testing.assert_array_equal(to_numpy(part.labels), labels_before)
     part.commit(out["state"], np.array(True))
-    memory, row_labels = to_numpy(part.memory), to_numpy(part.labels)
+    memory = to_numpy(part.memory)
     changed = np.nonzero(np.any(memory != memory_before, axis=(1, 2)))[0]
     np.testing.assert_array_equal(changed, np.sort(INDEX))
     want_labels = labels_before.copy()
     want_labels[INDEX] = LABELS
-    np.testing.assert_array_equal(row_labels, want_labels)
+    np.testing.assert_array_equal(to_numpy(part.labels), want_labels)
+    return memory_before, memory
+
+
+def test_mcl_state_writes_only_its_rows_and_labels():
+    part = make()
+    features = random_features(SHAPES, seed=33)
+    memory_before, memory = committed_state(part, features)
     anchors = np.stack([np_embed(part, i, features[i]["p"].astype("float64")) for i in range(M)], axis=1)
     expected = 0.5 * memory_before[INDEX].astype("float64") + 0.5 * anchors
     expected /= np.linalg.norm(expected, axis=-1, keepdims=True)
