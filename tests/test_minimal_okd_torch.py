@@ -70,6 +70,7 @@ def _torch_steps(kind, w0, grads, rates, decay):
     return weight.detach().numpy()
 
 
+@pytest.mark.heavy("torch")  # about 26 s of Keras SGD steps on TensorFlow, a few on torch: one backend suffices
 def test_sgd_keras_is_keras_momentum_rule_and_torch_s_differs_only_while_the_rate_changes():
     rng = np.random.default_rng(0)
     w0 = rng.normal(size=(3, 4)).astype("float32")
