@@ -13,7 +13,8 @@ a part nested in another is subtracted from the outer one):
 The hooks name keras-okd's internals (`peers.views_of`, `peers.forward`, `teacher.catch_up`, ...); a part whose
 hook is missing is listed as not measured. Both arms run in this one process, alternating, `--rounds` times `--steps` steps (after the
 first step of each round); the tables give the median milliseconds per step of each part. `--cprofile N` prints the N
-costliest functions of keras-okd's step (cProfile, by own time) instead.
+costliest functions of keras-okd's step (cProfile, by own time) instead; `--ops N` the N costliest torch operators of
+each arm (torch.profiler, self CPU time per step), which tells the engine's kernels apart from the step's own work.
 
     python benchmarks/profile_torch_step.py --official /path/to/checkout --steps 3 --rounds 3
 """
@@ -162,6 +163,38 @@ def instrument_official(clocks, official):
     official.ema = clocks.wrap("teacher EMA", official.ema)
 
 
+def operator_table(run, steps, top):
+    """The `top` costliest torch operators of `run()` (self CPU ms per step), and the share of all operators' time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in events)
+    lines = ["| operator | calls/step | self ms/step | share |", "|---|---:|---:|---:|"]
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]:
+        lines.append(f"| {e.key} | {e.count / steps:.0f} | {e.self_cpu_time_total / 1000 / steps:.1f} | "
+                     f"{100 * e.self_cpu_time_total / total:.0f}% |")
+    calls = sum(e.count for e in events) / steps
+    lines.append(f"| all aten operators | {calls:.0f} | {total / 1000 / steps:.1f} | 100% |")
+    return "\n".join(lines)
+
+
+def print_operator_tables(distiller, ds, official, steps, top):
+    """Where the engine's time goes: torch.profiler over `steps` steps of each arm (after a warm-up step)."""
+    print(f"\nkeras-okd, {steps} steps:")
+    print(operator_table(lambda: distiller.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0), steps, top))
+    if official is not None:
+        official.step()
+
+        def run():
+            for _ in range(steps):
+                official.step()
+
+        print(f"\nofficial, {steps} steps:")
+        print(operator_table(run, steps, top))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official", help="path to a checkout of the official DKEL code")
@@ -170,6 +203,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
     parser.add_argument("--cprofile", type=int, default=0, help="print the N costliest functions instead")
+    parser.add_argument("--ops", type=int, default=0,
+                        help="print the N costliest torch operators of each arm (torch.profiler, self CPU time) instead")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -186,6 +221,10 @@ def main():
         distiller.fit(ds, epochs=1, steps_per_epoch=args.steps, verbose=0)
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(args.cprofile)
+        return
+    if args.ops:
+        official = bench.OfficialDKEL(args.official, args.batch) if args.official else None
+        print_operator_tables(distiller, ds, official, args.steps, args.ops)
         return
     missing = instrument_keras_okd(clocks, distiller)
     arms = {"keras-okd": lambda: keras_okd_round(clocks, distiller, ds, args.steps)}

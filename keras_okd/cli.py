@@ -33,7 +33,8 @@ Experiments from YAML configs (schema: `keras_okd.experiments.config`; the paper
     keras-okd train --config FILE [--set key.sub=value ...] [--run-dir DIR] [--seed N] [--strategy NAME]
         trains every seed of the config (or only N) into DIR (default runs/<experiment>/<method>), one seed_<s>
         sub-directory per seed (DIR itself for a single seed given with --run-dir); rerunning the same command on an
-        interrupted run resumes it, a completed run is skipped.
+        interrupted run resumes it, a completed run is skipped. A run is backed up once a minute of training
+        (`--backup-every SECONDS`, 0: after every epoch; the demo too) and after its last epoch.
     keras-okd evaluate RUN_DIR... [--batch-size N] [--import-plugins]
         re-scores the saved students and ensemble on the test split
     keras-okd report RUN_DIR... [--out DIR] [--import-plugins]
@@ -90,6 +91,22 @@ _DEMO_RECIPES = {
 #: The step schedule's milestones: the rate is multiplied by 0.1 at these fractions of training (TSB: 150/180/210 of
 #: 240).
 _DEMO_LR_STEPS = (0.625, 0.75, 0.875)
+#: `keras-okd train --backup-every`'s default: seconds of training between two backups of a run. Each backup is a
+#: `save_weights` of every variable, ~0.2-0.5 s here even for two small CNNs; after every epoch it was 18% of a
+#: 150-epoch run on 1,000 images (README, "Speed on this CPU"). Runs whose epochs take longer are backed up every epoch.
+_BACKUP_EVERY = 60.0
+
+
+def _seconds(text):
+    """argparse type of `--backup-every`: a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text}: accepted: a finite number of seconds >= 0 (0: a backup after "
+                                         "every epoch)")
+    return value
 
 
 def _recipe_default(name):
@@ -205,6 +222,10 @@ def _parser():
                             "seed)")
     train.add_argument("--no-baseline", action="store_true", help="demo: skip the independently trained baseline")
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras fit verbosity")
+    train.add_argument("--backup-every", type=_seconds, default=_BACKUP_EVERY, metavar="SECONDS",
+                       help=f"back up the run after an epoch once this many seconds of training have passed since the "
+                            f"last backup, and after the last epoch (default: {_BACKUP_EVERY:g}; 0: after every epoch). "
+                            "A kill loses at most about that much training; the results do not depend on it")
     evaluate = sub.add_parser("evaluate", help="re-score the saved students and ensemble of runs on the test split")
     evaluate.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                           help="run directories (or directories holding them)")
@@ -448,7 +469,8 @@ def train_config(args):
     seeds = [args.seed] if args.seed is not None else config["seeds"]
     results = []
     for seed, run_dir in experiments.run_dirs(config, args.run_dir, seeds):
-        result = _train_run(config, run_dir, seed, args.verbose, [d for d, _ in results])
+        result = _train_run(config, run_dir, seed, args.verbose, [d for d, _ in results],
+                            backup_every=args.backup_every)
         if result is None:
             return DISK_EXIT
         results.append((run_dir, result))
@@ -698,17 +720,18 @@ def _demo_config(method, args):
     }, source="keras-okd train (the demo's options)")
 
 
-def _train_run(config, run_dir, seed, verbose, finished=(), rerun="rerun the same command"):
+def _train_run(config, run_dir, seed, verbose, finished=(), rerun="rerun the same command", backup_every=0.0):
     """`run_experiment` for the CLI: Ctrl-C says how to resume (`rerun`: what to run again), a full (or read-only)
     disk and a step the guard refused (`FloatingPointError`: the loss diverged) are messages; the results, or None
     after such an error (printed; exit status 1)."""
     from keras_okd import experiments
 
     try:
-        return experiments.run_experiment(config, run_dir, seed, verbose=verbose)
+        return experiments.run_experiment(config, run_dir, seed, verbose=verbose, backup_every=backup_every)
     except KeyboardInterrupt:
+        kept = "every completed epoch" if not backup_every else f"its training up to its last backup (every {backup_every:g} s)"
         raise Interrupted(
-            f"{run_dir} keeps every completed epoch (backup/); {rerun} to resume it from there"
+            f"{run_dir} keeps {kept} (backup/); {rerun} to resume it from there"
             + (f" (finished: {', '.join(finished)})" if finished else "") + "."
         ) from None
     except FloatingPointError as error:  # the guard refused a diverging step: the config's numbers, not a crash
@@ -757,7 +780,7 @@ def train_demo(args):
         arm_dir = os.path.join(run_dir, name)
         finished = [os.path.join(run_dir, n) for n in results]
         try:
-            result = _train_run(config, arm_dir, args.seed, args.verbose, finished, rerun)
+            result = _train_run(config, arm_dir, args.seed, args.verbose, finished, rerun, args.backup_every)
         except (ConfigError, DatasetNotFoundError):
             # Found before training (a dataset not on disk, an option its loader refuses): leave no empty run behind.
             if created and not results and not os.path.exists(os.path.join(arm_dir, CONFIG)):

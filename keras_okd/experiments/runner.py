@@ -7,7 +7,8 @@ A run directory holds:
     run.lock               the owner: one process trains in a directory at a time (keras_okd.experiments.state)
     history.csv            per-epoch logs (keras.callbacks.CSVLogger), made consistent with the backup on resume
     tensorboard/           keras.callbacks.TensorBoard logs (when the tensorboard package is installed)
-    backup/                the last two epochs' backups (RunCheckpoint) while training (removed when the run completes)
+    backup/                the last two backups (RunCheckpoint: after every epoch, or every `backup_every` seconds of
+                           training) while training (removed when the run completes)
     progress.json          epochs done and training seconds of those epochs (summed over resumed sessions)
     student_{i}.keras      each student, a plain Keras model (list students)
     student.keras          the multi-branch student, and branch_{i}.keras each branch alone (multi-branch students)
@@ -184,21 +185,32 @@ def peer_views(kind, input_shape):
     return keras_okd.data.peer_views(height, width, padding=padding, flip=kind == "standard")
 
 
+#: The test split is evaluated in batches of this many times the training batch: evaluation keeps no activations for
+#: a backward pass, so it fits in less memory than a training step, and at the training batch (64) evaluating the
+#: 10,000 Fashion-MNIST test images every 10 epochs was ~20% of a 150-epoch run of two small CNNs
+#: (benchmarks/results/2026-12-02-quiet-2/whole_run_profile_30_epochs.txt). Each sample's prediction is the same at any
+#: batch size (batch norm in inference mode), so accuracies do not depend on it; the loss of a term that compares the
+#: samples of a batch with each other (contrastive, relational) does, as it depends on the training batch.
+EVAL_BATCH_FACTOR = 4
+
+
 def load_dataset(config, seed):
     """`(train_ds, test_ds, num_train_samples, num_classes, input_shape, data_epoch)` of a resolved config;
     `data_epoch` is the training pipeline's `keras_okd.data.DataEpoch` callback (None for a dataset not made by
-    `keras_okd.data.pipeline`)."""
+    `keras_okd.data.pipeline`). The test split comes in batches of `EVAL_BATCH_FACTOR` training batches."""
     options = dict(config["dataset"])
     name = options.pop("name")
     train, test, n = keras_okd.data.get(name, seed=seed, **options)
+    parameter = inspect.signature(keras_okd.data.loader(name)).parameters.get("batch_size")
+    batch = options.get("batch_size", parameter.default if parameter is not None else None)
+    if isinstance(batch, int) and batch >= 1:  # a plugin's loader without a batch size keeps its own batches
+        test = test.rebatch(EVAL_BATCH_FACTOR * batch)
     try:
         clock = keras_okd.data.data_epoch(train)
     except ValueError:
         clock = None
     classes = keras_okd.data.num_classes(name, **options)
     if keras_okd.backend.jax_process_count() > 1:  # JAX processes split every training batch: full batches only
-        default = inspect.signature(keras_okd.data.loader(name)).parameters["batch_size"].default
-        batch = options.get("batch_size", default)
         train = train.rebatch(batch, drop_remainder=True)
         if n % batch:
             print(f"note: {keras_okd.backend.jax_process_count()} JAX processes need full training batches: each "
@@ -278,7 +290,7 @@ def read_history(path, problems=None):
     return rows
 
 
-def run_experiment(config, run_dir, seed, callbacks=(), verbose=1):
+def run_experiment(config, run_dir, seed, callbacks=(), verbose=1, backup_every=0.0):
     """Train one seed of a config into `run_dir`; resume it if the directory holds an interrupted run.
 
     Steps: check the config for this backend, take the directory's lock, seed everything
@@ -299,6 +311,9 @@ def run_experiment(config, run_dir, seed, callbacks=(), verbose=1):
         seed: the run's seed.
         callbacks: extra Keras callbacks for `fit`.
         verbose: Keras `fit` verbosity (1: progress bars).
+        backup_every: seconds of training between two backups (`RunCheckpoint(every_seconds=...)`; the last epoch
+            is always backed up): 0 backs up every epoch. Not part of the config: a resume from any backup ends as
+            the uninterrupted run does.
 
     Returns:
         The results dict (also in `results.json`).
@@ -335,7 +350,7 @@ def run_experiment(config, run_dir, seed, callbacks=(), verbose=1):
                 print(lock.note)
             remove_temporaries(run_dir, os.path.join(run_dir, BACKUP))
             try:
-                return _run_owned(config, run_dir, int(seed), callbacks, verbose)
+                return _run_owned(config, run_dir, int(seed), callbacks, verbose, backup_every)
             finally:  # a run that never started (no config.yaml: e.g. its data is missing) leaves no lock behind
                 started = os.path.exists(os.path.join(run_dir, CONFIG))
                 if not started:
@@ -367,13 +382,13 @@ def make_run_dir(run_dir):
                                 f"({error.filename or run_dir}).") from None
 
 
-def _run_owned(config, run_dir, seed, callbacks, verbose):
+def _run_owned(config, run_dir, seed, callbacks, verbose, backup_every=0.0):
     """`run_experiment` once the directory is this process's."""
     resolved = with_seed(config, seed)
     results_path = os.path.join(run_dir, RESULTS)
     checkpoint = RunCheckpoint(os.path.join(run_dir, BACKUP), os.path.join(run_dir, HISTORY),
                                os.path.join(run_dir, PROGRESS), verbose=verbose,
-                               config=json.loads(json.dumps(dict(resolved))))
+                               config=json.loads(json.dumps(dict(resolved))), every_seconds=backup_every)
     _check_same_config(run_dir, resolved, checkpoint)
     checkpoint.check_resume()  # a backup of another config, backend or version is not resumed by this one
     if os.path.exists(results_path):

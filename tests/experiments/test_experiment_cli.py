@@ -271,7 +271,8 @@ def test_the_demo_writes_runner_runs_that_evaluate_and_report_read(tmp_path, cap
 def test_ctrl_c_in_the_demo_names_the_command_that_resumes_it(tmp_path, capsys, monkeypatch):
     import keras_okd.experiments
 
-    def interrupted(config, run_dir, seed, verbose=1):
+    def interrupted(config, run_dir, seed, verbose=1, backup_every=0.0):
+        assert backup_every == 60.0  # the CLI's default: a backup once a minute of training
         raise KeyboardInterrupt
 
     monkeypatch.chdir(tmp_path)
@@ -281,6 +282,7 @@ def test_ctrl_c_in_the_demo_names_the_command_that_resumes_it(tmp_path, capsys, 
     # the default directory has the time in its name: the command to resume names it
     assert "rerun `keras-okd train --method dml --epochs 3 --run-dir runs/dml-fashion_mnist_1k-" in err
     assert "` to resume it from there" in err and "Traceback" not in err
+    assert "keeps its training up to its last backup (every 60 s)" in err
 
 
 def test_version_and_the_exit_statuses(capsys, monkeypatch):

@@ -140,6 +140,18 @@ def test_evaluate_rescores_the_saved_models(straight, capsys):
     assert scores["ensemble"]["matches_peers"]
 
 
+def test_the_test_split_comes_in_batches_of_four_training_batches_in_the_loaders_order():
+    from keras_okd.experiments import runner
+
+    config = experiments.config_from_dict(CONFIG)
+    _, test, *_ = runner.load_dataset(config, 0)
+    _, own, _ = keras_okd.data.get("digits", seed=0, **{k: v for k, v in CONFIG["dataset"].items() if k != "name"})
+    assert [int(y.shape[0]) for _, y in test] == [4 * 250, 1297 - 4 * 250]
+    assert [int(y.shape[0]) for _, y in own] == [250] * 5 + [47]
+    for ours, theirs in zip(zip(*[(x, y) for x, y in test]), zip(*[(x, y) for x, y in own])):
+        np.testing.assert_array_equal(np.concatenate([_np(v) for v in ours]), np.concatenate([_np(v) for v in theirs]))
+
+
 def test_report_of_a_real_run(straight, capsys):
     out = straight["root"] / "report"
     assert cli.main(["report", str(straight["dir"]), "--out", str(out)]) == 0

@@ -77,6 +77,46 @@ def test_a_checkpointed_fit_resumes_exactly_and_keeps_two_backups(tmp_path):
     assert json.loads((tmp_path / "b" / "progress.json").read_text())["epochs"] == 4
 
 
+class _Clock:
+    """Stands for `time` in keras_okd.experiments.state: every call is a second after the previous one, so each
+    epoch (one call at its begin, one at its end) takes one second of training."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def time(self):
+        self.now += 1.0
+        return self.now
+
+
+def test_a_backup_every_few_seconds_skips_epochs_and_still_resumes_exactly(tmp_path, monkeypatch):
+    import keras_okd.experiments.state as state
+
+    def fit(path, extra=(), every=2.0):
+        monkeypatch.setattr(state, "time", _Clock())
+        model = _model()
+        checkpoint = RunCheckpoint(path / "backup", path / "history.csv", path / "progress.json", every_seconds=every)
+        model.fit(_X, _Y, batch_size=8, epochs=5, shuffle=False, verbose=0,
+                  callbacks=[checkpoint, keras.callbacks.CSVLogger(path / "history.csv", append=True), *extra])
+        return model, checkpoint
+
+    written = []
+    monkeypatch.setattr(RunCheckpoint, "save", lambda self, epoch, save=RunCheckpoint.save: (
+        written.append(epoch), save(self, epoch))[1])
+    straight, _ = fit(tmp_path / "a")
+    assert written == [2, 4, 5]  # two seconds of training between backups, and the last epoch always
+    with pytest.raises(RuntimeError, match="stop"):
+        fit(tmp_path / "b", [_Stop(3)])  # killed after epoch 3: its last backup is after epoch 2
+    assert sorted(os.listdir(tmp_path / "b" / "backup")) == ["epoch_00002.json", "epoch_00002.weights.h5"]
+    resumed, checkpoint = fit(tmp_path / "b")
+    assert checkpoint.restored["epoch"] == 2
+    for u, v in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(u, v)
+    assert (tmp_path / "b" / "history.csv").read_bytes() == (tmp_path / "a" / "history.csv").read_bytes()
+    with pytest.raises(ValueError, match="every_seconds must be a finite number >= 0.*got -1.0"):
+        RunCheckpoint(tmp_path / "c", every_seconds=-1)
+
+
 class _KillBetweenWrites(keras.callbacks.Callback):
     """Stands for a kill after a backup's weights are written and before its epoch record is: the weights writer
     raises once it has written the weights of the backup after epoch `epoch` (1-based)."""
@@ -394,6 +434,14 @@ def test_a_full_disk_says_the_backup_is_intact(tmp_path, capsys, monkeypatch):
     assert cli.main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run"), "--verbose", "0"]) == 1
     err = capsys.readouterr().err
     assert "No space left on device" in err and "rerun the same command to resume" in err and "Traceback" not in err
+
+
+def test_a_bad_backup_interval_exits_2_naming_the_value(capsys):
+    for value in ("-5", "inf", "soon"):
+        with pytest.raises(SystemExit) as info:
+            cli.main(["train", "--backup-every", value])
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and f"--backup-every: {value}: accepted: a finite number of seconds >= 0" in err
 
 
 def test_demo_options_out_of_range_exit_2(capsys):
