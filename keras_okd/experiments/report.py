@@ -12,7 +12,10 @@ method with its non-default params), columns
 * Avg: the mean of the Net columns;
 * Ind: the accuracy of the same network trained alone: the students of the `independent` runs among the given ones
   with the same dataset and architecture, of the closest recipe (preferring the same paper, then the same
-  experiment, dataset options, epochs, optimizer and schedule); "a / b" when the networks differ;
+  experiment, dataset options, epochs, optimizer and schedule); "a / b" when the networks differ. Only independent
+  runs of separate networks are baselines: an `independent` run of one multi-branch student (its branches trained
+  with cross-entropy alone) is a row like any method's, compared with them: what the branches' shared layers give
+  without any knowledge transfer;
 * with several runs of one config (seeds), `mean ± std` (sample standard deviation) over them;
 * Δ Avg vs Ind: the paired difference to independent training, in accuracy points. For each seed that the row and
   its independent runs (those of Ind) share, d_s = Avg of the row's seed-s run - the independent seed-s runs'
@@ -25,7 +28,8 @@ method with its non-default params), columns
   seed-to-seed variation out of the comparison;
 * Δ Ens vs Ind: the same for Ens against the ensemble of the independent runs of the same networks (same
   architectures, same number; for a multi-branch student, that many independent full networks);
-* instead of a number: `baseline` (the independent rows), `no independent run`, `no shared seed`, or
+* instead of a number: `baseline` (the independent rows of separate networks), `no independent run`, `no shared
+  seed`, or
   `+d (n=1, no interval)` when one seed is paired.
 
 Under each table, a sentence per column says which rows are better than independent training (interval above
@@ -315,6 +319,7 @@ class Group:
         self.paper = first.config["paper"]
         self.dataset = first.config["dataset"]["name"]
         self.networks = first.networks
+        self.branched = first.branched
         self.method = first.config["method"]["name"]
         self.label = method_label(first.config)
         self.networks_label = networks_label(first)
@@ -351,11 +356,16 @@ class Group:
 _RECIPE_KEYS = ("paper", "experiment", "dataset", "epochs", "optimizer", "schedule")
 
 
+def is_baseline(group):
+    """Whether `group` is a baseline: independent training of separate networks (not of one multi-branch student)."""
+    return group.method == "independent" and not group.branched
+
+
 def baseline_groups(groups, group, arch=None):
     """The independent groups that are `group`'s baseline: same dataset, training `arch` (None: the same networks,
     for the ensemble), with the closest recipe (same paper, then experiment, dataset options, epochs, optimizer,
     schedule, each preferred where some candidate has it)."""
-    candidates = [g for g in groups if g.method == "independent" and g.dataset == group.dataset and (
+    candidates = [g for g in groups if is_baseline(g) and g.dataset == group.dataset and (
         arch in g.networks if arch is not None else sorted(g.networks) == sorted(group.networks))]
     for key in _RECIPE_KEYS:
         narrowed = [g for g in candidates if g.config.get(key) == group.config.get(key)]
@@ -390,7 +400,7 @@ def paired_to_independent(groups, group, confidence=0.95):
         minus that of the same seed's independent run of the same networks. Each also holds `baseline_runs`, the
         independent run directories it compares with; an independent row reads `reason: "baseline"`.
     """
-    if group.method == "independent":
+    if is_baseline(group):
         return {key: {**paired_difference({}, {}, confidence), "reason": "baseline", "baseline_runs": []}
                 for key in ("avg", "ensemble")}
     archs = list(dict.fromkeys(group.networks))
@@ -486,8 +496,9 @@ def markdown_table(groups, pairs=None):
             line = _verdict_line(rows, pairs, key, f"{what} against independent training, paired by seed")
             lines += [line, ""] if line else []
     lines.append("Top-1 test accuracy (%) after the last epoch; mean ± sample standard deviation over the runs "
-                 "(seeds) of a config. Ind: the same architecture trained alone (independent runs on the same "
-                 "dataset, closest recipe). Ens: the ensemble of the students' averaged predictions. Avg: mean of the "
+                 "(seeds) of a config. Ind: the same architecture trained alone (independent runs of separate "
+                 "networks on the same dataset, closest recipe; an independent run of one multi-branch student is "
+                 "a row compared with them, not a baseline). Ens: the ensemble of the students' averaged predictions. Avg: mean of the "
                  "Net columns. Train Avg: the peers' mean training accuracy in the last epoch (as fit logs it: on the "
                  "training batches, augmented if the pipeline augments, while the weights change). Δ Avg vs Ind: "
                  "the mean over the seeds a row shares with independent training of "

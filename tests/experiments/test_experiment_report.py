@@ -196,6 +196,33 @@ def test_paired_difference_to_independent_matches_numpy(tmp_path):
     assert summary["tsb"]["seeds"] == [0, 1, 2, 3, 4]
 
 
+def test_independent_branches_are_a_row_compared_with_separate_networks_never_a_baseline(tmp_path):
+    """An independent run of one 3-branch student (CE only) is paired with the separate networks' independent runs
+    (Avg); it is no baseline of the branch methods, whose Avg still pairs with the separate networks, and whose Ens,
+    with no independent run of 3 separate networks, has none."""
+    root = tmp_path / "runs"
+    branches = {"model": "simple_cnn", "branches": 3}
+    shared = {0: [0.86, 0.85, 0.87], 1: [0.84, 0.86, 0.85], 2: [0.83, 0.84, 0.82]}
+    one = {0: [0.88, 0.86, 0.87], 1: [0.85, 0.85, 0.88], 2: [0.86, 0.84, 0.85]}
+    for seed in range(3):
+        fake_run(root / "independent" / f"seed_{seed}", "independent", seed, *IND[seed])
+        fake_run(root / "independent_branches" / f"seed_{seed}", "independent", seed, shared[seed], 0.9,
+                 students=branches)
+        fake_run(root / "one" / f"seed_{seed}", "one", seed, one[seed], 0.9, students=branches)
+    report = make_report([root], tmp_path / "out")
+    summary = {(g["method"], len(g["networks"])): g for g in json.load(open(report["json"]))}
+    t2 = 4.302652730
+    for method, table in (("independent", shared), ("one", one)):
+        paired = summary[(method, 3)]["paired_avg"]
+        mean, low, high = _interval([np.mean(table[s]) - np.mean(IND[s][0]) for s in range(3)], t2)
+        assert paired["n"] == 3 and paired["mean"] == pytest.approx(mean, abs=1e-12)
+        assert paired["interval"] == pytest.approx([low, high], abs=1e-9)
+        assert len(paired["baseline_runs"]) == 3 and all(
+            os.path.basename(os.path.dirname(r)) == "independent" for r in paired["baseline_runs"])
+        assert summary[(method, 3)]["paired_ensemble"]["reason"] == "no baseline"
+    assert summary[("independent", 2)]["paired_avg"]["reason"] == "baseline"
+
+
 def test_paired_difference_pairs_only_shared_seeds(tmp_path):
     """Independent seeds 0-3, the method's 2-5: seeds 2 and 3 are paired (df = 1); the interval holds zero here."""
     root = tmp_path / "runs"
