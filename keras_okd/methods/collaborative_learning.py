@@ -1,8 +1,9 @@
 """CL: Collaborative Learning for Deep Neural Networks (Guocong Song and Wei Chai, NeurIPS 2018), "CL-ILR"."""
 
 from keras_okd.distiller import OnlineDistiller
-from keras_okd.knowledge import PeerConsensus, RampUp
+from keras_okd.knowledge import PeerConsensus
 from keras_okd.methods._checks import branch_student
+from keras_okd.methods._schedules import optional_rampup
 from keras_okd.models import scale_trunk_gradients, trunk_gradient_scale
 from keras_okd.methods import register
 
@@ -47,10 +48,13 @@ def cl(student, temperature=2.0, beta=0.5, backprop_rescaling=True, rampup_epoch
 
     ```python
     student = keras_okd.models.multi_branch("resnet32", num_branches=3, num_classes=100)
-    distiller = keras_okd.methods.cl(student)
+    distiller = keras_okd.methods.cl(student)   # wrapped with the trunk's gradient scaled by 1/3 (ILR sharing)
     distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), coupled_weight_decay=5e-4)
     distiller.fit(train_ds, epochs=300)
     distiller.peer_model(0).save("cl_head0.keras")      # trunk + head 0, plain Keras
+
+    # the OKDDip authors' "CL-ILR" baseline (the one DKEL and PCL report), up to a factor 2 on the whole loss
+    baseline = keras_okd.methods.cl(student, temperature=3.0, rampup_epochs=80)
     ```
     """
     branch_student(student, "cl", num_branches)
@@ -65,5 +69,5 @@ def cl(student, temperature=2.0, beta=0.5, backprop_rescaling=True, rampup_epoch
             "build it without gradient_scale."
         )
     part = PeerConsensus(weight=1.0 - float(beta), temperature=temperature, name="cl",
-                         schedule=RampUp(rampup_epochs) if rampup_epochs else None)
+                         schedule=optional_rampup(rampup_epochs))
     return OnlineDistiller(student, [part], ce_weight=float(beta), name=name)

@@ -1,8 +1,9 @@
 """DKEL: Decoupled Knowledge with Ensemble Learning for online distillation (Shao et al.), built on PCL."""
 
 from keras_okd.distiller import OnlineDistiller
-from keras_okd.knowledge import Decay, PeerEnsemble, TeacherEnsemble, TeacherPeers, RampUp
+from keras_okd.knowledge import Decay, PeerEnsemble, TeacherEnsemble, TeacherPeers
 from keras_okd.methods._checks import branch_student
+from keras_okd.methods._schedules import optional_rampup
 from keras_okd.methods import register
 
 
@@ -84,20 +85,24 @@ def dkel(
         name: model name.
 
     Returns:
-        An `OnlineDistiller` deploying the teacher.
+        An `OnlineDistiller` with the parts `"pe"`, `"dk"` (`"pm"` without `decoupled`) and, with
+        `decaying_ensemble`, `"ek"`, deploying the teacher.
 
     Example:
 
     ```python
     student = keras_okd.models.multi_branch("resnet32", 3, num_classes=100, per_branch_inputs=True)
-    distiller = keras_okd.methods.dkel(student, views=keras_okd.data.peer_views(32, 32))
+    views = keras_okd.data.peer_views(32, 32)
+    distiller = keras_okd.methods.dkel(student, views=views)   # Eq. 12, omega(e) = exp(-0.5 e)
+    # Fig. 7's cosine decay of omega over a 300-epoch run, instead
+    distiller = keras_okd.methods.dkel(student, views=views, decay="cosine", total_epochs=300)
     ```
     """
     branch_student(student, "dkel", num_branches, per_branch_inputs=views is not None)
     if not float(gamma) > 0:
         raise ValueError(f"dkel: gamma must be > 0, got {gamma}.")
     teacher_term = "dk" if decoupled else "pm"
-    rampup = [RampUp(rampup_epochs)] if rampup_epochs else []
+    rampup = optional_rampup(rampup_epochs)
     # omega(e) weighs the teacher ensemble, 1 - omega(e) the teacher-peer term (Eq. 12); each times the ramp-up
     omega = [Decay(decay, gamma, total_epochs)] if decaying_ensemble else []
     one_minus_omega = [Decay(decay, gamma, total_epochs, complement=True)] if decaying_ensemble else []

@@ -5,7 +5,7 @@ from keras_okd.distiller import OnlineDistiller
 from keras_okd.knowledge.features.lmcl import LayerMutualContrastive
 from keras_okd.methods import register
 from keras_okd.methods._checks import independent_students
-from keras_okd.methods.mutual_learning import _zoo_layers
+from keras_okd.methods.mutual_learning import _zoo_feature_layers
 
 
 @register("lmcl")
@@ -26,20 +26,15 @@ def lmcl(students, num_train_samples, alpha=0.1, beta=0.1, gamma=1.0, lam=1.0, t
     Args:
         students: list of 2 or more `keras.Model`s producing logits over the same classes.
         num_train_samples: N, the training set's size (sizes the memory: N x students x layers x embedding_dim).
-        alpha, beta, gamma, lam: the weights of VCL, ICL, soft VCL and soft ICL.
-        tau: the contrastive temperature.
-        kd_temperature: T of the soft terms.
-        embedding_dim: d of the embedding heads.
-        num_negatives: keys drawn from the memory per anchor.
-        momentum: the memory's momentum.
+        alpha, beta, gamma, lam, tau, kd_temperature, embedding_dim, num_negatives, momentum, memory_dtype, seed: as
+            `keras_okd.methods.mcl`'s (the same defaults), for every pair of layers; one head of `embedding_dim` and
+            one memory slot per (network, layer).
         layers: the layers contrasted, the same number per network; default, for the zoo's models, every stage but
             the last and the pooled features (`("stage_1", "stage_2", "pool")` for a CIFAR ResNet).
-        memory_dtype: `"float32"`, or `"float16"` / `"bfloat16"` to halve the memory.
-        seed: seed of the keys' generator (None: from Keras's global seed).
         name: model name.
 
     Returns:
-        An `OnlineDistiller`.
+        An `OnlineDistiller` with one `LayerMutualContrastive` part (`"lmcl"`).
 
     Raises:
         ValueError: a multi-branch student; `layers` not given for students without the zoo's layer names.
@@ -47,20 +42,21 @@ def lmcl(students, num_train_samples, alpha=0.1, beta=0.1, gamma=1.0, lam=1.0, t
     Example:
 
     ```python
-    students = [keras_okd.models.get("resnet32", num_classes=100) for _ in range(2)]
+    students = [keras_okd.models.get("wrn_16_2", num_classes=100) for _ in range(2)]
+    # stage_1, stage_2 and pool of each network, each contrasted with the other network's three: 9 pairs of layers
     distiller = keras_okd.methods.lmcl(students, num_train_samples=50_000)
+    # or two layers per network: 4 pairs, a memory of 50_000 x 2 x 2 x 128 floats
+    distiller = keras_okd.methods.lmcl(students, num_train_samples=50_000, layers=("stage_2", "pool"))
     distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), coupled_weight_decay=5e-4)
     distiller.fit(keras_okd.data.with_index(train_ds).shuffle(50_000).batch(128), epochs=300)
     ```
     """
     independent_students(students, "lmcl")
     if layers is None:
-        layout = _zoo_layers(students)
-        if layout is None:
-            raise ValueError("lmcl: the students do not have the zoo's layer names (stage_k, pool); name the layers "
-                             "to contrast, the same number per student, e.g. layers=('block_2', 'block_4', 'flatten').")
-        stages, pool = layout
-        layers = (*stages[:-1], pool)
+        layers = _zoo_feature_layers(LayerMutualContrastive, students)
+    if layers is None:
+        raise ValueError("lmcl: the students do not have the zoo's layer names (stage_k, pool); name the layers "
+                         "to contrast, the same number per student, e.g. layers=('block_2', 'block_4', 'flatten').")
     part = LayerMutualContrastive(num_train_samples, layers=layers, alpha=alpha, beta=beta, gamma=gamma, lam=lam,
                                   temperature=tau, kd_temperature=kd_temperature, embedding_dim=embedding_dim,
                                   num_negatives=num_negatives, momentum=momentum, memory_dtype=memory_dtype,

@@ -5,7 +5,7 @@ from keras_okd.distiller import OnlineDistiller
 from keras_okd.knowledge.features.mcl import MutualContrastive
 from keras_okd.methods import register
 from keras_okd.methods._checks import independent_students
-from keras_okd.methods.mutual_learning import _zoo_layers
+from keras_okd.methods.mutual_learning import _zoo_feature_layers
 
 
 @register("mcl")
@@ -37,21 +37,20 @@ def mcl(students, num_train_samples, alpha=0.1, beta=0.1, gamma=1.0, lam=1.0, ta
         name: model name.
 
     Returns:
-        An `OnlineDistiller`.
+        An `OnlineDistiller` with one `MutualContrastive` part (`"mcl"`).
 
     Example:
 
     ```python
-    students = [keras_okd.models.get("resnet32", num_classes=100) for _ in range(2)]
-    distiller = keras_okd.methods.mcl(students, num_train_samples=50_000)
+    students = [keras_okd.models.get("resnet32", num_classes=100) for _ in range(4)]
+    distiller = keras_okd.methods.mcl(students, num_train_samples=50_000)   # each network contrasts with 3 others
     distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), coupled_weight_decay=5e-4)
     distiller.fit(keras_okd.data.with_index(train_ds).shuffle(50_000).batch(128), epochs=300)
     ```
     """
     independent_students(students, "mcl")
     if layers is None:
-        layout = _zoo_layers(students)
-        layers = (layout[1],) if layout is not None else ("pool",)
+        layers = _zoo_feature_layers(MutualContrastive, students) or ("pool",)
     part = MutualContrastive(num_train_samples, layers=layers, alpha=alpha, beta=beta, gamma=gamma, lam=lam,
                              temperature=tau, kd_temperature=kd_temperature, embedding_dim=embedding_dim,
                              num_negatives=num_negatives, momentum=momentum, memory_dtype=memory_dtype, seed=seed)

@@ -80,16 +80,24 @@ def _zoo_layers(students):
     return (stages, pools[0]) if stages and pools else None
 
 
+def _zoo_feature_layers(part_class, students):
+    """The layers a feature part of class `part_class` reads on `students` by default: its `default_layers` of the
+    stage outputs and pooled features every student has under the zoo's names (`_zoo_layers`); None for students
+    without those names."""
+    layout = _zoo_layers(students)
+    return None if layout is None else tuple(part_class.default_layers(*layout))
+
+
 def _feature_parts(features, reduction, num_train_samples, students):
     """The feature parts that `features` names (see `dml`)."""
     if features is None:
         return []
-    layout = _zoo_layers(students)
 
     def make(method, params):
         key = str(method).lower()
-        if layout is not None and "layers" not in params and key in METHODS:
-            params = {**params, "layers": list(METHODS[key].default_layers(*layout))}
+        found = _zoo_feature_layers(METHODS[key], students) if "layers" not in params and key in METHODS else None
+        if found is not None:
+            params = {**params, "layers": list(found)}
         return feature_part(method, num_train_samples, **{"reduction": reduction, **params})
 
     if isinstance(features, (str, dict, FeatureDistillation)):

@@ -1,8 +1,9 @@
 """ONE: Knowledge Distillation by On-the-Fly Native Ensemble (Lan, Zhu and Gong, NeurIPS 2018)."""
 
 from keras_okd.distiller import OnlineDistiller
-from keras_okd.knowledge import GateEnsemble, RampUp
+from keras_okd.knowledge import GateEnsemble
 from keras_okd.methods._checks import branch_student
+from keras_okd.methods._schedules import optional_rampup
 from keras_okd.methods import register
 
 
@@ -16,19 +17,20 @@ def one(student, temperature=3.0, rampup_epochs=80, num_branches=None, name="one
     Args:
         student: a `keras_okd.models.multi_branch` model (one shared input).
         temperature: KD temperature (ONE: 3).
-        rampup_epochs: ramp-up length; 0 disables it.
+        rampup_epochs: length of the ramp-up w of the KD term (ONE: 80 epochs); 0 disables it.
         num_branches: if given, the student must have this many branches.
         name: model name.
 
     Returns:
-        An `OnlineDistiller`.
+        An `OnlineDistiller` with one `GateEnsemble` part (`"gate"`, which owns the gate).
 
     Example:
 
     ```python
-    distiller = keras_okd.methods.one(keras_okd.models.multi_branch("resnet32", 3, num_classes=100))
+    student = keras_okd.models.multi_branch("resnet110_bottleneck", num_branches=3, num_classes=100)  # ONE's ResNet-110
+    distiller = keras_okd.methods.one(student, num_branches=3)
     ```
     """
     branch_student(student, "one", num_branches)
-    part = GateEnsemble(temperature=temperature, name="gate", schedule=RampUp(rampup_epochs) if rampup_epochs else None)
+    part = GateEnsemble(temperature=temperature, name="gate", schedule=optional_rampup(rampup_epochs))
     return OnlineDistiller(student, [part], name=name)

@@ -1,8 +1,9 @@
 """OKDDip: Online Knowledge Distillation with Diverse Peers (Chen, Mei, Wang, Feng and Chen, AAAI 2020)."""
 
 from keras_okd.distiller import OnlineDistiller
-from keras_okd.knowledge import DiversePeers, RampUp
+from keras_okd.knowledge import DiversePeers
 from keras_okd.methods._checks import branch_student
+from keras_okd.methods._schedules import optional_rampup
 from keras_okd.methods import register
 
 
@@ -51,11 +52,14 @@ def okddip(student, temperature=3.0, weight=1.0, rampup_epochs=80, projection_fa
     Example:
 
     ```python
-    student = keras_okd.models.multi_branch("resnet32", num_branches=4, num_classes=100)
+    student = keras_okd.models.multi_branch("resnet32", num_branches=4, num_classes=100)   # 3 peers + the leader
     distiller = keras_okd.methods.okddip(student)
     distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), coupled_weight_decay=5e-4)
     distiller.fit(train_ds, epochs=300)
-    distiller.peer_model(3).save("okddip_leader.keras")
+    distiller.deployed_model().save("okddip_leader.keras")   # = distiller.peer_model(3)
+
+    # as the authors' code, which detaches no target; include_self=False would read the abstract instead
+    authors_code = keras_okd.methods.okddip(student, target_gradient="all")
     ```
     """
     branch_student(student, "okddip", num_branches)
@@ -67,6 +71,6 @@ def okddip(student, temperature=3.0, weight=1.0, rampup_epochs=80, projection_fa
         )
     part = DiversePeers(weight=weight, temperature=temperature, projection_factor=projection_factor,
                         target_gradient=target_gradient, include_self=include_self, name="okddip",
-                        schedule=RampUp(rampup_epochs) if rampup_epochs else None)
+                        schedule=optional_rampup(rampup_epochs))
     leader = len(student.output["logits"]) - 1
     return OnlineDistiller(student, [part], deploy_peer=leader, name=name)

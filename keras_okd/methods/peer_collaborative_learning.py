@@ -1,8 +1,9 @@
 """PCL: Peer Collaborative Learning for Online Knowledge Distillation (Wu and Gong, AAAI 2021)."""
 
 from keras_okd.distiller import OnlineDistiller
-from keras_okd.knowledge import PeerEnsemble, TeacherPeers, RampUp
+from keras_okd.knowledge import PeerEnsemble, TeacherPeers
 from keras_okd.methods._checks import branch_student
+from keras_okd.methods._schedules import optional_rampup
 from keras_okd.methods import register
 
 
@@ -21,12 +22,13 @@ def pcl(student, views=None, temperature=3.0, teacher_eta=0.001, rampup_epochs=8
             branch the same batch.
         temperature: KD temperature.
         teacher_eta: EMA step of the mean teacher, in (0, 1] (0.001: the teacher keeps 0.999 of itself).
-        rampup_epochs: ramp-up length; 0 disables it.
+        rampup_epochs: length of the ramp-up w shared by both KD terms (PCL: 80 epochs); 0 disables it.
         num_branches: if given, the student must have this many branches.
         name: model name.
 
     Returns:
-        An `OnlineDistiller`.
+        An `OnlineDistiller` with the parts `"pe"` (the peer ensemble, which owns its head) and `"pm"` (the peer
+        mean teacher), deploying the mean teacher.
 
     Example:
 
@@ -36,7 +38,7 @@ def pcl(student, views=None, temperature=3.0, teacher_eta=0.001, rampup_epochs=8
     ```
     """
     branch_student(student, "pcl", num_branches, per_branch_inputs=views is not None)
-    rampup = RampUp(rampup_epochs) if rampup_epochs else None
+    rampup = optional_rampup(rampup_epochs)
     parts = [PeerEnsemble(temperature=temperature, name="pe", schedule=rampup),
              TeacherPeers(temperature=temperature, name="pm", schedule=rampup)]
     return OnlineDistiller(

@@ -16,9 +16,8 @@ Multi-branch split (ONE, PCL, DKEL): trunk = stem + stages 1-2; each branch =
 stage 3 + global average pooling + linear classifier.
 """
 
-from keras import layers
-
-from keras_okd.models._common import ModelParts, basic_block, batch_norm, conv2d, residual_sum, stage_output
+from keras_okd.models._common import (ModelParts, basic_block, conv_bn_relu, global_pool, residual_sum, stage_output,
+                                      stage_split)
 
 CIFAR_INPUT_SHAPE = (32, 32, 3)
 
@@ -26,14 +25,9 @@ CIFAR_INPUT_SHAPE = (32, 32, 3)
 def _bottleneck_block(x, planes, strides, base_width, name, sync):
     width = planes * base_width // 64
     out_filters = planes * 4
-    y = conv2d(width, 1, name=f"{name}_conv1")(x)
-    y = batch_norm(f"{name}_bn1", sync)(y)
-    y = layers.ReLU(name=f"{name}_relu1")(y)
-    y = conv2d(width, 3, strides, name=f"{name}_conv2")(y)
-    y = batch_norm(f"{name}_bn2", sync)(y)
-    y = layers.ReLU(name=f"{name}_relu2")(y)
-    y = conv2d(out_filters, 1, name=f"{name}_conv3")(y)
-    y = batch_norm(f"{name}_bn3", sync)(y)
+    y = conv_bn_relu(x, width, 1, 1, name, sync, suffix=1)
+    y = conv_bn_relu(y, width, 3, strides, name, sync, suffix=2)
+    y = conv_bn_relu(y, out_filters, 1, 1, name, sync, suffix=3, relu=False)
     return residual_sum(x, y, strides, name, sync)
 
 
@@ -64,17 +58,10 @@ def cifar_resnet_parts(
                 x = _bottleneck_block(x, planes, strides, base_width, block_name, sync)
         return stage_output(x, index + 1, prefix)
 
-    def trunk(x, prefix):
-        x = conv2d(16, 3, name=f"{prefix}stem_conv")(x)
-        x = batch_norm(f"{prefix}stem_bn", sync)(x)
-        x = layers.ReLU(name=f"{prefix}stem_relu")(x)
-        x = stage(x, 0, prefix)
-        return stage(x, 1, prefix)
+    def stem(x, prefix):
+        return conv_bn_relu(x, 16, 3, 1, f"{prefix}stem", sync)
 
-    def branch(x, prefix):
-        x = stage(x, 2, prefix)
-        return layers.GlobalAveragePooling2D(name=f"{prefix}pool")(x)
-
+    trunk, branch = stage_split(stem, stage, 3, global_pool)
     return ModelParts(name, trunk, branch, num_classes, 0.0, CIFAR_INPUT_SHAPE)
 
 

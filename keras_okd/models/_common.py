@@ -96,6 +96,71 @@ def batch_norm(name=None, synchronized_bn=False):
     )
 
 
+def units_per_stage(depth, network):
+    """n, the units of two convolutions per stage (DenseNet-BC's bottleneck layers, the wide ResNets' blocks), of a
+    depth `6n + 4` (n >= 1), the depth rule of both families."""
+    if (depth - 4) % 6 != 0 or depth < 10:
+        raise ValueError(f"{network} needs depth = 6n + 4 (n >= 1), got {depth}")
+    return (depth - 4) // 6
+
+
+def conv_bn_relu(x, filters, kernel_size, strides, name, sync, suffix="", relu=True, use_bias=False):
+    """`{name}_conv{suffix}` -> `{name}_bn{suffix}` -> `{name}_relu{suffix}` (no ReLU with `relu=False`): the
+    post-activation unit of the ResNets' stems and blocks and of VGG's groups."""
+    x = conv2d(filters, kernel_size, strides, name=f"{name}_conv{suffix}", use_bias=use_bias)(x)
+    x = batch_norm(f"{name}_bn{suffix}", sync)(x)
+    return layers.ReLU(name=f"{name}_relu{suffix}")(x) if relu else x
+
+
+def bn_relu(x, name, sync, suffix=""):
+    """`{name}_bn{suffix}` -> `{name}_relu{suffix}`: the pre-activation of the DenseNet and wide-ResNet layers, and
+    their final activation before the pooling."""
+    x = batch_norm(f"{name}_bn{suffix}", sync)(x)
+    return layers.ReLU(name=f"{name}_relu{suffix}")(x)
+
+
+def global_pool(x, prefix=""):
+    """Global average pooling named `{prefix}pool`, the pooled features before the classifier (the zoo's `pool`)."""
+    return layers.GlobalAveragePooling2D(name=f"{prefix}pool")(x)
+
+
+def pre_activation_head(sync):
+    """The head of the pre-activation networks (DenseNet-BC, wide ResNets), `fn(x, prefix)`: a final BN-ReLU
+    (`{prefix}final_bn`, `{prefix}final_relu`), then `global_pool`."""
+
+    def head(x, prefix):
+        return global_pool(bn_relu(x, f"{prefix}final", sync), prefix)
+
+    return head
+
+
+def stage_split(stem, stage, num_stages, head):
+    """The zoo's multi-branch split of a network made of a stem, stages 0 .. `num_stages - 1` and a head: the trunk
+    is the stem and every stage but the last, a branch is the last stage and the head.
+
+    Args:
+        stem: `fn(x, prefix) -> tensor`, or None for a network without a stem.
+        stage: `fn(x, index, prefix) -> tensor`, stage `index` (0-based).
+        num_stages: number of stages.
+        head: `fn(x, prefix) -> tensor (B, F)`, from the last stage's output to the pooled features (`global_pool`).
+
+    Returns:
+        `(trunk, branch)`, the functions of a `ModelParts`.
+    """
+
+    def trunk(x, prefix):
+        if stem is not None:
+            x = stem(x, prefix)
+        for index in range(num_stages - 1):
+            x = stage(x, index, prefix)
+        return x
+
+    def branch(x, prefix):
+        return head(stage(x, num_stages - 1, prefix), prefix)
+
+    return trunk, branch
+
+
 class ModelParts:
     """How to build one network as trunk + branch (private to the zoo).
 
@@ -144,11 +209,8 @@ class ModelParts:
 def basic_block(x, filters, strides, name, sync):
     """The ResNet basic block (two 3x3 conv-BN, ReLU between), with a 1x1 conv + BN projection shortcut when the
     shape changes; shared by the CIFAR and the ImageNet ResNets."""
-    y = conv2d(filters, 3, strides, name=f"{name}_conv1")(x)
-    y = batch_norm(f"{name}_bn1", sync)(y)
-    y = layers.ReLU(name=f"{name}_relu1")(y)
-    y = conv2d(filters, 3, name=f"{name}_conv2")(y)
-    y = batch_norm(f"{name}_bn2", sync)(y)
+    y = conv_bn_relu(x, filters, 3, strides, name, sync, suffix=1)
+    y = conv_bn_relu(y, filters, 3, 1, name, sync, suffix=2, relu=False)
     return residual_sum(x, y, strides, name, sync)
 
 

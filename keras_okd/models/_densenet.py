@@ -14,17 +14,17 @@ import math
 
 from keras import layers
 
-from keras_okd.models._common import ModelParts, batch_norm, conv2d, stage_output
+from keras_okd.models._common import (ModelParts, bn_relu, conv2d, pre_activation_head, stage_output,
+                                      stage_split, units_per_stage)
 
 CIFAR_INPUT_SHAPE = (32, 32, 3)
+DENSE_BLOCKS = 3
 
 
 def _dense_layer(x, growth_rate, bottleneck_width, name, sync):
-    y = batch_norm(f"{name}_bn1", sync)(x)
-    y = layers.ReLU(name=f"{name}_relu1")(y)
+    y = bn_relu(x, name, sync, suffix=1)
     y = conv2d(bottleneck_width * growth_rate, 1, name=f"{name}_conv1")(y)
-    y = batch_norm(f"{name}_bn2", sync)(y)
-    y = layers.ReLU(name=f"{name}_relu2")(y)
+    y = bn_relu(y, name, sync, suffix=2)
     y = conv2d(growth_rate, 3, name=f"{name}_conv2")(y)
     return layers.Concatenate(axis=-1, name=f"{name}_concat")([x, y])
 
@@ -39,9 +39,7 @@ def densenet_bc_parts(
     name=None,
 ):
     """Trunk/branch description of a DenseNet-BC (see `densenet_bc`)."""
-    if (depth - 4) % 6 != 0 or depth < 10:
-        raise ValueError(f"DenseNet-BC needs depth = 6n + 4 (n >= 1), got {depth}")
-    n = (depth - 4) // 6
+    n = units_per_stage(depth, "DenseNet-BC")
     initial_features = initial_features or 2 * growth_rate
     sync = synchronized_bn
 
@@ -53,24 +51,18 @@ def densenet_bc_parts(
     def transition(x, index, prefix):
         tname = f"{prefix}transition{index + 1}"
         filters = int(math.floor(x.shape[-1] * compression))
-        x = batch_norm(f"{tname}_bn", sync)(x)
-        x = layers.ReLU(name=f"{tname}_relu")(x)
+        x = bn_relu(x, tname, sync)
         x = conv2d(filters, 1, name=f"{tname}_conv")(x)
         return layers.AveragePooling2D(2, name=f"{tname}_pool")(x)
 
-    def trunk(x, prefix):
-        x = conv2d(initial_features, 3, name=f"{prefix}stem_conv")(x)
-        for index in range(2):
-            x = dense_block(x, index, prefix)
-            x = transition(x, index, prefix)
-        return x
+    def stage(x, index, prefix):  # a dense block, then a transition (none after the last block)
+        x = dense_block(x, index, prefix)
+        return transition(x, index, prefix) if index < DENSE_BLOCKS - 1 else x
 
-    def branch(x, prefix):
-        x = dense_block(x, 2, prefix)
-        x = batch_norm(f"{prefix}final_bn", sync)(x)
-        x = layers.ReLU(name=f"{prefix}final_relu")(x)
-        return layers.GlobalAveragePooling2D(name=f"{prefix}pool")(x)
+    def stem(x, prefix):
+        return conv2d(initial_features, 3, name=f"{prefix}stem_conv")(x)
 
+    trunk, branch = stage_split(stem, stage, DENSE_BLOCKS, pre_activation_head(sync))
     name = name or f"densenet_bc_{depth}_{growth_rate}"
     return ModelParts(name, trunk, branch, num_classes, 0.0, CIFAR_INPUT_SHAPE)
 
@@ -102,7 +94,10 @@ def densenet_bc(
 
     Example:
 
-    >>> densenet_bc(40, 12, num_classes=10).output_shape
+    >>> model = densenet_bc(40, 12, num_classes=10)  # 24 stem filters, 6 x 12 more per block, halved by a transition
+    >>> [model.get_layer(n).output.shape[-1] for n in ("stage_1", "transition1_pool", "stage_2", "pool")]
+    [96, 48, 120, 132]
+    >>> model.output_shape
     (None, 10)
     """
     parts = densenet_bc_parts(

@@ -20,7 +20,7 @@ pooling + linear classifier.
 
 from keras import layers
 
-from keras_okd.models._common import ModelParts, basic_block, batch_norm, conv2d, stage_output
+from keras_okd.models._common import ModelParts, basic_block, conv_bn_relu, global_pool, stage_output, stage_split
 
 IMAGENET_INPUT_SHAPE = (224, 224, 3)
 TINY_INPUT_SHAPE = (64, 64, 3)
@@ -49,23 +49,13 @@ def imagenet_resnet_parts(
             x = basic_block(x, filters, strides, f"{prefix}stage{index + 1}_block{b + 1}", sync)
         return stage_output(x, index + 1, prefix)
 
-    def trunk(x, prefix):
+    def stem_layers(x, prefix):
         if stem == "imagenet":
-            x = conv2d(64, 7, 2, name=f"{prefix}stem_conv")(x)
-        else:
-            x = conv2d(64, 3, 1, name=f"{prefix}stem_conv")(x)
-        x = batch_norm(f"{prefix}stem_bn", sync)(x)
-        x = layers.ReLU(name=f"{prefix}stem_relu")(x)
-        if stem == "imagenet":
-            x = layers.MaxPooling2D(3, 2, padding="same", name=f"{prefix}stem_pool")(x)
-        for index in range(3):
-            x = stage(x, index, prefix)
-        return x
+            x = conv_bn_relu(x, 64, 7, 2, f"{prefix}stem", sync)
+            return layers.MaxPooling2D(3, 2, padding="same", name=f"{prefix}stem_pool")(x)
+        return conv_bn_relu(x, 64, 3, 1, f"{prefix}stem", sync)
 
-    def branch(x, prefix):
-        x = stage(x, 3, prefix)
-        return layers.GlobalAveragePooling2D(name=f"{prefix}pool")(x)
-
+    trunk, branch = stage_split(stem_layers, stage, len(blocks), global_pool)
     shape = IMAGENET_INPUT_SHAPE if stem == "imagenet" else TINY_INPUT_SHAPE
     name = name or (f"resnet{depth}" if stem == "imagenet" else f"resnet{depth}_tiny")
     return ModelParts(name, trunk, branch, num_classes, 0.0, shape)

@@ -11,7 +11,7 @@ global average pooling + linear classifier (as the OKDDip code splits VGG-16).
 
 from keras import layers
 
-from keras_okd.models._common import ModelParts, batch_norm, conv2d, stage_output
+from keras_okd.models._common import ModelParts, conv_bn_relu, global_pool, stage_output, stage_split
 
 CIFAR_INPUT_SHAPE = (32, 32, 3)
 
@@ -38,22 +38,11 @@ def vgg_parts(depth, num_classes=10, synchronized_bn=False, name=None):
 
     def group(x, index, prefix):
         for j, filters in enumerate(groups[index]):
-            conv_name = f"{prefix}group{index + 1}_conv{j + 1}"
-            x = conv2d(filters, 3, name=conv_name, use_bias=True)(x)
-            x = batch_norm(f"{prefix}group{index + 1}_bn{j + 1}", sync)(x)
-            x = layers.ReLU(name=f"{prefix}group{index + 1}_relu{j + 1}")(x)
+            x = conv_bn_relu(x, filters, 3, 1, f"{prefix}group{index + 1}", sync, suffix=j + 1, use_bias=True)
         x = stage_output(x, index + 1, prefix)
         return layers.MaxPooling2D(2, name=f"{prefix}group{index + 1}_pool")(x)
 
-    def trunk(x, prefix):
-        for index in range(4):
-            x = group(x, index, prefix)
-        return x
-
-    def branch(x, prefix):
-        x = group(x, 4, prefix)
-        return layers.GlobalAveragePooling2D(name=f"{prefix}pool")(x)
-
+    trunk, branch = stage_split(None, group, len(groups), global_pool)
     return ModelParts(name or f"vgg{depth}", trunk, branch, num_classes, 0.0, CIFAR_INPUT_SHAPE)
 
 

@@ -12,18 +12,17 @@ global average pooling + linear classifier.
 
 from keras import layers
 
-from keras_okd.models._common import ModelParts, batch_norm, conv2d, stage_output
+from keras_okd.models._common import (ModelParts, bn_relu, conv2d, pre_activation_head, stage_output,
+                                      stage_split, units_per_stage)
 
 CIFAR_INPUT_SHAPE = (32, 32, 3)
 
 
 def _wide_block(x, filters, strides, dropout_rate, name, sync):
     equal_in_out = strides == 1 and x.shape[-1] == filters
-    pre = batch_norm(f"{name}_bn1", sync)(x)
-    pre = layers.ReLU(name=f"{name}_relu1")(pre)
+    pre = bn_relu(x, name, sync, suffix=1)
     y = conv2d(filters, 3, strides, name=f"{name}_conv1")(pre)
-    y = batch_norm(f"{name}_bn2", sync)(y)
-    y = layers.ReLU(name=f"{name}_relu2")(y)
+    y = bn_relu(y, name, sync, suffix=2)
     if dropout_rate > 0:
         y = layers.Dropout(dropout_rate, name=f"{name}_dropout")(y)
     y = conv2d(filters, 3, name=f"{name}_conv2")(y)
@@ -43,9 +42,7 @@ def wide_resnet_parts(
     name=None,
 ):
     """Trunk/branch description of a WRN-depth-width (see `wide_resnet`)."""
-    if (depth - 4) % 6 != 0 or depth < 10:
-        raise ValueError(f"a wide ResNet needs depth = 6n + 4 (n >= 1), got {depth}")
-    n = (depth - 4) // 6
+    n = units_per_stage(depth, "a wide ResNet")
     sync = synchronized_bn
     name = name or f"wrn_{depth}_{width}"
 
@@ -58,17 +55,10 @@ def wide_resnet_parts(
             )
         return stage_output(x, index + 1, prefix)
 
-    def trunk(x, prefix):
-        x = conv2d(16, 3, name=f"{prefix}stem_conv")(x)
-        x = group(x, 0, prefix)
-        return group(x, 1, prefix)
+    def stem(x, prefix):
+        return conv2d(16, 3, name=f"{prefix}stem_conv")(x)
 
-    def branch(x, prefix):
-        x = group(x, 2, prefix)
-        x = batch_norm(f"{prefix}final_bn", sync)(x)
-        x = layers.ReLU(name=f"{prefix}final_relu")(x)
-        return layers.GlobalAveragePooling2D(name=f"{prefix}pool")(x)
-
+    trunk, branch = stage_split(stem, group, 3, pre_activation_head(sync))
     return ModelParts(name, trunk, branch, num_classes, 0.0, CIFAR_INPUT_SHAPE)
 
 
@@ -97,7 +87,10 @@ def wide_resnet(
 
     Example:
 
-    >>> wide_resnet(16, 2, num_classes=10).output_shape
+    >>> model = wide_resnet(16, 2, num_classes=10)
+    >>> [model.get_layer(f"stage_{i}").output.shape[-1] for i in (1, 2, 3)]  # 16k, 32k and 64k filters for k = 2
+    [32, 64, 128]
+    >>> model.output_shape
     (None, 10)
     """
     parts = wide_resnet_parts(depth, width, dropout_rate, num_classes, synchronized_bn, name)

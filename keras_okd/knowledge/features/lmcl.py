@@ -134,15 +134,9 @@ class LayerMutualContrastive(MutualContrastive):
         layers: the layers contrasted, the same number for every network (by position: slot k of every network);
             image features `(batch, h, w, c)` are global-average-pooled before their head, pooled features used as
             they are.
-        alpha, beta, gamma, lam: the weights of VCL, ICL, soft VCL and soft ICL (0.1, 0.1, 1, 1).
-        temperature: the contrastive temperature tau (0.1).
-        kd_temperature: T of the soft terms (3).
-        embedding_dim: d (128).
-        num_negatives: K keys drawn per anchor (8192, as MCL's part).
-        momentum: the memory's momentum (0.5).
-        memory_dtype: `"float32"`, `"float16"` or `"bfloat16"`.
-        seed: seed of the keys' generator.
-        reduction: `"sum"` (the code) or `"mean"` over the other networks.
+        alpha, beta, gamma, lam, temperature, kd_temperature, embedding_dim, num_negatives, momentum, memory_dtype,
+            seed, reduction: as `MutualContrastive`'s, with the same defaults; each slot has the head, the memory
+            rows and the drawn keys that a network has in MCL.
         name: part name (default `"lmcl"`).
 
     Example:
@@ -163,6 +157,10 @@ class LayerMutualContrastive(MutualContrastive):
                          temperature=temperature, kd_temperature=kd_temperature, embedding_dim=embedding_dim,
                          num_negatives=num_negatives, momentum=momentum, memory_dtype=memory_dtype, seed=seed,
                          reduction=reduction, name=name, **kwargs)
+
+    @classmethod
+    def default_layers(cls, stages, pool):
+        return (*stages[:-1], pool)  # the early stages (where the authors' code grows its branches), the pooled ones
 
     @property
     def slots_per_peer(self):
