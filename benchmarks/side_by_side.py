@@ -3,9 +3,12 @@ of the same recipe: per method, each network's accuracy and the average's, with 
 training over the seeds both implementations ran and its 95% Student-t interval (each network against the same
 network trained alone, so a heterogeneous group shows each member's own gain).
 
-    python benchmarks/side_by_side.py --ledger ledger/n1000_plain \
+    python benchmarks/side_by_side.py --ledger ledger/n1000_hetero32 \
         --torch runs/minimal_torch/n1000_plain_independent.log runs/minimal_torch/n1000_plain_dml.log \
                 runs/minimal_torch/n1000_plain_tsb.log
+
+A method with records of more than one config (a tag that also holds 3-student runs, an ablation of it, a feature
+method on DML) is refused, naming the configs: pass the records of one config, `ledger/<tag>/<method>-<hash>-*`.
 
 keras-okd's side: ledger records (keras_okd.experiments.ledger) or run directories (`--runs`, `<method>/seed_<s>/
 results.json`). The torch logs are minimal_okd_torch.py's outputs (its "seed k: <method> test accuracy, students
@@ -50,8 +53,17 @@ def keras_okd_runs(ledger_paths=(), run_root=None):
                 path = os.path.join(run_root, method, seed_dir, "results.json")
                 if os.path.exists(path):
                     results.append(json.load(open(path)))
+    configs = {}
     for r in results:
-        runs.setdefault(r["method"], {})[r["seed"]] = [100 * a for a in r["net_accuracy"]]
+        configs.setdefault(r["method"], {}).setdefault(r.get("config_hash") or r.get("experiment"), []).append(r)
+    for method, found in configs.items():
+        if len(found) > 1:
+            kinds = "; ".join(f"{key} ({rs[0].get('config', {}).get('experiment', rs[0].get('experiment'))}, "
+                              f"{len(rs)} runs)" for key, rs in found.items())
+            raise SystemExit(f"side_by_side: the keras-okd runs hold {len(found)} configs of {method}: {kinds}. Pass "
+                             f"the records of one, e.g. --ledger ledger/<tag>/{method}-<hash>-*.record.json")
+        for r in next(iter(found.values())):
+            runs.setdefault(method, {})[r["seed"]] = [100 * a for a in r["net_accuracy"]]
     return runs
 
 
