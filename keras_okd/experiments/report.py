@@ -12,7 +12,8 @@ method with its non-default params), columns
 * Avg: the mean of the Net columns;
 * Ind: the accuracy of the same network trained alone: the students of the `independent` runs among the given ones
   with the same dataset and architecture, of the closest recipe (preferring the same paper, then the same
-  experiment, dataset options, epochs, optimizer and schedule); "a / b" when the networks differ. Only independent
+  experiment, dataset options, epochs, optimizer and schedule, then the same number of networks); "a / b" when the
+  networks differ. Only independent
   runs of separate networks are baselines: an `independent` run of one multi-branch student (its branches trained
   with cross-entropy alone) is a row like any method's, compared with them: what the branches' shared layers give
   without any knowledge transfer;
@@ -352,7 +353,9 @@ class Group:
 
 
 #: What an independent baseline should share with a row, most important first: among the independent runs on the
-#: row's dataset that train the architecture, the closest recipe is kept (each step narrows only if some run is left).
+#: row's dataset that train the architecture, the closest recipe is kept (each step narrows only if some run is left),
+#: and last the same number of networks (a 2-student ablation beside 2- and 3-student independent runs of another
+#: experiment pairs with the 2-student ones).
 _RECIPE_KEYS = ("paper", "experiment", "dataset", "epochs", "optimizer", "schedule")
 
 
@@ -364,13 +367,14 @@ def is_baseline(group):
 def baseline_groups(groups, group, arch=None):
     """The independent groups that are `group`'s baseline: same dataset, training `arch` (None: the same networks,
     for the ensemble), with the closest recipe (same paper, then experiment, dataset options, epochs, optimizer,
-    schedule, each preferred where some candidate has it)."""
+    schedule, then number of networks, each preferred where some candidate has it)."""
     candidates = [g for g in groups if is_baseline(g) and g.dataset == group.dataset and (
         arch in g.networks if arch is not None else sorted(g.networks) == sorted(group.networks))]
     for key in _RECIPE_KEYS:
         narrowed = [g for g in candidates if g.config.get(key) == group.config.get(key)]
         candidates = narrowed or candidates
-    return candidates
+    narrowed = [g for g in candidates if len(g.networks) == len(group.networks)]  # then the same number of networks
+    return narrowed or candidates
 
 
 def _arch_accuracy(run, arch):

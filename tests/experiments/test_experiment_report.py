@@ -223,6 +223,26 @@ def test_independent_branches_are_a_row_compared_with_separate_networks_never_a_
     assert summary[("independent", 2)]["paired_avg"]["reason"] == "baseline"
 
 
+def test_a_row_of_another_experiment_pairs_with_independent_runs_of_as_many_networks(tmp_path):
+    """Independent runs of 2 and of 3 simple_cnn, each of its own experiment, and an ablation of 2 of a third: the
+    ablation's Ind and Avg pair with the 2-network runs only (the recipe does not tell them apart)."""
+    root = tmp_path / "runs"
+    three = {s: ([a, b, 0.9], e) for s, ((a, b), e) in IND.items()}
+    ablation = {s: ([a + 0.01, b + 0.02], e) for s, ((a, b), e) in IND.items()}
+    for seed in range(5):
+        fake_run(root / "two" / f"seed_{seed}", "independent", seed, *IND[seed])
+        fake_run(root / "three" / f"seed_{seed}", "independent", seed, *three[seed], students=["simple_cnn"] * 3)
+        fake_run(root / "ablation" / f"seed_{seed}", "tsb", seed, *ablation[seed], params={"temporal": False})
+    for folder, experiment in (("three", "three_students"), ("ablation", "ablation")):
+        for seed in range(5):
+            path = root / folder / f"seed_{seed}" / "config.yaml"
+            path.write_text(path.read_text().replace("experiment: fake_digits", f"experiment: {experiment}"))
+    report = make_report([root], tmp_path / "out")
+    tsb = [g for g in json.load(open(report["json"])) if g["method"].startswith("tsb")][0]
+    assert tsb["paired_avg"]["mean"] == pytest.approx(0.015, abs=1e-12)
+    assert sorted(os.path.basename(os.path.dirname(r)) for r in tsb["paired_avg"]["baseline_runs"]) == ["two"] * 5
+
+
 def test_paired_difference_pairs_only_shared_seeds(tmp_path):
     """Independent seeds 0-3, the method's 2-5: seeds 2 and 3 are paired (df = 1); the interval holds zero here."""
     root = tmp_path / "runs"
