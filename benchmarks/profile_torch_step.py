@@ -204,7 +204,8 @@ def main():
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
     parser.add_argument("--cprofile", type=int, default=0, help="print the N costliest functions instead")
     parser.add_argument("--ops", type=int, default=0,
-                        help="print the N costliest torch operators of each arm (torch.profiler, self CPU time) instead")
+                        help="print the N costliest torch operators of each arm (torch.profiler, self CPU time) "
+                             "instead")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -92,8 +92,8 @@ _DEMO_RECIPES = {
 #: 240).
 _DEMO_LR_STEPS = (0.625, 0.75, 0.875)
 #: `keras-okd train --backup-every`'s default: seconds of training between two backups of a run. Each backup is a
-#: `save_weights` of every variable, ~0.2-0.5 s here even for two small CNNs; after every epoch it was 18% of a
-#: 150-epoch run on 1,000 images (README, "Speed on this CPU"). Runs whose epochs take longer are backed up every epoch.
+#: `save_weights` of every variable: for two small CNNs on 1,000 images, 74 ms against epochs of 0.57 s on idle cores
+#: (13%, benchmarks/bench_backup.py), 0.47 s under load. Runs whose epochs take longer are backed up every epoch.
 _BACKUP_EVERY = 60.0
 
 
@@ -224,8 +224,8 @@ def _parser():
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras fit verbosity")
     train.add_argument("--backup-every", type=_seconds, default=_BACKUP_EVERY, metavar="SECONDS",
                        help=f"back up the run after an epoch once this many seconds of training have passed since the "
-                            f"last backup, and after the last epoch (default: {_BACKUP_EVERY:g}; 0: after every epoch). "
-                            "A kill loses at most about that much training; the results do not depend on it")
+                            f"last backup, and after the last epoch (default: {_BACKUP_EVERY:g}; 0: after every "
+                            "epoch). A kill loses at most about that much training; the results do not depend on it")
     evaluate = sub.add_parser("evaluate", help="re-score the saved students and ensemble of runs on the test split")
     evaluate.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                           help="run directories (or directories holding them)")
@@ -729,7 +729,8 @@ def _train_run(config, run_dir, seed, verbose, finished=(), rerun="rerun the sam
     try:
         return experiments.run_experiment(config, run_dir, seed, verbose=verbose, backup_every=backup_every)
     except KeyboardInterrupt:
-        kept = "every completed epoch" if not backup_every else f"its training up to its last backup (every {backup_every:g} s)"
+        kept = ("every completed epoch" if not backup_every
+                else f"its training up to its last backup (every {backup_every:g} s)")
         raise Interrupted(
             f"{run_dir} keeps {kept} (backup/); {rerun} to resume it from there"
             + (f" (finished: {', '.join(finished)})" if finished else "") + "."
