@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-COMMANDS = (["--help"], ["methods"], ["train", "--epochs", "0"])
+COMMANDS = (["--help"], ["train", "--help"], ["methods"], ["train", "--epochs", "0"])
 
 
 def wall_seconds(argv, runs):

@@ -95,6 +95,9 @@ _DEMO_LR_STEPS = (0.625, 0.75, 0.875)
 #: `save_weights` of every variable: for two small CNNs on 1,000 images, 74 ms against epochs of 0.57 s on idle cores
 #: (13%, benchmarks/bench_backup.py), 0.47 s under load. Runs whose epochs take longer are backed up every epoch.
 _BACKUP_EVERY = 60.0
+# `keras_okd.distribute.STRATEGIES`, named here so that `train --help` and a wrong `--strategy` import no engine
+# (tests/test_cli_startup.py checks that the two agree).
+STRATEGY_NAMES = ("none", "mirrored", "multi_worker", "jax_data_parallel")
 
 
 def _seconds(text):
@@ -176,7 +179,7 @@ def _parser():
                        help="YAML experiment config (see configs/); without it, the quick demo runs (default: on the "
                             "bundled fashion_mnist_1k). A config's `imports:` are Python files or modules that are "
                             "imported, so their code runs: train only configs you trust")
-    train.add_argument("--strategy", default=None, choices=_Strategies(), metavar="NAME",
+    train.add_argument("--strategy", default=None, choices=STRATEGY_NAMES, metavar="NAME",
                        help="with --config: multi-device training (the config key `strategy`, one of "
                             "keras_okd.distribute.STRATEGIES)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
@@ -266,23 +269,6 @@ def _parser():
     methods.add_argument("--import", action="append", default=[], dest="imports", metavar="PLUGIN",
                          help="import a plugin (.py file or module) first (repeatable)")
     return parser
-
-
-class _Strategies:
-    """`keras_okd.distribute.STRATEGIES` for argparse's `choices`, imported (with the engine) only when a `--strategy`
-    value is checked."""
-
-    def __contains__(self, name):
-        return name in self._names()
-
-    def __iter__(self):
-        return iter(self._names())
-
-    @staticmethod
-    def _names():
-        from keras_okd.distribute import STRATEGIES
-
-        return STRATEGIES
 
 
 def main(argv=None):

@@ -41,9 +41,9 @@ def run_cli(*argv):
     return json.loads(done.stdout.splitlines()[-1])
 
 
-# `train --help` lists the strategies, so it imports keras_okd.distribute (and the engine) for their names.
-@pytest.mark.parametrize("argv", [["--help"], ["evaluate", "--help"], ["methods"], ["train", "--epochs", "0"],
-                                  ["train", "--no-such-flag"], ["evaluate"]])
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["evaluate", "--help"], ["methods"],
+                                  ["train", "--epochs", "0"], ["train", "--no-such-flag"], ["evaluate"],
+                                  ["train", "--config", "configs/digits/dml.yaml", "--strategy", "mirorred"]])
 def test_help_methods_and_argument_errors_import_no_engine(argv):
     result = run_cli(*argv)
     assert result["engines"] == []
@@ -67,6 +67,12 @@ def test_methods_read_from_their_files_are_the_registered_ones():
     assert sorted(presets) == sorted(keras_okd.methods._BUILTIN)
     for name, doc in presets.items():
         assert doc == keras_okd.methods.get(name).__doc__
+
+
+def test_the_cli_names_the_strategies_that_distribute_has():
+    from keras_okd import distribute
+
+    assert cli.STRATEGY_NAMES == distribute.STRATEGIES
 
 
 def test_an_unknown_strategy_is_an_argument_error(capsys):
