@@ -124,8 +124,8 @@ def test_lmcl_value_and_gradient_match_numpy(reduction):
 
 
 def test_pure_loss_with_pair_weights_matches_numpy():
-    """The code's per-sample layer-pair weights (w(a, b) + w(b, a) on each pair's terms), value and gradient; no
-    gradient reaches the weights."""
+    """The code's per-sample layer-pair weights (w(a, b) + w(b, a) on each pair's terms), value and gradient, with
+    respect to the scores and to the weights (the meta step differentiates through them)."""
     rng = np.random.default_rng(6)
     slot_peer = [0, 0, 1, 2]
     logits = rng.normal(size=(B, 4, 4, K + 1)).astype("float32")
@@ -145,9 +145,17 @@ def test_pure_loss_with_pair_weights_matches_numpy():
     g = gradient(compiled(lambda x: backend(x)[1]), logits)
     g_want = numerical_gradient(lambda x: numpy(x, logits.astype("float64"))[1], logits)
     np.testing.assert_allclose(g, g_want, rtol=1e-4, atol=1e-5 * np.abs(g_want).max())
-    assert np.all(gradient(compiled(lambda w: backend(logits, w)), weights) == 0.0)
+    gw = gradient(compiled(lambda w: backend(logits, w)), weights)
+
+    def numpy_of_weights(w):
+        return np_loss(logits.astype("float64"), positives.astype("float64"), slot_peer, w, params["alpha"],
+                       params["beta"], params["gamma"], params["lam"], params["kd_temperature"], 0.5).sum()
+
+    gw_want = numerical_gradient(numpy_of_weights, weights)
+    np.testing.assert_allclose(gw, gw_want, rtol=1e-4, atol=1e-5 * np.abs(gw_want).max())
+    assert np.all(gw_want[:, [0, 1], [0, 1]] == 0.0) and np.all(gw_want[:, 0, 1] == 0.0)  # same network: unused
     print(f"\n{BACKEND} layer_mutual_contrastive with weights max rel: value {differences(got, want)[1]:.2e}; "
-          f"gradient {differences(g, g_want)[1]:.2e}")
+          f"gradient {differences(g, g_want)[1]:.2e}; weights' gradient {differences(gw, gw_want)[1]:.2e}")
 
 
 def test_pure_loss_refuses_bad_input():

@@ -11,7 +11,7 @@ __all__ = [
     "scale_loss_for_replicas", "strategy_scope_of", "first_replica_batch", "logs_for_replicas", "strategy",
     "process", "initialize_processes", "num_replicas", "replica_values", "process_inputs", "jax_process_count",
     "device_memory", "check_state_fits", "synchronized_batch_norm_supported", "torch_parameters_by_position",
-    "keep_state_for_errors", "reattach_state", "usable_after_errors",
+    "keep_state_for_errors", "reattach_state", "usable_after_errors", "unrolled_gradient", "compiled", "attach_state",
 ]
 
 # Which engine each strategy name needs (`keras_okd.distribute.STRATEGIES` lists the names).
@@ -59,6 +59,35 @@ def lerp_variables(targets, sources, amount):
     """
     for t, s in zip(targets, sources):
         t.assign(t + ops.cast(amount, t.dtype) * (ops.stop_gradient(ops.cast(s, t.dtype)) - t))
+
+
+def unrolled_gradient(step_losses, final_loss, theta, phi, update):
+    """The gradient of `final_loss(theta_K, phi)` with respect to `phi`, back through K differentiable steps.
+
+    `theta_{k+1}, carry_{k+1} = update(theta_k, grad_theta step_losses[k](theta_k, phi), carry_k, k)` from
+    `theta_0 = theta`, `carry_0 = None`, K = `len(step_losses)`: a look-ahead of an optimizer on `theta` (lists of
+    tensors), differentiated as a whole (second order: the gradient of each step's gradient). Losses and `update` are
+    functions of tensors written in `keras.ops`; only the differentiation is the engine's. L-MCL's meta-optimised
+    layer-pair weights use it (`keras_okd.knowledge.features.lmcl`).
+
+    Returns:
+        A list of tensors shaped like `phi` (zeros where `final_loss` does not depend on a tensor).
+    """
+    import keras
+
+    raise NotImplementedError(f"unrolled_gradient needs the TensorFlow, JAX or PyTorch backend, not "
+                              f"{keras.backend.backend()!r}.")
+
+
+def compiled(function):
+    """`function` compiled by the engine (`jax.jit`, `tf.function`; as it is on PyTorch): a pure function of tensors,
+    traced on its first call and on each new input shape."""
+    return function
+
+
+def attach_state(model):
+    """Make a model's variables hold the trainer's current values between two steps of `fit`, so that a callback
+    may read and assign them (JAX: Keras keeps them as jitted state during an epoch; a no-op elsewhere)."""
 
 
 def scale_loss_for_replicas(loss):

@@ -186,3 +186,28 @@ def usable_after_errors(model, optimizer=True, record=False):
     except BaseException:
         reattach_state(model)
         raise
+
+
+def unrolled_gradient(step_losses, final_loss, theta, phi, update):
+    """`jax.grad` of the unrolled look-ahead (see `keras_okd.backend.generic.unrolled_gradient`)."""
+
+    def outer(phi):
+        current, carry = list(theta), None
+        for k, loss in enumerate(step_losses):
+            grads = jax.grad(loss)(current, phi)
+            current, carry = update(current, grads, carry, k)
+        return final_loss(current, phi)
+
+    return list(jax.grad(outer)(list(phi)))
+
+
+def compiled(function):
+    """`jax.jit`."""
+    return jax.jit(function)
+
+
+def attach_state(model):
+    """Write the trainer's jitted state back into the variables; Keras's JAX `fit` then reads them again before its
+    next step (what its own callbacks do when they need the variables)."""
+    if getattr(model, "_jax_state", None):
+        model.jax_state_sync()

@@ -167,3 +167,24 @@ def synchronized_batch_norm_supported():
 
 
 __all__ = list(__all__) + ["tf_strategy"]
+
+
+def unrolled_gradient(step_losses, final_loss, theta, phi, update):
+    """Nested `tf.GradientTape`s over the unrolled look-ahead (see `keras_okd.backend.generic.unrolled_gradient`)."""
+    phi = [tf.convert_to_tensor(p) for p in phi]
+    with tf.GradientTape() as outer:
+        outer.watch(phi)
+        current, carry = [tf.convert_to_tensor(t) for t in theta], None
+        for k, loss in enumerate(step_losses):
+            with tf.GradientTape() as inner:
+                inner.watch(current)
+                value = loss(current, phi)
+            grads = inner.gradient(value, current, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            current, carry = update(current, grads, carry, k)
+        value = final_loss(current, phi)
+    return outer.gradient(value, phi, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+
+def compiled(function):
+    """`tf.function` (retracing only for new input shapes)."""
+    return tf.function(function, reduce_retracing=True)

@@ -43,3 +43,16 @@ def torch_parameters_by_position(variables):
     keeps every variable registered.
     """
     return torch.nn.ParameterDict({f"v{i}": variable.value for i, variable in enumerate(variables)})
+
+
+def unrolled_gradient(step_losses, final_loss, theta, phi, update):
+    """`torch.autograd.grad` with `create_graph=True` through the unrolled look-ahead (see
+    `keras_okd.backend.generic.unrolled_gradient`)."""
+    phi = [torch.as_tensor(p).detach().requires_grad_(True) for p in phi]
+    current, carry = [torch.as_tensor(t).detach().requires_grad_(True) for t in theta], None
+    for k, loss in enumerate(step_losses):
+        grads = torch.autograd.grad(loss(current, phi), current, create_graph=True, allow_unused=True)
+        grads = [torch.zeros_like(t) if g is None else g for t, g in zip(current, grads)]
+        current, carry = update(current, grads, carry, k)
+    grads = torch.autograd.grad(final_loss(current, phi), phi, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(phi, grads)]

@@ -1,6 +1,7 @@
 """What `OnlineDistiller.fit` adds to the user's callbacks (`for_fit`): `KnowledgeSchedule`, which advances the
-knowledge parts' schedules at the start of every epoch; `PeerCollapse`, which warns when a peer's predictions
-collapse; and `ProgressBar`, Keras's bar showing the loss and the accuracies only.
+knowledge parts' schedules at the start of every epoch; `OuterSteps`, which runs the parts' work between training
+steps (L-MCL's meta step); `PeerCollapse`, which warns when a peer's predictions collapse; and `ProgressBar`,
+Keras's bar showing the loss and the accuracies only.
 
 Also reached as `keras_okd.callbacks`. The schedules themselves (`WarmUp`, `RampUp`, `Decay`) belong to the parts
 (`keras_okd.knowledge.schedules`) and are importable here too.
@@ -91,6 +92,40 @@ class KnowledgeSchedule(keras.callbacks.Callback):
                     f"KnowledgeSchedule: no knowledge part named {name!r}; the model has {sorted(parts)}."
                 )
             parts[name].set_schedule(value)
+
+
+class OuterSteps(keras.callbacks.Callback):
+    """Runs the knowledge parts' work outside the gradient step (`KnowledgePart.outer_every` / `outer_step`, e.g.
+    L-MCL's meta-optimised pair weights): after batches 0, N, 2N, ... of every epoch, on that batch read again.
+
+    `fit` adds it, with its training data, when a part has `outer_every`. It runs on one device only.
+
+    Args:
+        parts: the parts with `outer_every`.
+        batch_again: `batch_again(epoch, batch)` -> `(inputs, labels)`, the training batch
+            (`keras_okd.distiller.inputs.batch_again` on fit's data).
+    """
+
+    def __init__(self, parts, batch_again):
+        super().__init__()
+        self.parts, self.batch_again, self.epoch = list(parts), batch_again, 0
+
+    def on_train_begin(self, logs=None):
+        from keras_okd import backend
+
+        if backend.num_replicas() > 1:
+            raise ValueError(f"{', '.join(p.name for p in self.parts)}: the work between steps (outer_every) runs on "
+                             "one device; train without a multi-device strategy.")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        due = [part for part in self.parts if batch % part.outer_every == 0]
+        if due:
+            inputs, labels = self.batch_again(self.epoch, batch)
+            for part in due:
+                part.outer_step(self.model, inputs, labels)
 
 
 def for_method(distiller):

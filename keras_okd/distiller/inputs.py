@@ -183,6 +183,30 @@ def first_batches(x, y, batch_size, steps):
     ]
 
 
+def batch_again(x, y, batch_size, epoch, batch):
+    """Training batch `batch` of epoch `epoch` once more, as numpy `(inputs, labels)` with the inputs' `"index"`, for
+    work between steps (`keras_okd.distiller.callbacks.OuterSteps`).
+
+    A dataset is read again to that position: a `keras_okd.data.pipeline` dataset draws epoch e's order (and
+    augmentation) from its seed, so this is the batch the step trained on; another dataset gives the batch at the
+    same position of a new pass. Arrays: `batch_size` rows drawn from `(epoch, batch)` (fit's own shuffle of arrays
+    cannot be replayed), the same on every run, a resumed one included.
+    """
+    import keras
+
+    if is_dataset(x):
+        inputs, labels = next(iter(x.skip(batch).take(1)))[:2]
+        return keras.tree.map_structure(np.asarray, inputs), np.asarray(labels).reshape(-1)
+    if _is_generator(x):
+        raise ValueError("A knowledge part that works between steps (outer_every, e.g. L-MCL's meta-optimised pair "
+                         "weights) reads training batches again: pass a tf.data.Dataset or arrays to fit, not a "
+                         "generator or PyDataset.")
+    count = _length(x)
+    rows = np.sort(np.random.default_rng([epoch, batch]).choice(count, size=min(batch_size or 32, count),
+                                                                 replace=False))
+    return keras.tree.map_structure(lambda a: np.asarray(a)[rows], x), np.asarray(y)[rows].reshape(-1)
+
+
 class clear_input_errors:
     """Turns the pipeline's TensorFlow assertion errors into a ValueError that says what is wrong and how to fix it."""
 

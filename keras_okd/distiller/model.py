@@ -12,6 +12,7 @@ The parts around the loss are this file's siblings (see `keras_okd.distiller`): 
 `safety`, `logs` and `callbacks`.
 """
 
+from functools import partial
 
 import keras
 from keras import ops
@@ -19,8 +20,8 @@ from keras import ops
 from keras_okd import backend
 from keras_okd.distiller import callbacks as okd_callbacks
 from keras_okd.distiller import safety
-from keras_okd.distiller.inputs import (DataCheck, clear_input_errors, first_batches, is_dataset, labels_of,
-                                        missing_index_message, split_inputs)
+from keras_okd.distiller.inputs import (DataCheck, batch_again, clear_input_errors, first_batches, is_dataset,
+                                        labels_of, missing_index_message, split_inputs)
 from keras_okd.distiller.logs import PeerLogs
 from keras_okd.distiller.peers import Peers
 from keras_okd.distiller.teacher import MeanTeacher, check_teacher_arguments
@@ -340,6 +341,9 @@ class OnlineDistiller(keras.Model):
         with backend.process_inputs(x, validation_data) as (x, validation_data), clear_input_errors():
             x = self._data.training(x, y)
             validation_data = self._data.validation(validation_data)
+            outer = [part for part in self.knowledge if part.outer_every]
+            if outer:
+                callbacks.insert(0, okd_callbacks.OuterSteps(outer, partial(batch_again, x, y, batch_size)))
             if self.teacher and self.teacher_init_steps and not self.teacher.is_initialized:
                 self.initialize_teacher(first_batches(x, y, batch_size, self.teacher_init_steps))
             with backend.usable_after_errors(self):

@@ -136,6 +136,9 @@ class KnowledgePart(keras.layers.Layer):
             `context["features"]` and `context["shared_features"]`).
         needs_inputs: whether the part reads each peer's input batch (`context["inputs"]`, after its view).
         loss_names: names of the extra losses the part returns.
+        outer_every: None, or N: the part trains something outside the gradient step (L-MCL's meta-optimised pair
+            weights): `fit` calls `outer_step(distiller, inputs, labels)` after batches 0, N, 2N, ... of every epoch,
+            on that batch (`keras_okd.distiller.callbacks.OuterSteps`).
 
     Example: a part whose target for every peer is the uniform distribution (label smoothing as knowledge):
 
@@ -156,6 +159,7 @@ class KnowledgePart(keras.layers.Layer):
     needs_features = False
     needs_inputs = False
     loss_names = ()
+    outer_every = None
 
     def __init__(self, weight=1.0, temperature=1.0, layers=None, name=None, schedule=None, **kwargs):
         super().__init__(name=name, **kwargs)
@@ -267,6 +271,11 @@ class KnowledgePart(keras.layers.Layer):
         """Set this epoch's `schedule` (`KnowledgeSchedule` calls it at the start of every epoch)."""
         # a float32 array, not a Python float: JAX would retrace the train step for a weakly-typed scalar
         self.schedule.assign(np.asarray(value, dtype="float32"))
+
+    def outer_step(self, distiller, inputs, labels):
+        """Work between two training steps, eagerly, on a training batch (`inputs` with `"index"`, integer
+        `labels`); parts with `outer_every` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} sets outer_every but has no outer_step.")
 
     def commit(self, state, finite):
         """Write the pending `state` returned by `targets`; `finite` is a boolean scalar tensor that is False when

@@ -11,14 +11,17 @@ from keras_okd.methods.mutual_learning import _zoo_feature_layers
 @register("lmcl")
 def lmcl(students, num_train_samples, alpha=0.1, beta=0.1, gamma=1.0, lam=1.0, tau=0.1, kd_temperature=3.0,
          embedding_dim=128, num_negatives=8192, momentum=0.5, layers=None, memory_dtype="float32", seed=None,
-         name="lmcl"):
+         weighting="uniform", meta_every=50, meta_steps=2, meta_momentum=0.9, meta_weight_decay=5e-4,
+         meta_learning_rate=None, name="lmcl"):
     """Each network learns from the labels and from MCL's four contrastive terms between each of its layers and each
     layer of every other network, over one embedding head and one memory slot per (network, layer)
-    (`keras_okd.knowledge.features.lmcl`, which lists where this departs from the authors' code: the meta-optimised
-    weights of the layer pairs, the auxiliary branches and the aggregator are not built; every pair weighs 1).
+    (`keras_okd.knowledge.features.lmcl`, which lists where this departs from the authors' code: the auxiliary
+    branches and the aggregator are not built), each pair of layers weighted by 1 (`weighting="uniform"`, the
+    default, kept so that the ledger's records rerun as they ran) or per sample by the paper's meta-optimised weight
+    network (`"meta"`: trained every `meta_every` batches by a second-order look-ahead, see the part).
 
-    Loss of network i: `CE_i + sum_{a in i} sum_{b not in i} 2 * (alpha VCL_a + gamma SoftVCL_{a<-b} + beta
-    ICL_{a->b} + lambda SoftICL_{a->b})`, with the defaults of the authors' CIFAR script
+    Loss of network i: `CE_i + sum_{a in i} sum_{b not in i} (w(a, b) + w(b, a)) * (alpha VCL_a + gamma
+    SoftVCL_{a<-b} + beta ICL_{a->b} + lambda SoftICL_{a->b})`, with the defaults of the authors' CIFAR script
     (`main_layer_mcl_cifar_meta.py`: alpha = beta = 0.1, gamma = lambda = 1, tau = 0.1, T = 3, 128-d heads) and MCL's
     memory (momentum 0.5, 8192 keys per anchor). Training data must carry sample indices (`keras_okd.data.with_index`).
     The heads and the memory belong to the distiller; the exported students are the plain networks.
@@ -31,6 +34,9 @@ def lmcl(students, num_train_samples, alpha=0.1, beta=0.1, gamma=1.0, lam=1.0, t
             one memory slot per (network, layer).
         layers: the layers contrasted, the same number per network; default, for the zoo's models, every stage but
             the last and the pooled features (`("stage_1", "stage_2", "pool")` for a CIFAR ResNet).
+        weighting, meta_every, meta_steps, meta_momentum, meta_weight_decay, meta_learning_rate: the pair weights
+            and their meta step, as `LayerMutualContrastive`'s (the code's: every 50 batches, 2 look-ahead steps,
+            momentum 0.9, weight decay 5e-4, the training's learning rate).
         name: model name.
 
     Returns:
@@ -60,5 +66,7 @@ def lmcl(students, num_train_samples, alpha=0.1, beta=0.1, gamma=1.0, lam=1.0, t
     part = LayerMutualContrastive(num_train_samples, layers=layers, alpha=alpha, beta=beta, gamma=gamma, lam=lam,
                                   temperature=tau, kd_temperature=kd_temperature, embedding_dim=embedding_dim,
                                   num_negatives=num_negatives, momentum=momentum, memory_dtype=memory_dtype,
-                                  seed=seed)
+                                  seed=seed, weighting=weighting, meta_every=meta_every, meta_steps=meta_steps,
+                                  meta_momentum=meta_momentum, meta_weight_decay=meta_weight_decay,
+                                  meta_learning_rate=meta_learning_rate)
     return OnlineDistiller(students, knowledge=[part], name=name)

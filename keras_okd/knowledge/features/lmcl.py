@@ -22,16 +22,20 @@ of every pair of slots and each visit computes both directions, so `l(a, b)` ent
 
 Where this part departs from the authors' code, and why:
 
-- The pair weights. In the code, `w_n(a, b)` is the output of a weight network (`models/meta_network.py`: a linear
-  projection of each slot's features, then `sigmoid(cos(.,.))` of the two projections), detached in the training step
-  and trained every 50 steps by meta-optimisation (`losses/meta_optimizers.py`, `MetaSGD`, and the train script): two
-  look-ahead SGD steps (momentum 0.9, weight decay) of the networks and heads on the weighted L-MCL loss and one on the
-  cross-entropy, then the gradient of the cross-entropy after them with respect to the weight network, taken back
-  through the three unrolled steps (second-order: Hessian-vector products), after which the networks are rolled back.
-  That needs gradients of a look-ahead copy of every student's weights inside the step, which a knowledge part (one
-  term of the distiller's single Keras gradient step, written in `keras.ops`, which has no gradient operation) cannot
-  take. It is not built: this part weighs every layer pair by 1 (the factor above is 2). `layer_mutual_contrastive`
-  takes per-sample weights, so the formula with weights is pinned by the tests.
+- The pair weights (`weighting="meta"`; the default `"uniform"` weighs every pair 1, a factor 2 above). As in the
+  code (`models/meta_network.py`), `w_n(a, b) = sigmoid(cos(P_a f_a, P_b f_b))`, with `P_a` a linear projection (128
+  outputs) of slot a's pooled features (`pair_weights`). No gradient of the training step reaches the projections;
+  every `meta_every` batches of an epoch (50; batch 0, 50, ...), after that batch's step and on that batch
+  (`KnowledgePart.outer_step`), they take one step of their own: the networks and heads are copied and take
+  `meta_steps` (2) look-ahead SGD steps (momentum 0.9, weight decay 5e-4, the training's current learning rate) on
+  the weighted L-MCL loss and one on the networks' summed cross-entropy; the gradient of that cross-entropy after the
+  three steps with respect to the projections, taken back through all three (second order,
+  `keras_okd.backend.unrolled_gradient`), moves them by Nesterov SGD (momentum 0.9, weight decay 5e-4, the same
+  learning rate); the networks keep their weights (the code's roll-back). Departures: the look-ahead starts from a
+  zero momentum buffer every time (the code's roll-back restores an optimizer whose buffers it re-creates each
+  round: the same), the contrast in the look-ahead uses this part's memory and keys, read only (the memory is not
+  written), and the batch comes from the training data again (for `keras_okd.data.pipeline` datasets the same
+  batch; for other datasets a batch of the same pass position; for arrays a batch drawn by `(seed, epoch, batch)`).
 - The layers. The code grows auxiliary branches (the remaining stages of the network, with a classifier of their
   own) on the outputs of the early stages, contrasts the branches' pooled features, trains their classifiers with
   cross-entropy, and adds an aggregator of the branches' logits that the final classifier learns from (KL). None of
@@ -43,14 +47,17 @@ Where this part departs from the authors' code, and why:
   keys and counts it as a positive (the CIFAR code's ICL leaves it out, as its VCL does).
 """
 
+from functools import partial
+
 import keras
 import numpy as np
 from keras import ops
 
+from keras_okd import backend
 from keras_okd.knowledge.base import PartOutput
-from keras_okd.knowledge.features.base import check_rank
+from keras_okd.knowledge.features.base import Connectors, check_rank, safe_l2_normalize
 from keras_okd.knowledge.features.mcl import MutualContrastive, soft_contrastive, supervised_contrastive
-from keras_okd.losses import _batch_mean
+from keras_okd.losses import _batch_mean, peer_cross_entropy
 
 
 def layer_mutual_contrastive(logits, positives, slot_peer, pair_weights=None, alpha=0.1, beta=0.1, gamma=1.0,
@@ -62,8 +69,8 @@ def layer_mutual_contrastive(logits, positives, slot_peer, pair_weights=None, al
             own row of m, then the K drawn keys (`MutualContrastive.contrast`).
         positives: `(B, K)` 1 where a drawn key has the sample's label.
         slot_peer: the network of each of the S slots (ints `0 .. M-1`, every network at least once, M >= 2).
-        pair_weights: `(B, S, S)` (or `(S, S)`) weight of each pair of slots per sample, the code's weight network's
-            output (no gradient flows into it), or None for 1.
+        pair_weights: `(B, S, S)` (or `(S, S)`) weight of each pair of slots per sample (`pair_weights`), or None
+            for 1. Gradients flow into it: the training step passes it detached, the meta step does not.
         alpha, beta, gamma, lam: the weights of VCL, ICL, soft VCL and soft ICL.
         kd_temperature: T of the soft terms.
         sample_weight: `(B,)` or None.
@@ -95,7 +102,7 @@ def layer_mutual_contrastive(logits, positives, slot_peer, pair_weights=None, al
         raise ValueError(f"layer_mutual_contrastive: slot_peer must name networks 0 .. M-1 (M >= 2), each at least "
                          f"once; got {slot_peer}.")
     if pair_weights is not None:
-        pair_weights = ops.stop_gradient(ops.cast(pair_weights, "float32"))
+        pair_weights = ops.cast(pair_weights, "float32")
         if len(pair_weights.shape) not in (2, 3) or tuple(pair_weights.shape[-2:]) != (slots, slots):
             raise ValueError(f"layer_mutual_contrastive: pair_weights must be (batch, {slots}, {slots}) or "
                              f"({slots}, {slots}), one weight per pair of slots; got shape "
@@ -119,6 +126,28 @@ def layer_mutual_contrastive(logits, positives, slot_peer, pair_weights=None, al
     return ops.stack(terms) * scale
 
 
+def pair_weights(projections):
+    """The weight of every pair of slots per sample, `sigmoid(cos(p_a, p_b))` (the code's `LossWeightNetwork`).
+
+    Args:
+        projections: `(B, S, P)` each slot's projected features.
+
+    Returns:
+        `(B, S, S)` float32 in (0, 1), symmetric in the two slots.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> p = np.array([[[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0]]], "float32")     # one sample, 3 slots
+    >>> np.round(keras.ops.convert_to_numpy(pair_weights(p))[0], 4)        # sigmoid(1), sigmoid(0), sigmoid(-1)
+    array([[0.7311, 0.5   , 0.2689],
+           [0.5   , 0.7311, 0.5   ],
+           [0.2689, 0.5   , 0.7311]], dtype=float32)
+    """
+    unit = safe_l2_normalize(ops.cast(projections, "float32"), axis=-1)
+    return ops.sigmoid(ops.einsum("bap,bcp->bac", unit, unit))
+
+
 @keras.saving.register_keras_serializable(package="keras_okd")
 class LayerMutualContrastive(MutualContrastive):
     """L-MCL's layer-wise contrastive terms (see the module) over one embedding head and one memory slot per
@@ -137,6 +166,16 @@ class LayerMutualContrastive(MutualContrastive):
         alpha, beta, gamma, lam, temperature, kd_temperature, embedding_dim, num_negatives, momentum, memory_dtype,
             seed, reduction: as `MutualContrastive`'s, with the same defaults; each slot has the head, the memory
             rows and the drawn keys that a network has in MCL.
+        weighting: `"uniform"` (every pair weighs 1) or `"meta"` (the paper's meta-optimised pair weights, see the
+            module). The default stays `"uniform"`, what this part computed before `"meta"` existed, so that the
+            ledger's L-MCL records rerun as they ran.
+        meta_every: with `"meta"`, the meta step runs after batches 0, `meta_every`, `2 meta_every`, ... of every
+            epoch (50).
+        meta_steps: look-ahead steps on the L-MCL loss before the one on the cross-entropy (2).
+        meta_momentum, meta_weight_decay: SGD momentum and weight decay of the look-ahead and of the projections'
+            own step (0.9, 5e-4).
+        meta_learning_rate: their learning rate; None: the training optimizer's current one (the code's).
+        projection_dim: outputs of each slot's projection (128).
         name: part name (default `"lmcl"`).
 
     Example:
@@ -149,14 +188,36 @@ class LayerMutualContrastive(MutualContrastive):
 
     label = "L-MCL"
     max_layers = None
+    WEIGHTINGS = ("meta", "uniform")
 
     def __init__(self, num_samples, layers=("stage_1", "stage_2", "pool"), alpha=0.1, beta=0.1, gamma=1.0, lam=1.0,
                  temperature=0.1, kd_temperature=3.0, embedding_dim=128, num_negatives=8192, momentum=0.5,
-                 memory_dtype="float32", seed=None, reduction="sum", name="lmcl", **kwargs):
+                 memory_dtype="float32", seed=None, reduction="sum", weighting="uniform", meta_every=50, meta_steps=2,
+                 meta_momentum=0.9, meta_weight_decay=5e-4, meta_learning_rate=None, projection_dim=128,
+                 name="lmcl", **kwargs):
         super().__init__(num_samples, layers=layers, alpha=alpha, beta=beta, gamma=gamma, lam=lam,
                          temperature=temperature, kd_temperature=kd_temperature, embedding_dim=embedding_dim,
                          num_negatives=num_negatives, momentum=momentum, memory_dtype=memory_dtype, seed=seed,
                          reduction=reduction, name=name, **kwargs)
+        if weighting not in self.WEIGHTINGS:
+            raise ValueError(f"LayerMutualContrastive: weighting must be one of {self.WEIGHTINGS}, got "
+                             f"{weighting!r}.")
+        for arg, value in (("meta_every", meta_every), ("meta_steps", meta_steps), ("projection_dim", projection_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if arg == "meta_steps" else 1):
+                raise ValueError(f"LayerMutualContrastive: {arg} must be an integer >= "
+                                 f"{0 if arg == 'meta_steps' else 1}, got {value!r}.")
+        for arg, value in (("meta_momentum", meta_momentum), ("meta_weight_decay", meta_weight_decay)):
+            if not float(value) >= 0.0:
+                raise ValueError(f"LayerMutualContrastive: {arg} must be >= 0, got {value!r}.")
+        if meta_learning_rate is not None and not float(meta_learning_rate) > 0.0:
+            raise ValueError(f"LayerMutualContrastive: meta_learning_rate must be > 0 or None (the training "
+                             f"optimizer's), got {meta_learning_rate!r}.")
+        self.weighting = weighting
+        self.meta_every, self.meta_steps, self.projection_dim = meta_every, meta_steps, projection_dim
+        self.meta_momentum, self.meta_weight_decay = float(meta_momentum), float(meta_weight_decay)
+        self.meta_learning_rate = None if meta_learning_rate is None else float(meta_learning_rate)
+        self.outer_every = meta_every if weighting == "meta" else None
+        self._in_meta_step = False
 
     @classmethod
     def default_layers(cls, stages, pool):
@@ -178,12 +239,38 @@ class LayerMutualContrastive(MutualContrastive):
         layers = self.slots_per_peer
         self.connectors.set([self.embedding_head(i * layers + k, width(shapes[i][k]))
                              for i in range(self.num_peers) for k in range(layers)])
+        if self.weighting == "meta":
+            dense = []
+            for slot in range(self.num_peers * layers):
+                projection = keras.layers.Dense(self.projection_dim, dtype="float32", name=f"projection_{slot}")
+                projection.build((None, width(shapes[slot // layers][slot % layers])))
+                dense.append(projection)
+            self.projections.set(dense)
+            self.projections.trainable = False  # trained by the meta step alone, never by the training step
+            velocity = self.projection_velocity
+            velocity.items = [velocity.add_weight(shape=v.shape, initializer="zeros", trainable=False,
+                                                  name=f"velocity_{n}")
+                              for n, v in enumerate(self.projections.weights)]
+            velocity.built = True
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.weighting == "meta":  # filled in build_connectors (the containers exist before Keras locks the part)
+            self.projections = Connectors(name=f"{self.name}_pair_weights")
+            self.projection_velocity = Connectors(name=f"{self.name}_pair_weights_velocity")
 
     def embed(self, slot, feature):
         """Slot `slot`'s embedding `(batch, embedding_dim)`: image features pooled, then its head, L2-normalised."""
-        if len(feature.shape) == 4:
-            feature = ops.mean(feature, axis=(1, 2))
-        return super().embed(slot, feature)
+        return super().embed(slot, _pooled(feature))
+
+    def weights_of_pairs(self, features):
+        """`(B, S, S)` the pair weights of this batch (`pair_weights` of the slots' projections); detached except in
+        the meta step."""
+        layers = self.slots_per_peer
+        projected = ops.stack([self.projections[i * layers + k](_pooled(features[i][k]))
+                               for i in range(self.num_peers) for k in range(layers)], axis=1)
+        weights = pair_weights(projected)
+        return weights if self._in_meta_step else ops.stop_gradient(weights)
 
     def targets(self, peer_logits, context):
         features = self.peer_features(context)
@@ -193,6 +280,75 @@ class LayerMutualContrastive(MutualContrastive):
         logits, positives, state = self.contrast(anchors, context)
         scale = 1.0 / (self.num_peers - 1) if self.reduction == "mean" else 1.0
         slot_peer = [i for i in range(self.num_peers) for _ in range(layers)]
-        losses = layer_mutual_contrastive(logits, positives, slot_peer, None, self.alpha, self.beta, self.gamma,
+        weights = self.weights_of_pairs(features) if self.weighting == "meta" else None
+        losses = layer_mutual_contrastive(logits, positives, slot_peer, weights, self.alpha, self.beta, self.gamma,
                                           self.lam, self.kd_temperature, context.get("sample_weight"), scale)
         return PartOutput(peer_losses=losses, state=state)
+
+    def outer_step(self, distiller, inputs, labels):
+        """The meta step of the pair weights on one training batch (see the module): `inputs` as the training step
+        sees them (with `"index"`), `labels` `(B,)` integers. Changes the projections and their momentum only."""
+        backend.attach_state(distiller)
+        phi_vars = list(self.projections.weights)
+        lr = self.meta_learning_rate
+        if lr is None:
+            lr = ops.convert_to_numpy(distiller.optimizer.learning_rate)
+        lr = ops.convert_to_tensor(np.asarray(lr, "float32"))
+        if getattr(self, "_meta_gradient", (None,))[0] != id(distiller):  # compiled once per distiller
+            self._meta_gradient = (id(distiller), backend.compiled(partial(self._look_ahead, distiller)))
+        grads = self._meta_gradient[1]([ops.convert_to_tensor(v) for v in distiller.trainable_variables],
+                                       [ops.convert_to_tensor(v) for v in distiller.non_trainable_variables],
+                                       keras.tree.map_structure(ops.convert_to_tensor, inputs),
+                                       ops.convert_to_tensor(labels), lr)
+        for p, v, g in zip(phi_vars, self.projection_velocity.items, grads):  # Nesterov SGD with weight decay
+            g = ops.convert_to_tensor(g) + self.meta_weight_decay * p.value   # (the code's weight optimizer)
+            v.assign(self.meta_momentum * v.value + g)
+            p.assign(p.value - lr * (g + self.meta_momentum * v.value))
+
+    def _look_ahead(self, distiller, theta, rest, inputs, labels, lr):
+        """The gradient of the cross-entropy after the look-ahead with respect to the projections (a pure function of
+        the values of every variable of `distiller`: trainable `theta`, non-trainable `rest`)."""
+        theta_vars, rest_vars = list(distiller.trainable_variables), list(distiller.non_trainable_variables)
+        phi_at = [next(n for n, r in enumerate(rest_vars) if r is p) for p in self.projections.weights]
+
+        def scope(theta, phi):  # every variable read as a value: the look-ahead's weights, the projections phi
+            values = list(rest)
+            for n, value in zip(phi_at, phi):
+                values[n] = value
+            return keras.StatelessScope(state_mapping=list(zip(theta_vars, theta)) + list(zip(rest_vars, values)))
+
+        def contrastive(theta, phi):  # the weighted L-MCL loss (the code's inner objective)
+            with scope(theta, phi):
+                y_pred = distiller(inputs, training=True)
+                context = {"index": inputs["index"], "labels": labels, "training": True,
+                           "peer_features": y_pred["peer_features"]}
+                return self.weight * ops.sum(self.targets(y_pred["peer_logits"], context).peer_losses)
+
+        def cross_entropy(theta, phi):  # the networks' summed cross-entropy (the code's outer objective)
+            with scope(theta, phi):
+                return ops.sum(peer_cross_entropy(labels, distiller(inputs, training=True)["peer_logits"]))
+
+        def sgd(theta, grads, momenta, step):
+            momenta = momenta or [ops.zeros_like(t) for t in theta]
+            momenta = [self.meta_momentum * m + g + self.meta_weight_decay * t
+                       for t, g, m in zip(theta, grads, momenta)]
+            return [t - lr * m for t, m in zip(theta, momenta)], momenta
+
+        self._in_meta_step = True  # the pair weights are not detached while this is traced
+        try:
+            return backend.unrolled_gradient([contrastive] * self.meta_steps + [cross_entropy], cross_entropy, theta,
+                                             [rest[n] for n in phi_at], sgd)
+        finally:
+            self._in_meta_step = False
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"weighting": self.weighting, "meta_every": self.meta_every, "meta_steps": self.meta_steps,
+                       "meta_momentum": self.meta_momentum, "meta_weight_decay": self.meta_weight_decay,
+                       "meta_learning_rate": self.meta_learning_rate, "projection_dim": self.projection_dim})
+        return config
+
+
+def _pooled(feature):
+    """Image features `(B, h, w, c)` averaged over their positions; pooled features as they are."""
+    return ops.mean(feature, axis=(1, 2)) if len(feature.shape) == 4 else feature
