@@ -5,6 +5,10 @@
     --method lmcl     the same pair: L-MCL's heads and memory slots for stage_1, stage_2 and pool of each network
                       (6 slots), every slot scored against every slot, against DML
     --method switokd  the same pair: SwitOKD's switch (three L1 distances per step), against DML
+    --method lmcl_meta  L-MCL with its meta-optimised layer-pair weights (weighting="meta"): the training step (pair
+                      weights from the projections) against DML, then the meta step itself (a second-order
+                      look-ahead of 3 SGD steps, run after every 50th batch) timed alone, and the throughput with one
+                      meta step per 50 training steps
 
 Both arms are built in one process on the current backend and timed in interleaved rounds (order alternating) on
 the same in-memory random data after a full warm-up; the median of the per-round ratios of images/second is reported
@@ -40,6 +44,9 @@ def build(arm, args):
                 for _ in range(args.students)]
     if arm in ("mcl", "lmcl"):
         d = keras_okd.methods.get(arm)(students, num_train_samples=args.samples, num_negatives=args.negatives)
+    elif arm == "lmcl_meta":
+        d = keras_okd.methods.lmcl(students, num_train_samples=args.samples, num_negatives=args.negatives,
+                                   weighting="meta")
     elif arm == "switokd":
         d = keras_okd.methods.switokd(students)
     else:
@@ -50,7 +57,7 @@ def build(arm, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", choices=("mcl", "lmcl", "switokd"), default="mcl")
+    parser.add_argument("--method", choices=("mcl", "lmcl", "lmcl_meta", "switokd"), default="mcl")
     parser.add_argument("--model", default="resnet32")
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--students", type=int, default=2)
@@ -63,8 +70,9 @@ def main():
     args.shape = (8, 8, 1) if args.model.startswith("simple_cnn") else (32, 32, 3)
 
     ds = dataset(args.batch * args.steps, args.shape, args.classes, args.batch)
-    speeds, ratios = interleaved({m: build(m, args) for m in (args.method, "dml")}, ds, args)
-    keyed = args.method in ("mcl", "lmcl")
+    distillers = {m: build(m, args) for m in (args.method, "dml")}
+    speeds, ratios = interleaved(distillers, ds, args)
+    keyed = args.method in ("mcl", "lmcl", "lmcl_meta")
     print(f"backend {keras.backend.backend()}, {args.method} vs dml: {args.students} x {args.model}, {args.classes} "
           f"classes, batch {args.batch}, {args.rounds} interleaved rounds of {args.steps} steps"
           + (f", {args.negatives} keys per anchor, memory of {args.samples}" if keyed else ""))
@@ -73,6 +81,33 @@ def main():
         print(f"| {m} | {statistics.median(speeds[m]):.1f} |")
     print(f"ratio {args.method} / dml: median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, "
           f"max {max(ratios):.3f})")
+    if args.method == "lmcl_meta":
+        meta_step(distillers["lmcl_meta"], ds, args, statistics.median(speeds["lmcl_meta"]),
+                  statistics.median(speeds["dml"]))
+
+
+def meta_step(distiller, ds, args, step_speed, dml_speed, every=50):
+    """Time the meta step alone (`outer_step` on one batch; the first call compiles it), and print the throughput
+    with one meta step per `every` training steps."""
+    import time
+
+    import numpy as np
+
+    inputs, labels = next(iter(ds))
+    inputs, labels = {k: np.asarray(v) for k, v in inputs.items()}, np.asarray(labels)
+    part = distiller.knowledge[0]
+    part.outer_step(distiller, inputs, labels)
+    seconds = []
+    for _ in range(args.rounds):
+        start = time.perf_counter()
+        part.outer_step(distiller, inputs, labels)
+        seconds.append(time.perf_counter() - start)
+    meta = statistics.median(seconds)
+    step = args.batch / step_speed
+    amortised = every * args.batch / (every * step + meta)
+    print(f"meta step: median {meta:.2f} s over {args.rounds} (min {min(seconds):.2f}, max {max(seconds):.2f}), "
+          f"{meta / step:.1f} training steps of L-MCL; with one per {every} steps: {amortised:.1f} images/s, "
+          f"{amortised / dml_speed:.3f} of DML's")
 
 
 if __name__ == "__main__":

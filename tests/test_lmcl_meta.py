@@ -180,7 +180,16 @@ def test_the_batch_read_again_is_the_batch_a_pipeline_trained_on():
     np.testing.assert_array_equal(first[0]["index"], second[0]["index"])  # drawn from (epoch, batch): reproducible
     np.testing.assert_array_equal(first[0]["index"], first[1])
     assert len(set(first[0]["index"])) == 4
-    with pytest.raises(ValueError, match="reads training batches again: pass a tf.data.Dataset or arrays"):
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, step):
+            return {"inputs": x[3 * step:3 * step + 3], "index": np.arange(3 * step, 3 * step + 3)}, np.arange(3)
+
+    inputs, labels = batch_again(Batches(), None, None, 0, 2)
+    np.testing.assert_array_equal(inputs["index"], [6, 7, 8])
+    with pytest.raises(ValueError, match="batches again: pass a tf.data.Dataset, a keras.utils.PyDataset or arrays"):
         batch_again(iter([]), None, 4, 0, 0)
 
 

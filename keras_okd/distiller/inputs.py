@@ -189,18 +189,19 @@ def batch_again(x, y, batch_size, epoch, batch):
 
     A dataset is read again to that position: a `keras_okd.data.pipeline` dataset draws epoch e's order (and
     augmentation) from its seed, so this is the batch the step trained on; another dataset gives the batch at the
-    same position of a new pass. Arrays: `batch_size` rows drawn from `(epoch, batch)` (fit's own shuffle of arrays
-    cannot be replayed), the same on every run, a resumed one included.
+    same position of a new pass. A `keras.utils.PyDataset` is indexed (`x[batch]`). Arrays: `batch_size` rows drawn
+    from `(epoch, batch)` (fit's own shuffle of arrays cannot be replayed), the same on every run, a resumed one
+    included.
     """
     import keras
 
-    if is_dataset(x):
-        inputs, labels = next(iter(x.skip(batch).take(1)))[:2]
+    if is_dataset(x) or isinstance(x, keras.utils.PyDataset):
+        inputs, labels = (next(iter(x.skip(batch).take(1))) if is_dataset(x) else x[batch])[:2]
         return keras.tree.map_structure(np.asarray, inputs), np.asarray(labels).reshape(-1)
     if _is_generator(x):
         raise ValueError("A knowledge part that works between steps (outer_every, e.g. L-MCL's meta-optimised pair "
-                         "weights) reads training batches again: pass a tf.data.Dataset or arrays to fit, not a "
-                         "generator or PyDataset.")
+                         "weights) reads training batches again: pass a tf.data.Dataset, a keras.utils.PyDataset or "
+                         "arrays to fit, not a generator.")
     count = _length(x)
     rows = np.sort(np.random.default_rng([epoch, batch]).choice(count, size=min(batch_size or 32, count),
                                                                  replace=False))
