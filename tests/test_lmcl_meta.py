@@ -208,3 +208,14 @@ def test_config_round_trip_and_refusals():
         knowledge.LayerMutualContrastive(100, meta_learning_rate=0.0)
     uniform = distiller(weighting="uniform")
     assert not hasattr(uniform.knowledge[0], "projections")
+
+
+@pytest.mark.heavy("jax")
+@pytest.mark.skipif(BACKEND == "torch", reason="the torch step is eager unless jit_compile=True (torch.compile)")
+def test_the_training_step_with_meta_weights_compiles():
+    d = distiller(meta_every=2)
+    d.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+              jit_compile=True if BACKEND == "tensorflow" else "auto")
+    x, y = data()
+    history = d.fit(x, y, batch_size=32, epochs=1, verbose=0, shuffle=False)
+    assert d.jit_compile is True and np.isfinite(history.history["loss"][-1])
