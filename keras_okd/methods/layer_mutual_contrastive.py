@@ -53,6 +53,8 @@ def lmcl(students, num_train_samples, alpha=0.1, beta=0.1, gamma=1.0, lam=1.0, t
     distiller = keras_okd.methods.lmcl(students, num_train_samples=50_000)
     # or two layers per network: 4 pairs, a memory of 50_000 x 2 x 2 x 128 floats
     distiller = keras_okd.methods.lmcl(students, num_train_samples=50_000, layers=("stage_2", "pool"))
+    # the paper's meta-optimised weights of the 9 pairs (a look-ahead after every 50th batch of an epoch)
+    distiller = keras_okd.methods.lmcl(students, num_train_samples=50_000, weighting="meta")
     distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True), coupled_weight_decay=5e-4)
     distiller.fit(keras_okd.data.with_index(train_ds).shuffle(50_000).batch(128), epochs=300)
     ```
