@@ -34,8 +34,9 @@ Where this part departs from the authors' code, and why:
   learning rate); the networks keep their weights (the code's roll-back). Departures: the look-ahead starts from a
   zero momentum buffer every time (the code's roll-back restores an optimizer whose buffers it re-creates each
   round: the same), the contrast in the look-ahead uses this part's memory and keys, read only (the memory is not
-  written), and the batch comes from the training data again (for `keras_okd.data.pipeline` datasets the same
-  batch; for other datasets a batch of the same pass position; for arrays a batch drawn by `(seed, epoch, batch)`).
+  written), and the batch is read again from the training data (`keras_okd.distiller.inputs.batch_again`: the same
+  batch from a `keras_okd.data.pipeline` dataset or a `keras.utils.PyDataset`; for another dataset the batch at the
+  same position of a new pass; for arrays a batch drawn by `(epoch, batch)`). The step runs on one device.
 - The layers. The code grows auxiliary branches (the remaining stages of the network, with a classifier of their
   own) on the outputs of the early stages, contrasts the branches' pooled features, trains their classifiers with
   cross-entropy, and adds an aggregator of the branches' logits that the final classifier learns from (KL). None of
