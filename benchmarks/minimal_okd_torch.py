@@ -24,7 +24,8 @@ Everything is written here from the papers and the recipe, not from keras-okd's 
 - Losses (per student i, summed over students; KD = tau^2 KL(target || softmax(z_i / tau)), batch mean, targets
   detached):
   independent: CE_i.
-  dml: CE_i + mean_{j != i} KL(p_j || p_i) at tau 1 (students updated simultaneously from one forward pass).
+  dml: CE_i + mean_{j != i} KD(p_j || p_i) at tau 1 (--dml-temperature; students updated simultaneously from one
+  forward pass).
   tsb: CE_i + lambda_ta w(e) sum_{j != i} KD(TA_j || p_i) + lambda_si w(e) KD(mean_j p_j || p_i), tau 4, beta 0.8,
   lambdas 0.5; TA_j[k] <- beta TA_j[k] + (1 - beta) softmax(z_j(x_k) / tau) on every visit of sample k (folded in,
   then read), read with the bias correction 1 / (1 - beta^n_k), n_k the visits so far; w(e) = 0 for the first
@@ -208,8 +209,9 @@ def total_loss(method, logits, labels, index, epoch, args, bank):
     m = len(logits)
     loss = sum(F.cross_entropy(z, labels) for z in logits)
     if method == "dml":
-        probs = [F.softmax(z, -1).detach() for z in logits]
-        loss = loss + sum(sum(kd(probs[j], logits[i], 1.0) for j in range(m) if j != i) / (m - 1) for i in range(m))
+        tau = args.dml_temperature
+        probs = [F.softmax(z / tau, -1).detach() for z in logits]
+        loss = loss + sum(sum(kd(probs[j], logits[i], tau) for j in range(m) if j != i) / (m - 1) for i in range(m))
     elif method == "tsb":
         tau = args.temperature
         probs = torch.stack([F.softmax(z.detach() / tau, -1) for z in logits], 1)  # (B, M, C)
@@ -324,7 +326,9 @@ def build_parser():
     parser.add_argument("--no-augment", dest="augment", action="store_false")
     parser.add_argument("--no-flip", action="store_true")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--temperature", type=float, default=4.0)
+    parser.add_argument("--temperature", type=float, default=4.0, help="TSB's tau (default: 4)")
+    parser.add_argument("--dml-temperature", type=float, default=1.0,
+                        help="DML's tau (default: 1, the paper's; the KL is then scaled by tau^2)")
     parser.add_argument("--beta", type=float, default=0.8)
     parser.add_argument("--lambda-ta", type=float, default=0.5)
     parser.add_argument("--lambda-si", type=float, default=0.5)
