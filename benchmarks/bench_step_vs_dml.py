@@ -23,6 +23,10 @@ its per-anchor keys: each step gathers batch x keys memory rows per network (1 G
 and scores every anchor against every network's rows, as the authors' ImageNet code does.
 L-MCL (`--method lmcl`, same run conditions, load average 8-10, `--rounds 3 --steps 3`): 4.7 img/s against DML's 54.0,
 ratio 0.088 (0.063-0.088): 6 slots (3 layers x 2 networks), so 3 times MCL's key reads and 9 times its scores.
+L-MCL with meta weights (`--method lmcl_meta --batch 64 --negatives 1024 --samples 10000 --rounds 3 --steps 3`, 2026-12-02,
+load average 4.5 from two training jobs; benchmarks/results/2026-12-02-lmcl-meta/bench_tensorflow.txt): training step
+63.0 img/s against DML's 87.0, ratio 0.705 (0.501-0.838); one meta step 6.46 s (5.90-6.57), 6.4 L-MCL training
+steps; with one meta step per 50 training steps 55.9 img/s, 0.643 of DML's.
 """
 
 import argparse
