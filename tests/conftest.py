@@ -98,3 +98,14 @@ class Crash(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.current == self.epoch and batch == self.batch:
             raise RuntimeError("simulated crash")
+
+
+def straight_and_resumed(run, backup_dir, epoch, batch):
+    """`(straight, resumed)`: `run(callbacks)` once uninterrupted, then once crashed after batch `batch` of epoch
+    `epoch` under `keras.callbacks.BackupAndRestore(backup_dir)`, then once more resumed from that backup."""
+    import pytest
+
+    straight = run([])
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run([keras.callbacks.BackupAndRestore(str(backup_dir)), Crash(epoch=epoch, batch=batch)])
+    return straight, run([keras.callbacks.BackupAndRestore(str(backup_dir))])

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import BACKEND, Crash, tiny_student, to_numpy
+from conftest import BACKEND, straight_and_resumed, tiny_student, to_numpy
 from test_losses import np_softmax
 
 import keras_okd
@@ -294,11 +294,7 @@ def test_backup_and_restore_resumes_to_the_same_state(tmp_path):
         d.fit(INDEXED, Y, epochs=3, batch_size=32, verbose=0, shuffle=False, callbacks=callbacks)
         return d
 
-    straight = run([])
-    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run([backup, Crash(epoch=2, batch=1)])
-    resumed = run([keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+    straight, resumed = straight_and_resumed(run, tmp_path / "backup", epoch=2, batch=1)
     ta_s, ta_r = straight.knowledge[0], resumed.knowledge[0]
     np.testing.assert_array_equal(to_numpy(ta_r.counts), to_numpy(ta_s.counts))
     np.testing.assert_allclose(to_numpy(ta_r.bank), to_numpy(ta_s.bank), rtol=1e-5, atol=1e-6)

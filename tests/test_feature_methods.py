@@ -5,7 +5,7 @@ exported students carry none of them."""
 import keras
 import numpy as np
 import pytest
-from conftest import Crash, tiny_student, to_numpy
+from conftest import straight_and_resumed, tiny_student, to_numpy
 
 import keras_okd
 from keras_okd import knowledge
@@ -98,10 +98,7 @@ def test_backup_and_restore_resumes_memory_regressors_and_negatives(tmp_path):
         d.fit(INDEXED, Y, epochs=2, batch_size=48, verbose=0, shuffle=False, callbacks=callbacks)
         return d
 
-    straight = run([])
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run([keras.callbacks.BackupAndRestore(str(tmp_path / "backup")), Crash(epoch=1, batch=0)])
-    resumed = run([keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))])
+    straight, resumed = straight_and_resumed(run, tmp_path / "backup", epoch=1, batch=0)
     crd_s, crd_r = straight.knowledge[-1], resumed.knowledge[-1]
     np.testing.assert_allclose(to_numpy(crd_r.memory), to_numpy(crd_s.memory), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(to_numpy(crd_r.seed_generator.state), to_numpy(crd_s.seed_generator.state))
