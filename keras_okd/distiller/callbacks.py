@@ -104,6 +104,20 @@ class OuterSteps(keras.callbacks.Callback):
         parts: the parts with `outer_every`.
         batch_again: `batch_again(epoch, batch)` -> `(inputs, labels)`, the training batch
             (`keras_okd.distiller.inputs.batch_again` on fit's data).
+
+    Example:
+
+    >>> class Every2:  # a part's contract: a name, outer_every, outer_step(model, inputs, labels)
+    ...     name, outer_every, seen = "every2", 2, []
+    ...     def outer_step(self, model, inputs, labels):
+    ...         self.seen.append((inputs, labels))
+    >>> part = Every2()
+    >>> cb = OuterSteps([part], batch_again=lambda epoch, batch: (f"x[{epoch},{batch}]", f"y[{epoch},{batch}]"))
+    >>> cb.on_epoch_begin(3)
+    >>> for batch in range(5):
+    ...     cb.on_train_batch_end(batch)
+    >>> part.seen
+    [('x[3,0]', 'y[3,0]'), ('x[3,2]', 'y[3,2]'), ('x[3,4]', 'y[3,4]')]
     """
 
     def __init__(self, parts, batch_again):
