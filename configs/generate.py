@@ -340,11 +340,12 @@ def lmcl_configs():
     """L-MCL (Yang et al., TPAMI 2023), its CIFAR-100 homogeneous pair (ResNet-32 x 2, 75.82 in the authors' README):
     the authors' recipe (main_layer_mcl_cifar_meta.py): 300 epochs, batch 128, SGD with Nesterov momentum 0.9, weight
     decay 5e-4, lr 0.1 with its default cosine schedule; alpha = beta = 0.1, gamma = lambda = 1, tau 0.1, T 3; the
-    meta-optimised layer-pair weights (every 50 batches, 2 look-ahead steps)."""
+    meta-optimised layer-pair weights (every 50 batches, 2 look-ahead steps); auxiliary branches on stages 1 and 2
+    with their aggregator."""
     config = {
         "experiment": "lmcl_cifar100_resnet32x2",
         "paper": "L-MCL CIFAR-100",
-        "method": {"name": "lmcl", "params": {**MCL_PARAMS, "weighting": "meta"}},
+        "method": {"name": "lmcl", "params": {**MCL_PARAMS, "weighting": "meta", "auxiliary": True}},
         "students": ["resnet32", "resnet32"],
         "dataset": {"name": "cifar100", "batch_size": 128, "data_dir": None, "augment": "standard"},
         "optimizer": {"name": "sgd", "learning_rate": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
@@ -354,8 +355,9 @@ def lmcl_configs():
         "strategy": "none",
     }
     header = ["L-MCL (Yang et al., TPAMI 2023), CIFAR-100: 2 x ResNet-32 (layers stage_1, stage_2, pool).",
-              "The layer pairs' weights are meta-optimised as in the code (weighting: meta, every 50 batches); "
-              "not built here (keras_okd/knowledge/features/lmcl.py): the auxiliary branches and their aggregator.",
+              "As in the code: the layer pairs' weights meta-optimised (weighting: meta, every 50 batches), and "
+              "auxiliary branches on stage_1 and stage_2 with an aggregator of the stages' logits (auxiliary: true; "
+              "keras_okd/knowledge/features/lmcl.py lists the departures).",
               "The cosine schedule decays per step here, per epoch in the authors' code; their sampler puts 2 "
               "samples of each class in every batch, here batches are shuffled.",
               "Baseline column: --set 'method={name: independent}'; MCL: configs/mcl/cifar100_resnet32x2.yaml."]

@@ -14,7 +14,8 @@ feature-distillation parts read them by name; `feature_layers(model)` lists them
 
 Multi-branch students (ONE, CL, OKDDip, PCL, DKEL): `multi_branch`, `extract_branch`, and collaborative learning's
 backpropagation rescaling (`GradientScale`, `scale_trunk_gradients`); the heads that distillation puts on them live
-in `keras_okd.knowledge`.
+in `keras_okd.knowledge`. L-MCL's auxiliary branches (a fresh copy of the rest of a network on an inner layer):
+`auxiliary_branch`.
 
 Example:
 
@@ -24,6 +25,7 @@ Example:
 """
 
 from keras_okd.models._cifar_resnet import cifar_resnet
+from keras_okd.models.auxiliary import auxiliary_branch
 from keras_okd.models._imagenet_resnet import imagenet_resnet
 from keras_okd.models._mobilenet_v2 import mobilenet_v2
 from keras_okd.models._simple_cnn import simple_cnn
@@ -48,6 +50,7 @@ globals().update(_BUILDERS)
 
 __all__ = sorted([
     "GradientScale",
+    "auxiliary_branch",
     "branch_name",
     "cifar_resnet",
     "densenet_bc",

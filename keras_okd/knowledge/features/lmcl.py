@@ -37,11 +37,17 @@ Where this part departs from the authors' code, and why:
   written), and the batch is read again from the training data (`keras_okd.distiller.inputs.batch_again`: the same
   batch from a `keras_okd.data.pipeline` dataset or a `keras.utils.PyDataset`; for another dataset the batch at the
   same position of a new pass; for arrays a batch drawn by `(epoch, batch)`). The step runs on one device.
-- The layers. The code grows auxiliary branches (the remaining stages of the network, with a classifier of their
-  own) on the outputs of the early stages, contrasts the branches' pooled features, trains their classifiers with
-  cross-entropy, and adds an aggregator of the branches' logits that the final classifier learns from (KL). None of
-  these is built: the part contrasts the named layers themselves, image features global-average-pooled before their
-  head (default: the zoo's stages but the last, and the pooled features).
+- The layers. The code grows auxiliary branches on the outputs of the early stages (new copies of the network's
+  later stages, its pooling and a classifier of their own), contrasts the branches' pooled features, trains their
+  classifiers with cross-entropy, and adds an aggregator per network: a softmax over the stages, from the stages'
+  concatenated pooled features (Linear-ReLU-Linear), weighs the stages' logits; the aggregated logits learn from the
+  labels, and every network's final logits from every network's aggregated logits (KL at T, times T^2, the
+  aggregated side detached). `auxiliary_branches=` builds all of it (`auxiliary_classification`; the branches from
+  `keras_okd.models.auxiliary_branch`, made by the `lmcl` preset with `auxiliary=True`); their terms are the part's
+  extra loss `auxiliary`, added with weight 1 as in the code. Without them (the default) the part contrasts the named
+  layers themselves, image features global-average-pooled before their head. Departure: the branches' layers take
+  the network's initialisation (He-normal, fan-in), not the code's normal(0, sqrt(2 / fan-out)) of their
+  convolutions and zero bias of their classifier.
 - The keys. As MCL's part: a memory of every sample's embedding per slot (momentum 0.5) and `num_negatives` keys drawn
   uniformly, positives the keys of the anchor's label, instead of the code's contrast within the batch (whose sampler
   puts two samples of each class in every batch); ICL puts the sample's own row of the other slot first among the
@@ -58,7 +64,7 @@ from keras_okd import backend
 from keras_okd.knowledge.base import PartOutput
 from keras_okd.knowledge.features.base import Connectors, check_rank, safe_l2_normalize
 from keras_okd.knowledge.features.mcl import MutualContrastive, soft_contrastive, supervised_contrastive
-from keras_okd.losses import _batch_mean, peer_cross_entropy
+from keras_okd.losses import _batch_mean, pairwise_kd, peer_cross_entropy, soften
 
 
 def layer_mutual_contrastive(logits, positives, slot_peer, pair_weights=None, alpha=0.1, beta=0.1, gamma=1.0,
@@ -127,6 +133,43 @@ def layer_mutual_contrastive(logits, positives, slot_peer, pair_weights=None, al
     return ops.stack(terms) * scale
 
 
+def auxiliary_classification(labels, stage_logits, stage_weights, kd_temperature=3.0, sample_weight=None):
+    """L-MCL's classification terms of the auxiliary branches and the aggregator, per network (the authors'
+    `main_layer_mcl_cifar_meta.py`): with `z_is` the logits of stage s of network i (its branches', then its own),
+    `a_i = sum_s w_is z_is` the aggregated logits,
+
+        A_i = sum_{s < S} CE(z_is) + CE(a_i) + T^2 sum_j KL(softmax(a_j / T) || softmax(z_iS / T)),
+
+    `a_j` detached in the KL (the network's own final cross-entropy `CE(z_iS)` is the distiller's, not here).
+
+    Args:
+        labels: `(B,)` integers.
+        stage_logits: `(B, M, S, C)`, the last stage each network's own logits.
+        stage_weights: `(B, M, S)`, the aggregator's weights of each network's stages (a softmax over S).
+        kd_temperature: T.
+        sample_weight: `(B,)` or None.
+
+    Returns:
+        `(M,)` float32.
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> z = np.zeros((1, 2, 2, 4), "float32")                     # 1 sample, 2 networks, 2 stages, 4 classes
+    >>> w = np.full((1, 2, 2), 0.5, "float32")
+    >>> np.round(keras.ops.convert_to_numpy(auxiliary_classification(np.array([0]), z, w)), 4)   # 2 ln 4, KL 0
+    array([2.7726, 2.7726], dtype=float32)
+    """
+    stage_logits = ops.cast(stage_logits, "float32")
+    _, peers, stages, classes = tuple(stage_logits.shape)
+    branches = ops.reshape(stage_logits[:, :, :-1], (-1, peers * (stages - 1), classes))
+    branch_ce = ops.sum(ops.reshape(peer_cross_entropy(labels, branches, sample_weight), (peers, stages - 1)), axis=1)
+    aggregated = ops.einsum("bms,bmsc->bmc", ops.cast(stage_weights, "float32"), stage_logits)
+    kd = pairwise_kd(soften(aggregated, kd_temperature), stage_logits[:, :, -1], kd_temperature,
+                     ops.ones((peers, peers)), sample_weight)
+    return branch_ce + peer_cross_entropy(labels, aggregated, sample_weight) + kd
+
+
 def pair_weights(projections):
     """The weight of every pair of slots per sample, `sigmoid(cos(p_a, p_b))` (the code's `LossWeightNetwork`).
 
@@ -177,6 +220,11 @@ class LayerMutualContrastive(MutualContrastive):
             own step (0.9, 5e-4).
         meta_learning_rate: their learning rate; None: the training optimizer's current one (the code's).
         projection_dim: outputs of each slot's projection (128).
+        auxiliary_branches: None (default), or one list per network of its auxiliary branches, one per layer but the
+            last, in the order of `layers` (`keras.Model`s from that layer's output to `[pooled features, logits]`,
+            e.g. `keras_okd.models.auxiliary_branch`): the slot of such a layer contrasts the branch's pooled
+            features; the branches' logits, the aggregators (one per network, built here) and their terms are the
+            part's extra loss `"auxiliary"` (`auxiliary_classification`, see the module).
         name: part name (default `"lmcl"`).
 
     Example:
@@ -185,6 +233,17 @@ class LayerMutualContrastive(MutualContrastive):
     >>> part.build_for_peers(2, 100, {"peer_features": [{"stage_1": (None, 32, 32, 16), "pool": (None, 64)}] * 2})
     >>> tuple(part.memory.shape), len(part.connectors)
     ((1000, 4, 128), 4)
+
+    With auxiliary branches (what `keras_okd.methods.lmcl(..., auxiliary=True)` builds):
+
+    >>> from keras_okd import models
+    >>> nets = [models.get("resnet20", num_classes=100) for _ in range(2)]
+    >>> branches = [[models.auxiliary_branch(net, "stage_1", name=f"aux_{i}")] for i, net in enumerate(nets)]
+    >>> part = LayerMutualContrastive(1_000, layers=("stage_1", "pool"), num_negatives=256,
+    ...                               auxiliary_branches=branches)
+    >>> part.build_for_peers(2, 100, {"peer_features": [{"stage_1": (None, 32, 32, 16), "pool": (None, 64)}] * 2})
+    >>> part.loss_names, len(part.aggregators)
+    (('auxiliary',), 2)
     """
 
     label = "L-MCL"
@@ -195,7 +254,7 @@ class LayerMutualContrastive(MutualContrastive):
                  temperature=0.1, kd_temperature=3.0, embedding_dim=128, num_negatives=8192, momentum=0.5,
                  memory_dtype="float32", seed=None, reduction="sum", weighting="uniform", meta_every=50, meta_steps=2,
                  meta_momentum=0.9, meta_weight_decay=5e-4, meta_learning_rate=None, projection_dim=128,
-                 name="lmcl", **kwargs):
+                 auxiliary_branches=None, name="lmcl", **kwargs):
         super().__init__(num_samples, layers=layers, alpha=alpha, beta=beta, gamma=gamma, lam=lam,
                          temperature=temperature, kd_temperature=kd_temperature, embedding_dim=embedding_dim,
                          num_negatives=num_negatives, momentum=momentum, memory_dtype=memory_dtype, seed=seed,
@@ -219,6 +278,22 @@ class LayerMutualContrastive(MutualContrastive):
         self.meta_learning_rate = None if meta_learning_rate is None else float(meta_learning_rate)
         self.outer_every = meta_every if weighting == "meta" else None
         self._in_meta_step = False
+        self.auxiliary = Connectors(name=f"{name}_auxiliary_branches")  # tracked now: the branches exist already
+        if auxiliary_branches is not None:
+            rows = [list(row) for row in auxiliary_branches]
+            if not rows or len({len(row) for row in rows}) != 1 or not rows[0]:
+                raise ValueError(f"LayerMutualContrastive: auxiliary_branches needs one list per network, each with "
+                                 f"one branch per layer but the last (the same number); got {len(rows)} lists of "
+                                 f"{[len(row) for row in rows]} branches.")
+            rows = [[keras.saving.deserialize_keras_object(b) if isinstance(b, dict) else b for b in row]
+                    for row in rows]
+            bad = [b for row in rows for b in row if not isinstance(b, keras.Model)]
+            if bad:
+                raise ValueError(f"LayerMutualContrastive: every auxiliary branch must be a keras.Model (layer output "
+                                 f"-> [pooled features, logits], keras_okd.models.auxiliary_branch); got {bad[0]!r}.")
+            self.auxiliary.set([b for row in rows for b in row])
+            self.branches_per_peer = len(rows[0])
+            self.loss_names = ("auxiliary",)
 
     @classmethod
     def default_layers(cls, stages, pool):
@@ -234,17 +309,26 @@ class LayerMutualContrastive(MutualContrastive):
         check_rank(target_shape, (2, 4), what, "L-MCL")
 
     def build_connectors(self, shapes):
-        def width(shape):  # an image feature is pooled over its positions: its channels
-            return int(shape[-1]) if len(shape) == 4 else int(np.prod(shape[1:]))
-
         layers = self.slots_per_peer
-        self.connectors.set([self.embedding_head(i * layers + k, width(shapes[i][k]))
-                             for i in range(self.num_peers) for k in range(layers)])
+        if self.auxiliary.items:
+            self._check_branches(shapes)
+        widths = [self._slot_width(i, k, shapes[i][k]) for i in range(self.num_peers) for k in range(layers)]
+        self.connectors.set([self.embedding_head(slot, widths[slot]) for slot in range(len(widths))])
+        if self.auxiliary.items:
+            aggregators = []
+            for i in range(self.num_peers):  # the code's Aggregator: Linear(S F, F)-ReLU-Linear(F, S), softmax
+                own = widths[i * layers:(i + 1) * layers]
+                aggregator = keras.Sequential([keras.layers.Dense(own[-1], activation="relu", dtype="float32"),
+                                               keras.layers.Dense(layers, dtype="float32"),
+                                               keras.layers.Softmax(dtype="float32")], name=f"aggregator_{i}")
+                aggregator.build((None, sum(own)))
+                aggregators.append(aggregator)
+            self.aggregators.set(aggregators)
         if self.weighting == "meta":
             dense = []
             for slot in range(self.num_peers * layers):
                 projection = keras.layers.Dense(self.projection_dim, dtype="float32", name=f"projection_{slot}")
-                projection.build((None, width(shapes[slot // layers][slot % layers])))
+                projection.build((None, widths[slot]))
                 dense.append(projection)
             self.projections.set(dense)
             self.projections.trainable = False  # trained by the meta step alone, never by the training step
@@ -254,37 +338,90 @@ class LayerMutualContrastive(MutualContrastive):
                               for n, v in enumerate(self.projections.weights)]
             velocity.built = True
 
+    def _slot_width(self, peer, position, shape):
+        """The width of slot (peer, position)'s pooled features: its auxiliary branch's, else the layer's channels
+        (image features, pooled over their positions) or size."""
+        if self.auxiliary.items and position < self.slots_per_peer - 1:
+            return int(self.auxiliary[peer * self.branches_per_peer + position].outputs[0].shape[-1])
+        return int(shape[-1]) if len(shape) == 4 else int(np.prod(shape[1:]))
+
+    def _check_branches(self, shapes):
+        """Refuse auxiliary branches that do not fit the networks: their number, input shapes and classes."""
+        layers = self.slots_per_peer
+        if len(self.auxiliary) != self.num_peers * (layers - 1) or self.branches_per_peer != layers - 1:
+            raise ValueError(f"{self.name}: auxiliary_branches has {len(self.auxiliary) // self.branches_per_peer} "
+                             f"lists of {self.branches_per_peer} branches; {self.num_peers} networks contrasting "
+                             f"{layers} layers need {self.num_peers} lists of {layers - 1} (one per layer but the "
+                             "last).")
+        for i in range(self.num_peers):
+            for k, layer in enumerate(self.layers_for_peer(i)[:-1]):
+                branch = self.auxiliary[i * (layers - 1) + k]
+                expected, got = tuple(shapes[i][k][1:]), tuple(branch.inputs[0].shape[1:])
+                classes = int(branch.outputs[-1].shape[-1])
+                if expected != got or classes != self.num_classes:
+                    raise ValueError(f"{self.name}: the auxiliary branch {branch.name!r} of network {i} takes "
+                                     f"{got} and gives {classes} logits, but layer {layer!r} gives {expected} and "
+                                     f"the networks {self.num_classes} classes; build it on that network's layer "
+                                     "(keras_okd.models.auxiliary_branch(network, layer)).")
+
     def build(self, input_shape):
         super().build(input_shape)
         if self.weighting == "meta":  # filled in build_connectors (the containers exist before Keras locks the part)
             self.projections = Connectors(name=f"{self.name}_pair_weights")
             self.projection_velocity = Connectors(name=f"{self.name}_pair_weights_velocity")
+        if self.auxiliary.items:
+            self.aggregators = Connectors(name=f"{self.name}_aggregators")
 
     def embed(self, slot, feature):
         """Slot `slot`'s embedding `(batch, embedding_dim)`: image features pooled, then its head, L2-normalised."""
         return super().embed(slot, _pooled(feature))
 
-    def weights_of_pairs(self, features):
-        """`(B, S, S)` the pair weights of this batch (`pair_weights` of the slots' projections); detached except in
-        the meta step."""
+    def slot_features(self, peer_logits, context):
+        """The pooled features of every slot (a list, network-major) and, with auxiliary branches, every network's
+        stages' logits `(B, M, S, C)` (its branches', then its own); None without them."""
+        features = self.peer_features(context)
+        layers, training = self.slots_per_peer, bool(context.get("training", False))
+        if not self.auxiliary.items:
+            return [_pooled(features[i][k]) for i in range(self.num_peers) for k in range(layers)], None
+        pooled, stages = [], []
+        for i in range(self.num_peers):
+            logits = []
+            for k in range(layers - 1):
+                branch_features, branch_logits = self.auxiliary[i * (layers - 1) + k](features[i][k],
+                                                                                      training=training)
+                pooled.append(ops.cast(branch_features, "float32"))
+                logits.append(ops.cast(branch_logits, "float32"))
+            pooled.append(_pooled(features[i][-1]))
+            stages.append(ops.stack(logits + [ops.cast(peer_logits[:, i], "float32")], axis=1))
+        return pooled, ops.stack(stages, axis=1)
+
+    def stage_weights(self, pooled):
+        """`(B, M, S)` the aggregators' weights of every network's stages, from its slots' pooled features."""
         layers = self.slots_per_peer
-        projected = ops.stack([self.projections[i * layers + k](_pooled(features[i][k]))
-                               for i in range(self.num_peers) for k in range(layers)], axis=1)
-        weights = pair_weights(projected)
+        return ops.stack([self.aggregators[i](ops.concatenate(pooled[i * layers:(i + 1) * layers], axis=-1))
+                          for i in range(self.num_peers)], axis=1)
+
+    def weights_of_pairs(self, pooled):
+        """`(B, S, S)` the pair weights of this batch (`pair_weights` of the slots' projections of their pooled
+        features); detached except in the meta step."""
+        weights = pair_weights(ops.stack([self.projections[slot](f) for slot, f in enumerate(pooled)], axis=1))
         return weights if self._in_meta_step else ops.stop_gradient(weights)
 
     def targets(self, peer_logits, context):
-        features = self.peer_features(context)
-        layers = self.slots_per_peer
-        anchors = ops.stack([self.embed(i * layers + k, features[i][k])
-                             for i in range(self.num_peers) for k in range(layers)], axis=1)  # (B, S, d)
+        pooled, stages = self.slot_features(peer_logits, context)
+        anchors = ops.stack([self.embed(slot, f) for slot, f in enumerate(pooled)], axis=1)  # (B, S, d)
         logits, positives, state = self.contrast(anchors, context)
         scale = 1.0 / (self.num_peers - 1) if self.reduction == "mean" else 1.0
-        slot_peer = [i for i in range(self.num_peers) for _ in range(layers)]
-        weights = self.weights_of_pairs(features) if self.weighting == "meta" else None
+        slot_peer = [i for i in range(self.num_peers) for _ in range(self.slots_per_peer)]
+        weights = self.weights_of_pairs(pooled) if self.weighting == "meta" else None
         losses = layer_mutual_contrastive(logits, positives, slot_peer, weights, self.alpha, self.beta, self.gamma,
                                           self.lam, self.kd_temperature, context.get("sample_weight"), scale)
-        return PartOutput(peer_losses=losses, state=state)
+        extra = {}
+        if stages is not None:
+            extra["auxiliary"] = ops.sum(auxiliary_classification(context["labels"], stages,
+                                                                  self.stage_weights(pooled), self.kd_temperature,
+                                                                  context.get("sample_weight")))
+        return PartOutput(peer_losses=losses, losses=extra, state=state)
 
     def outer_step(self, distiller, inputs, labels):
         """The meta step of the pair weights on one training batch (see the module): `inputs` as the training step
@@ -325,9 +462,15 @@ class LayerMutualContrastive(MutualContrastive):
                            "peer_features": y_pred["peer_features"]}
                 return self.weight * ops.sum(self.targets(y_pred["peer_logits"], context).peer_losses)
 
-        def cross_entropy(theta, phi):  # the networks' summed cross-entropy (the code's outer objective)
+        def cross_entropy(theta, phi):  # the summed cross-entropy of every stage of every network (the code's outer
+            # objective)
             with scope(theta, phi):
-                return ops.sum(peer_cross_entropy(labels, distiller(inputs, training=True)["peer_logits"]))
+                y_pred = distiller(inputs, training=True)
+                logits = y_pred["peer_logits"]
+                if self.auxiliary.items:
+                    _, stages = self.slot_features(logits, {"training": True, "peer_features": y_pred["peer_features"]})
+                    logits = ops.reshape(stages, (-1, stages.shape[1] * stages.shape[2], stages.shape[3]))
+                return ops.sum(peer_cross_entropy(labels, logits))
 
         def sgd(theta, grads, momenta, step):
             momenta = momenta or [ops.zeros_like(t) for t in theta]
@@ -342,11 +485,20 @@ class LayerMutualContrastive(MutualContrastive):
         finally:
             self._in_meta_step = False
 
+    def _branch_configs(self):
+        """The auxiliary branches' configs, one list per network (None without branches)."""
+        if not self.auxiliary.items:
+            return None
+        per = self.branches_per_peer
+        return [[keras.saving.serialize_keras_object(b) for b in self.auxiliary.items[start:start + per]]
+                for start in range(0, len(self.auxiliary), per)]
+
     def get_config(self):
         config = super().get_config()
         config.update({"weighting": self.weighting, "meta_every": self.meta_every, "meta_steps": self.meta_steps,
                        "meta_momentum": self.meta_momentum, "meta_weight_decay": self.meta_weight_decay,
-                       "meta_learning_rate": self.meta_learning_rate, "projection_dim": self.projection_dim})
+                       "meta_learning_rate": self.meta_learning_rate, "projection_dim": self.projection_dim,
+                       "auxiliary_branches": self._branch_configs()})
         return config
 
 
