@@ -45,9 +45,10 @@ Where this part departs from the authors' code, and why:
   aggregated side detached). `auxiliary_branches=` builds all of it (`auxiliary_classification`; the branches from
   `keras_okd.models.auxiliary_branch`, made by the `lmcl` preset with `auxiliary=True`); their terms are the part's
   extra loss `auxiliary`, added with weight 1 as in the code. Without them (the default) the part contrasts the named
-  layers themselves, image features global-average-pooled before their head. Departure: the branches' layers take
-  the network's initialisation (He-normal, fan-in), not the code's normal(0, sqrt(2 / fan-out)) of their
-  convolutions and zero bias of their classifier.
+  layers themselves, image features global-average-pooled before their head. Departure: the branches' layers are
+  initialised as the network's own (the zoo: He-normal over the fan-in for convolutions, Glorot-uniform for the
+  classifier's kernel), where the code draws the branches' convolutions from normal(0, sqrt(2 / fan-out)) and keeps
+  PyTorch's default for the classifier's kernel.
 - The keys. As MCL's part: a memory of every sample's embedding per slot (momentum 0.5) and `num_negatives` keys drawn
   uniformly, positives the keys of the anchor's label, instead of the code's contrast within the batch (whose sampler
   puts two samples of each class in every batch); ICL puts the sample's own row of the other slot first among the
