@@ -9,6 +9,8 @@
                       weights from the projections) against DML, then the meta step itself (a second-order
                       look-ahead of 3 SGD steps, run after every 50th batch) timed alone, and the throughput with one
                       meta step per 50 training steps
+    --method lmcl_full  the same with the auxiliary branches and aggregator as well (auxiliary=True: the paper's
+                      method, configs/lmcl/cifar100_resnet32x2.yaml)
 
 Both arms are built in one process on the current backend and timed in interleaved rounds (order alternating) on
 the same in-memory random data after a full warm-up; the median of the per-round ratios of images/second is reported
@@ -48,9 +50,9 @@ def build(arm, args):
                 for _ in range(args.students)]
     if arm in ("mcl", "lmcl"):
         d = keras_okd.methods.get(arm)(students, num_train_samples=args.samples, num_negatives=args.negatives)
-    elif arm == "lmcl_meta":
+    elif arm in ("lmcl_meta", "lmcl_full"):
         d = keras_okd.methods.lmcl(students, num_train_samples=args.samples, num_negatives=args.negatives,
-                                   weighting="meta")
+                                   weighting="meta", auxiliary=arm == "lmcl_full")
     elif arm == "switokd":
         d = keras_okd.methods.switokd(students)
     else:
@@ -61,7 +63,7 @@ def build(arm, args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", choices=("mcl", "lmcl", "lmcl_meta", "switokd"), default="mcl")
+    parser.add_argument("--method", choices=("mcl", "lmcl", "lmcl_meta", "lmcl_full", "switokd"), default="mcl")
     parser.add_argument("--model", default="resnet32")
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--students", type=int, default=2)
@@ -76,7 +78,7 @@ def main():
     ds = dataset(args.batch * args.steps, args.shape, args.classes, args.batch)
     distillers = {m: build(m, args) for m in (args.method, "dml")}
     speeds, ratios = interleaved(distillers, ds, args)
-    keyed = args.method in ("mcl", "lmcl", "lmcl_meta")
+    keyed = args.method in ("mcl", "lmcl", "lmcl_meta", "lmcl_full")
     print(f"backend {keras.backend.backend()}, {args.method} vs dml: {args.students} x {args.model}, {args.classes} "
           f"classes, batch {args.batch}, {args.rounds} interleaved rounds of {args.steps} steps"
           + (f", {args.negatives} keys per anchor, memory of {args.samples}" if keyed else ""))
@@ -85,8 +87,8 @@ def main():
         print(f"| {m} | {statistics.median(speeds[m]):.1f} |")
     print(f"ratio {args.method} / dml: median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, "
           f"max {max(ratios):.3f})")
-    if args.method == "lmcl_meta":
-        meta_step(distillers["lmcl_meta"], ds, args, statistics.median(speeds["lmcl_meta"]),
+    if args.method in ("lmcl_meta", "lmcl_full"):
+        meta_step(distillers[args.method], ds, args, statistics.median(speeds[args.method]),
                   statistics.median(speeds["dml"]))
 
 
