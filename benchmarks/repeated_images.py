@@ -8,7 +8,25 @@ make it. Two things grow with the set: the diversity of the images, and the numb
 sample's accumulated prediction (the accumulator's time constant, in steps). 1,000 images repeated twice
 (`fashion_mnist_repeated`, `train_size=1000, repeats=2`) for 150 epochs has n2000's steps per epoch, steps, and slots
 refreshed every 32 steps, with n1000's images: a gain like n2000's says the accumulator's pace makes it, a gain like
-n1000_300ep's says the images do. `benchmarks/fashion_mnist_regimes_repeated.yaml` runs it.
+n1000_300ep's says the images do.
+
+Everything else is the n2000_plain recipe (no augmentation, batch 64, SGD momentum 0.9, coupled weight decay 5e-4, lr
+0.01 with 5 epochs of linear warm-up then cosine, 150 epochs, two simple_cnn_8, TSB's KD warm-up 10 epochs). It runs
+through `keras-okd train` (tf.data; `benchmarks/fashion_mnist_gpu.py` reads Fashion-MNIST and MNIST only), one
+process per method, each over the five seeds, from the repository root, then into the ledger:
+
+    for m in independent tsb; do
+      KERAS_BACKEND=tensorflow keras-okd train --config configs/fashion_mnist/$m.yaml --run-dir runs/repeated/$m \
+        --set "imports=[benchmarks/repeated_images.py]" \
+        --set "dataset={name: fashion_mnist_repeated, train_size: 1000, repeats: 2, batch_size: 64}" \
+        --set "students=[simple_cnn_8, simple_cnn_8]" --set epochs=150 --set validation_freq=10 \
+        --set "schedule={type: cosine, warmup_epochs: 5}" --set "seeds=[0, 1, 2, 3, 4]" \
+        $([ $m = tsb ] && echo --set method.params.warmup_epochs=10) &
+    done; wait
+    keras-okd ledger add runs/repeated --tag n1000x2_plain
+    keras-okd report ledger/n1000x2_plain
+
+About 150 s per seed, the two processes side by side.
 
 Used as a config import (`imports: [../../benchmarks/repeated_images.py]` in a file of `configs/fashion_mnist/`, or
 `--set imports=[benchmarks/repeated_images.py]` from the repository root), it
