@@ -112,6 +112,9 @@ def test_auxiliary_branch_refusals():
     with pytest.raises(ValueError, match="has no layer 'pool'"):
         models.auxiliary_branch(net, "r1")  # the zoo's default features name: this network calls them "flat"
 
+    with pytest.raises(ValueError, match=r"auxiliary=True needs two or more layers per student; got \('flat',\)"):
+        keras_okd.methods.lmcl([student("a"), student("b")], num_train_samples=10, layers="flat", auxiliary=True)
+
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(4, name="hidden")(inputs)
     skip = keras.layers.Add(name="pool")([keras.layers.Dense(4, name="inner")(hidden), inputs])

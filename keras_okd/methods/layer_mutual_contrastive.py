@@ -22,7 +22,7 @@ def lmcl(students, num_train_samples, alpha=0.1, beta=0.1, gamma=1.0, lam=1.0, t
     but the last grows an auxiliary branch (`keras_okd.models.auxiliary_branch`: new copies of the network's later
     layers and classifier) whose pooled features are contrasted in its place, and the branches' logits, an aggregator
     per network and the final logits' KL from the aggregated ones join the loss, as in the authors' code. The paper's
-    method is `weighting="meta", auxiliary=True` (`configs/lmcl/cifar100.yaml`); the defaults (`"uniform"`, no
+    method is `weighting="meta", auxiliary=True` (`configs/lmcl/cifar100_resnet32x2.yaml`); the defaults (`"uniform"`, no
     branches) stay what this preset built before those existed, so that the ledger's records rerun as they ran.
 
     Loss of network i: `CE_i + sum_{a in i} sum_{b not in i} (w(a, b) + w(b, a)) * (alpha VCL_a + gamma
@@ -77,7 +77,11 @@ def lmcl(students, num_train_samples, alpha=0.1, beta=0.1, gamma=1.0, lam=1.0, t
                          "to contrast, the same number per student, e.g. layers=('block_2', 'block_4', 'flatten').")
     branches = None
     if auxiliary:
+        layers = (layers,) if isinstance(layers, str) else tuple(layers)
         per_student = [layers[i] if isinstance(layers[0], (list, tuple)) else layers for i in range(len(students))]
+        if any(len(names) < 2 for names in per_student):
+            raise ValueError(f"lmcl: auxiliary branches grow on every contrasted layer but the last (the pooled "
+                             f"features), so auxiliary=True needs two or more layers per student; got {layers!r}.")
         branches = [[auxiliary_branch(student, layer, features=names[-1], name=f"aux_{i}_{layer}")
                      for layer in names[:-1]] for i, (student, names) in enumerate(zip(students, per_student))]
     part = LayerMutualContrastive(num_train_samples, layers=layers, alpha=alpha, beta=beta, gamma=gamma, lam=lam,
