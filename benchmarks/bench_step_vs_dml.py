@@ -31,8 +31,8 @@ load average 4.5 from two training jobs; benchmarks/results/2026-12-02-lmcl-meta
 steps; with one meta step per 50 training steps 55.9 img/s, 0.643 of DML's.
 L-MCL as the paper builds it (`--method lmcl_full`, the same arguments, 2026-12-02, load average 6.5 from two
 training jobs; benchmarks/results/2026-12-02-lmcl-full/bench_tensorflow.txt): training step 25.4 img/s against DML's
-115.5, ratio 0.220 (0.186-0.326): each network also runs its two auxiliary branches (stages 2-3 and stage 3 again,
-0.81M parameters beside its 0.47M); one meta step 19.75 s (17.73-21.81), 7.9 training steps; with one per 50
+115.5, ratio 0.220 (0.186-0.326): each network also runs its two auxiliary branches (new copies of its stages 2-3
+and of its stage 3, each with a classifier); one meta step 19.75 s (17.73-21.81), 7.9 training steps; with one per 50
 training steps 22.0 img/s, 0.190 of DML's.
 """
 

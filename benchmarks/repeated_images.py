@@ -26,7 +26,7 @@ process per method, each over the five seeds, from the repository root, then int
     keras-okd ledger add runs/repeated --tag n1000x2_plain
     keras-okd report ledger/n1000x2_plain
 
-About 150 s per seed, the two processes side by side.
+About 175 s per seed (174-179 s measured), the two processes side by side.
 
 Used as a config import (`imports: [../../benchmarks/repeated_images.py]` in a file of `configs/fashion_mnist/`, or
 `--set imports=[benchmarks/repeated_images.py]` from the repository root), it

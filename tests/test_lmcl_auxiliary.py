@@ -115,6 +115,19 @@ def test_auxiliary_branch_refusals():
     with pytest.raises(ValueError, match=r"auxiliary=True needs two or more layers per student; got \('flat',\)"):
         keras_okd.methods.lmcl([student("a"), student("b")], num_train_samples=10, layers="flat", auxiliary=True)
 
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.inner, self.pool = keras.layers.Dense(4, name="stage_1"), keras.layers.Dense(4, name="pool")
+
+        def call(self, x):
+            return self.pool(self.inner(x))
+
+    sub = Subclassed()
+    sub(np.zeros((1, 2), "float32"))
+    with pytest.raises(ValueError, match="could not be copied layer by layer"):
+        models.auxiliary_branch(sub, "stage_1")
+
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(4, name="hidden")(inputs)
     skip = keras.layers.Add(name="pool")([keras.layers.Dense(4, name="inner")(hidden), inputs])
