@@ -53,6 +53,28 @@ def test_teacher_is_the_ema_of_every_step_computed_by_hand():
             np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
 
 
+def test_call_in_training_leaves_the_teacher_alone_and_begin_training_step_applies_the_owed_update():
+    eta = 0.3
+    students = [tiny_student(name="a"), tiny_student(name="b")]
+    d = keras_okd.OnlineDistiller(students, [keras_okd.knowledge.TeacherPeers(temperature=2.0)], teacher_eta=eta)
+    d.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    d.train_on_batch(X[:32], Y[:32])  # leaves the update of this step owed
+    assert float(to_numpy(d.teacher.pending)) == 1.0
+    teacher_before = [weights(t) for t in d.teachers]
+    out = d(X[32:64], training=True)
+    assert set(out) == {"peer_logits", "probabilities", "teacher_logits"}  # nothing about the step's state
+    assert float(to_numpy(d.teacher.pending)) == 1.0
+    for t, before in zip(d.teachers, teacher_before):
+        for got, want in zip(weights(t), before):
+            np.testing.assert_array_equal(got, want)
+    assert keras_okd.backend.step_value(d) is None  # outside train_step: no copy for compute_loss to restore
+    students_now = [weights(s) for s in students]
+    d.begin_training_step()
+    for t, before, s in zip(d.teachers, teacher_before, students_now):
+        for got, tb, sb in zip(weights(t), before, s):
+            np.testing.assert_allclose(got, eta * sb + (1 - eta) * tb, rtol=1e-5, atol=1e-6)
+
+
 class _Snapshot(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.teacher = weights(self.model.teachers[0])

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import threading
 
 import numpy as np
 from keras import ops
@@ -12,6 +13,7 @@ __all__ = [
     "process", "initialize_processes", "num_replicas", "replica_values", "process_inputs", "jax_process_count",
     "device_memory", "check_state_fits", "synchronized_batch_norm_supported", "torch_parameters_by_position",
     "keep_state_for_errors", "reattach_state", "usable_after_errors", "unrolled_gradient", "compiled", "attach_state",
+    "train_step_after", "step_value",
 ]
 
 # Which engine each strategy name needs (`keras_okd.distribute.STRATEGIES` lists the names).
@@ -205,3 +207,39 @@ def _wrong_engine(name):
         return f"Unknown strategy {name!r}; choose one of {tuple(STRATEGY_ENGINES)}."
     return (f"Strategy {name!r} needs the {needs} backend (KERAS_BACKEND={needs}); this process runs "
             f"{keras.backend.backend()}. The torch backend supports only 'none' (one device).")
+
+
+# The prologue's result of the training step being traced, per model, in this thread (see `train_step_after`).
+_STEP = threading.local()
+
+
+@contextlib.contextmanager
+def _step_value(model, value):
+    values = _STEP.__dict__.setdefault("values", {})
+    previous = values.get(id(model))
+    values[id(model)] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            del values[id(model)]
+        else:
+            values[id(model)] = previous
+
+
+def step_value(model):
+    """Inside `train_step_after(model, ...)`: what its prologue returned; elsewhere None."""
+    return getattr(_STEP, "values", {}).get(id(model))
+
+
+def train_step_after(model, prologue, train_step, data):
+    """Keras's train step `train_step(data)` with `prologue()` run first, inside the same (compiled) step, its result
+    readable meanwhile through `step_value(model)` (by `compute_loss`, say).
+
+    TensorFlow and PyTorch run the step on the variables themselves, so the prologue reads and writes them directly.
+    The value is kept per thread: under a `tf.distribute` strategy each replica traces the step in a thread of its own,
+    and the replicas share the model object.
+    """
+    with _step_value(model, prologue()):
+        return train_step(data)
+

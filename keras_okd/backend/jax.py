@@ -211,3 +211,21 @@ def attach_state(model):
     next step (what its own callbacks do when they need the variables)."""
     if getattr(model, "_jax_state", None):
         model.jax_state_sync()
+
+
+def train_step_after(model, prologue, train_step, state, data):
+    """Keras's JAX train step `train_step(state, data)` with `prologue()` run first on the step's `state` (see
+    `keras_okd.backend.generic.train_step_after`).
+
+    The step is a pure function of `state` (trainable, non-trainable, optimizer and metrics values): the prologue runs
+    in a `StatelessScope` over those values, and the non-trainable values it wrote go into the state the forward pass
+    then reads, as Keras's own `stateless_call` carries batch-norm statistics out.
+    """
+    trainable, non_trainable, optimizer_variables, metrics_variables = state
+    mapping = list(zip(model.trainable_variables, trainable)) + list(zip(model.non_trainable_variables, non_trainable))
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        value = prologue()
+    non_trainable = [scope.get_current_value(v) for v in model.non_trainable_variables]
+    with generic._step_value(model, value):
+        return train_step((trainable, non_trainable, optimizer_variables, metrics_variables), data)
+

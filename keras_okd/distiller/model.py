@@ -1,10 +1,11 @@
 """`OnlineDistiller`: one `keras.Model` that trains a group of peers together with online knowledge distillation.
 
-Design choice: the distiller overrides `compute_loss` (and `compute_metrics`), not `train_step`. Keras's own
+Design choice: the distiller overrides `compute_loss` (and `compute_metrics`), and `train_step` only to run
+`begin_training_step` (the teacher's owed EMA update, a copy of the batch-norm statistics) before Keras's own. Keras's
 `train_step` of each backend (tf.GradientTape, jax.value_and_grad over a stateless call, torch autograd) runs the
-forward pass through `call`, which returns every peer's logits, then calls `compute_loss`, then applies the optimizer.
-So the whole step is written once in `keras.ops` and every backend runs it with its default compilation
-(tf.function, jax.jit, torch eager). State that changes during a step (the temporal accumulator's bank) is written
+forward pass through `call`, which returns every peer's logits and changes nothing else, then calls `compute_loss`,
+then applies the optimizer. So the whole step is written once in `keras.ops` and every backend runs it with its
+default compilation (tf.function, jax.jit, torch eager). State that changes during a step (the temporal accumulator's bank) is written
 inside `compute_loss` through non-trainable variables, which Keras carries out of the JAX stateless call like
 batch-norm statistics; writes happen only when `training=True`, so `evaluate` and `predict` never change it.
 
@@ -106,8 +107,8 @@ class OnlineDistiller(keras.Model):
         **kwargs,
     ):
         # The distiller itself always computes in float32: under a mixed policy Keras would otherwise read float32
-        # variables in the compute dtype inside `call`, where the teacher's EMA runs. The students keep their own
-        # (mixed) policies and autocast inside their own calls.
+        # variables in the compute dtype inside `call`. The students keep their own (mixed) policies and autocast
+        # inside their own calls.
         kwargs["dtype"] = "float32"
         super().__init__(name=name, **kwargs)
         peers = Peers(students, views)
@@ -167,18 +168,17 @@ class OnlineDistiller(keras.Model):
 
     # ------------------------------------------------------------------ forward
     def call(self, inputs, training=None):
-        """Run every peer on its view, and the teacher; in training, `begin_training_step` first.
+        """Run every peer on its view, and the teacher. Changes nothing but what the networks' layers change in
+        training (batch-norm statistics); the step's own work before the forward pass is `begin_training_step`.
 
         Returns a dict: `"probabilities"` `(B, C)` of the deployed networks; `"peer_logits"` `(B, M, C)`;
         `"peer_features"` (tapped layers per peer, when parts read any); `"inputs"` (each peer's view, when a part
         reads them); `"teacher_logits"` (no gradient) with a teacher; `"features"` and `"shared_features"` with a
-        multi-branch student; in training `"state_before"` (see `begin_training_step`). `predict` returns the
-        probabilities alone."""
+        multi-branch student. `predict` returns the probabilities alone."""
         images, _ = split_inputs(inputs)
         views = self.peers.views_of(images, training)
-        out = {"state_before": self.begin_training_step()} if training else {}
         peer_logits, extra = self.peers.forward(self.students, views, training)
-        out.update(extra, peer_logits=peer_logits, probabilities=self._deployed(peer_logits))
+        out = dict(extra, peer_logits=peer_logits, probabilities=self._deployed(peer_logits))
         if any(part.needs_inputs for part in self.knowledge):
             out["inputs"] = views
         if self.teacher:
@@ -187,14 +187,20 @@ class OnlineDistiller(keras.Model):
                 out["probabilities"] = self._deployed(out["teacher_logits"])
         return out
 
+    def train_step(self, *args):
+        """Keras's training step of the running backend, with `begin_training_step` first, inside the same compiled
+        step (`keras_okd.backend.train_step_after`)."""
+        return backend.train_step_after(self, self.begin_training_step, super().train_step, *args)
+
     def begin_training_step(self):
         """What a training step does before the peers' forward pass: the teacher's owed EMA update, then a copy of
         the students' moving statistics, returned, which `compute_loss` writes back when the step's loss is not finite.
 
-        `call` runs it: in Keras's train step of every backend `call` is the only code before the forward pass. The
-        copy reaches `compute_loss` in `call`'s outputs (`"state_before"`), the one channel between the two that is
-        each replica's own under a `tf.distribute` strategy (the replicas share this object) and that the JAX step
-        traces as one function.
+        `train_step` runs it, and `compute_loss` reads the copy through `keras_okd.backend.step_value` (per replica
+        under a `tf.distribute` strategy; from the step's state under JAX). A training loop of your own that calls
+        `distiller(x, training=True)` and `compute_loss` calls it first (the teacher's EMA is otherwise applied once,
+        late, for all the steps since the last `sync_teacher`); `compute_loss` then restores the statistics only
+        inside `train_step`.
         """
         if self.teacher:
             self.teacher.catch_up(self.students)
@@ -237,15 +243,16 @@ class OnlineDistiller(keras.Model):
         total = total + self.ce_weight * ops.sum(ce * ce_scale)
 
         if training:
-            if "state_before" in y_pred:  # a forward pass that made batch-norm statistics non-finite: refused too
+            before = backend.step_value(self)  # begin_training_step's copy, inside train_step
+            if before is not None:  # a forward pass that made batch-norm statistics non-finite: refused too
                 total = safety.unless_state_finite(total, safety.moving_state(self.students))
             finite = ops.isfinite(total)
             for part, state in pending:
                 part.commit(state, finite)
             if self.teacher:  # the optimizer step about to run (skipped when not finite) is owed to the teacher
                 self.teacher.owe(finite)
-            if "state_before" in y_pred:
-                safety.restore_unless(finite, safety.moving_state(self.students), y_pred["state_before"])
+            if before is not None:
+                safety.restore_unless(finite, safety.moving_state(self.students), before)
         self.logs.update_peers(ce, peer_logits, labels, context.get("teacher_logits"), sample_weight)
         return backend.scale_loss_for_replicas(total)
 

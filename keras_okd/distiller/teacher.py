@@ -2,9 +2,10 @@
 
 `t = eta * s + (1 - eta) * t` after every optimizer step, over every float weight, batch-norm moving statistics
 included; the teacher runs in inference mode, so its forward pass changes nothing. Because Keras applies the optimizer
-after `compute_loss`, the update owed for step k is applied at the start of step k + 1's forward pass, before anything
-reads the teacher or the students' batch-norm statistics move: `owe(finite)` records that an update is owed (none for
-a step skipped for a non-finite loss), `catch_up()` applies it inside the next training step, and `sync()` applies it
+after `compute_loss`, the update owed for step k is applied at the start of step k + 1, before its forward pass reads
+the teacher or moves the students' batch-norm statistics: `owe(finite)` records that an update is owed (none for a
+step skipped for a non-finite loss), `catch_up()` applies it in the next training step (the distiller's
+`begin_training_step`, which its `train_step` runs first), and `sync()` applies it
 before validation, `evaluate`, `predict`, exports and at the end of `fit`. Whenever the teacher is read it is
 therefore the EMA of every optimizer step taken.
 
