@@ -533,7 +533,7 @@ def report_runs(args):
 
 def ledger_command(args):
     """`keras-okd ledger add|table|readme|rerun ...` (see `keras_okd.experiments.ledger`)."""
-    from keras_okd.experiments import ledger
+    from keras_okd.experiments import ledger, readme_tables
     from keras_okd.experiments.report import find_runs
 
     try:
@@ -547,18 +547,18 @@ def ledger_command(args):
                 print(f"keras-okd ledger: {run} has not finished (no results.json); not recorded", file=sys.stderr)
             return 1 if skipped or not done else 0
         if args.ledger_command == "table":
-            print(ledger.table(args.paths))
+            print(readme_tables.table(args.paths))
             return 0
         if args.ledger_command == "readme":
             with open(args.readme) as f:
-                blocks = ledger.readme_blocks(f.read(), os.path.dirname(os.path.abspath(args.readme)))
+                blocks = readme_tables.readme_blocks(f.read(), os.path.dirname(os.path.abspath(args.readme)))
             stale = [paths for paths, body, generated in blocks if body != generated]
             if args.check:
                 for paths in stale:
                     print(f"{args.readme}: the table of <!-- ledger: {paths} --> differs from its records",
                           file=sys.stderr)
                 return 1 if stale else 0
-            ledger.update_readme(args.readme)
+            readme_tables.update_readme(args.readme)
             print(f"{args.readme}: {len(blocks)} ledger tables, {len(stale)} rewritten")
             return 0
         return _rerun_record(args, ledger)

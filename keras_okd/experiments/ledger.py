@@ -18,10 +18,9 @@ A run directory holds the models and the full logs and is not committed; its rec
 
 `keras-okd report` reads records as it reads run directories (same table, same paired intervals), so a campaign's
 ledger is its evidence; `keras-okd ledger add RUN_DIR...` records finished runs of `keras-okd train`; `keras-okd
-ledger table PATH` prints the table; `keras-okd ledger readme README.md` rewrites the README's tables between their
-`<!-- ledger: PATH -->` and `<!-- /ledger -->` markers from the records (tests/test_readme_ledger.py fails when a
-README table differs from what the ledger gives); `keras-okd ledger rerun RECORD` trains the record's config and seed
-again and says whether the accuracies reproduce within a tolerance.
+ledger table PATH` prints the table and `keras-okd ledger readme README.md` rewrites the README's tables from the
+records (both in `keras_okd.experiments.readme_tables`, above this module and the report); `keras-okd ledger rerun
+RECORD` trains the record's config and seed again and says whether the accuracies reproduce within a tolerance.
 """
 
 import datetime
@@ -29,14 +28,12 @@ import hashlib
 import json
 import os
 import platform
-import re
 import subprocess
 
 from keras_okd.experiments.state import atomic_json, read_json
 
 FORMAT = 1
 SUFFIX = ".record.json"
-_MARKER = re.compile(r"(<!-- ledger: (?P<paths>[^>]*?) -->\n)(?P<body>.*?)(<!-- /ledger -->)", re.S)
 
 
 class LedgerError(ValueError):
@@ -227,56 +224,6 @@ def record_run_dir(run_dir, ledger_dir, tag=None, commit=None):
     history = read_history(os.path.join(run_dir, HISTORY))
     return write_record(ledger_dir, make_record(config, results, history, tag=tag or results.get("tag"),
                                                 commit=results.get("commit") or commit))
-
-
-def table(paths):
-    """The report's Markdown table (`keras_okd.experiments.report.markdown_table`) of the records under `paths`."""
-    from keras_okd.experiments.report import build_groups, markdown_table, paired_to_independent, runs_from
-
-    runs, problems = runs_from(paths)
-    if problems:
-        raise LedgerError("; ".join(problems))
-    groups = build_groups(runs)
-    return markdown_table(groups, {id(g): paired_to_independent(groups, g) for g in groups})
-
-
-def readme_blocks(text, root="."):
-    """`[(paths, current body, generated body)]` for each `<!-- ledger: PATH [PATH...] -->` block of a README."""
-    blocks = []
-    for match in _MARKER.finditer(text):
-        paths = [os.path.join(root, p) for p in match.group("paths").split()]
-        if not find_records(paths):
-            raise LedgerError(f"README marker <!-- ledger: {match.group('paths')} --> names no ledger records.")
-        blocks.append((match.group("paths"), match.group("body"), table(paths) + "\n"))
-    return blocks
-
-
-def update_readme(path):
-    """Rewrite every ledger block of the README at `path` from the records; returns the number of blocks changed.
-
-    Example:
-
-    ```python
-    update_readme("README.md")     # what `keras-okd ledger readme README.md` does
-    ```
-    """
-    with open(path) as f:
-        text = f.read()
-    root = os.path.dirname(os.path.abspath(path))
-    generated = iter([body for _, _, body in readme_blocks(text, root)])
-    changed = [0]
-
-    def replace(match):
-        body = next(generated)
-        changed[0] += body != match.group("body")
-        return match.group(1) + body + match.group(4)
-
-    new = _MARKER.sub(replace, text)
-    if new != text:
-        from keras_okd.experiments.state import atomic_write
-
-        atomic_write(path, new)
-    return changed[0]
 
 
 def compare(record, again, tolerance):

@@ -8,7 +8,7 @@ import keras
 import pytest
 
 from keras_okd import cli
-from keras_okd.experiments import config_from_dict, dump_config, ledger, make_report, run_experiment
+from keras_okd.experiments import config_from_dict, dump_config, ledger, make_report, readme_tables, run_experiment
 from keras_okd.experiments.config import with_seed
 
 CONFIG = {"experiment": "ledger_unit", "paper": "ledger unit", "method": {"name": "dml"},
@@ -66,7 +66,7 @@ def test_readme_blocks_are_generated_from_the_records_and_checked(runs, capsys):
     assert "differs from its records" in capsys.readouterr().err
     assert cli.main(["ledger", "readme", str(readme)]) == 0
     text = readme.read_text()
-    assert ledger.table([runs / "ledger" / "unit"]) in text and "stale" not in text and text.endswith("end\n")
+    assert readme_tables.table([runs / "ledger" / "unit"]) in text and "stale" not in text and text.endswith("end\n")
     assert cli.main(["ledger", "readme", str(readme), "--check"]) == 0
     readme.write_text("<!-- ledger: ledger/none -->\nx\n<!-- /ledger -->\n")
     assert cli.main(["ledger", "readme", str(readme)]) == 2
