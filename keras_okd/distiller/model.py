@@ -5,9 +5,9 @@ Design choice: the distiller overrides `compute_loss` (and `compute_metrics`), a
 `train_step` of each backend (tf.GradientTape, jax.value_and_grad over a stateless call, torch autograd) runs the
 forward pass through `call`, which returns every peer's logits and changes nothing else, then calls `compute_loss`,
 then applies the optimizer. So the whole step is written once in `keras.ops` and every backend runs it with its
-default compilation (tf.function, jax.jit, torch eager). State that changes during a step (the temporal accumulator's bank) is written
-inside `compute_loss` through non-trainable variables, which Keras carries out of the JAX stateless call like
-batch-norm statistics; writes happen only when `training=True`, so `evaluate` and `predict` never change it.
+default compilation (tf.function, jax.jit, torch eager). State that changes during a step (the temporal accumulator's
+bank) is written inside `compute_loss` through non-trainable variables, which Keras carries out of the JAX stateless
+call like batch-norm statistics; writes happen only when `training=True`, so `evaluate` and `predict` never change it.
 
 The parts around the loss are this file's siblings (see `keras_okd.distiller`): `peers`, `inputs`, `teacher`,
 `safety`, `logs` and `callbacks`.
