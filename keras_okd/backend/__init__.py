@@ -16,6 +16,8 @@ shares and what an engine module does not override. No other module of keras-okd
 - `synchronized_batch_norm_supported`: Keras implements synchronized batch norm on TensorFlow only.
 - `torch_parameters_by_position`, `keep_state_for_errors`, `reattach_state`, `usable_after_errors`: two trainer
   traps, on torch and JAX.
+- `train_step_after`, `step_value`: Keras's train step with the distiller's prologue run first (the teacher's EMA
+  catch-up, the batch-norm copy), and that prologue's result inside the step: on JAX from the step's state.
 """
 
 import keras

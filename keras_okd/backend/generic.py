@@ -242,4 +242,3 @@ def train_step_after(model, prologue, train_step, data):
     """
     with _step_value(model, prologue()):
         return train_step(data)
-

@@ -228,4 +228,3 @@ def train_step_after(model, prologue, train_step, state, data):
     non_trainable = [scope.get_current_value(v) for v in model.non_trainable_variables]
     with generic._step_value(model, value):
         return train_step((trainable, non_trainable, optimizer_variables, metrics_variables), data)
-

@@ -197,10 +197,10 @@ class OnlineDistiller(keras.Model):
         the students' moving statistics, returned, which `compute_loss` writes back when the step's loss is not finite.
 
         `train_step` runs it, and `compute_loss` reads the copy through `keras_okd.backend.step_value` (per replica
-        under a `tf.distribute` strategy; from the step's state under JAX). A training loop of your own that calls
-        `distiller(x, training=True)` and `compute_loss` calls it first (the teacher's EMA is otherwise applied once,
-        late, for all the steps since the last `sync_teacher`); `compute_loss` then restores the statistics only
-        inside `train_step`.
+        under a `tf.distribute` strategy; from the step's state under JAX). A training loop of your own, one that
+        calls `distiller(x, training=True)` and `compute_loss`, should call it before each forward pass: otherwise the
+        teacher's EMA is applied once, late, for all the steps since the last `sync_teacher`. Outside `train_step`
+        `compute_loss` does not restore the statistics after a non-finite loss.
         """
         if self.teacher:
             self.teacher.catch_up(self.students)
